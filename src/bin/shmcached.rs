@@ -1,0 +1,87 @@
+//! `shmcached`: the cache process. See the crate docs and `src/ipc` for the protocol.
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use shmcache::cache::daemon::{Daemon, DaemonConfig};
+use shmcache::cache::{preload::preload, store::Store};
+use shmcache::ipc::check_instance_name;
+use shmcache::shutdown::{Shutdown, on_signals};
+
+/// Holds files in memory and writes them into webproxy's shared-memory segments on request.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Instance name: the request queue is /NAME.req; proxies must use the same name.
+    #[arg(long, default_value = "shmcache", value_parser = instance_name)]
+    name: String,
+    /// Preload from PATH: a directory (keys are /relative/paths) or a locals.txt manifest
+    /// (`key path` per line, paths relative to the manifest's folder).
+    #[arg(short = 'c', long = "cache", value_name = "PATH")]
+    cache: Option<PathBuf>,
+    /// Worker threads writing into segments.
+    #[arg(short, long, default_value = "8")]
+    threads: NonZeroUsize,
+    /// Simulated slowness: microseconds slept before each answer.
+    #[arg(short, long, value_name = "MICROS", default_value_t = 0)]
+    delay: u64,
+    /// Seconds a worker waits for the proxy to free a slot before giving up.
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = seconds)]
+    cache_timeout: Duration,
+}
+
+fn instance_name(s: &str) -> Result<String, String> {
+    check_instance_name(s).map(|()| s.to_owned())
+}
+
+fn seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let shutdown = Shutdown::new();
+    let name = args.name.clone();
+    if let Err(e) = on_signals(shutdown.clone(), move || Daemon::wake(&name)) {
+        log::error!("installing signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    let store = Arc::new(Store::new());
+    if let Some(path) = &args.cache {
+        match preload(&store, path) {
+            Ok(n) => log::info!("preloaded {n} files from {}", path.display()),
+            Err(e) => {
+                log::error!("preloading {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let config = DaemonConfig {
+        name: args.name,
+        threads: args.threads.get(),
+        delay: Duration::from_micros(args.delay),
+        timeout: args.cache_timeout,
+    };
+    let daemon = match Daemon::new(config, store) {
+        Ok(d) => d,
+        Err(e) => {
+            log::error!("creating the request queue: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let unfinished = daemon.run(&shutdown);
+    if unfinished > 0 {
+        log::warn!("{unfinished} transfers abandoned at exit");
+    }
+    log::info!("stopped");
+    ExitCode::SUCCESS
+}

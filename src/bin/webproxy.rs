@@ -1,0 +1,120 @@
+//! `webproxy`: the HTTP front. See the crate docs for how it talks to `shmcached`.
+
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use shmcache::http::server::{Proxy, ProxyConfig};
+use shmcache::http::spawn::CacheChild;
+use shmcache::ipc::{check_instance_name, sys};
+use shmcache::shutdown::{Shutdown, on_signals};
+use shmcache::size::parse_size;
+
+/// Serves files over HTTP from the shmcached cache process, falling back to a directory.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Instance name shared with shmcached: queue /NAME.req, segments /NAME.seg.<pid>.<i>.
+    #[arg(long, default_value = "shmcache", value_parser = instance_name)]
+    name: String,
+    /// TCP port to listen on (0: any free port; the log says which).
+    #[arg(short, long, default_value_t = 8080)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// Worker threads serving requests.
+    #[arg(short, long, default_value = "8")]
+    threads: NonZeroUsize,
+    /// Shared-memory segments (transfers in flight at once).
+    #[arg(short = 'n', long, default_value = "8")]
+    segments: NonZeroUsize,
+    /// Bytes per segment, header included; K and M suffixes accepted.
+    #[arg(short = 'z', long, default_value = "256K", value_parser = parse_size)]
+    segment_size: usize,
+    /// Slots per segment: 1 is the classic lock-step handoff, more let the cache run ahead.
+    #[arg(short = 'k', long, default_value = "1")]
+    slots: NonZeroUsize,
+    /// Secondary storage: a directory that serves what the cache does not hold.
+    #[arg(short = 's', long = "server", value_name = "DIR")]
+    server: Option<PathBuf>,
+    /// Start shmcached preloaded from PATH under the same --name, and stop it on exit.
+    #[arg(long, value_name = "PATH")]
+    spawn_cache: Option<PathBuf>,
+    /// Seconds to wait on the cache (a free segment, the answer, each chunk).
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = seconds)]
+    cache_timeout: Duration,
+    /// Seconds a client may stay silent, or leave a write blocked, before it is dropped.
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = seconds)]
+    client_timeout: Duration,
+}
+
+fn instance_name(s: &str) -> Result<String, String> {
+    check_instance_name(s).map(|()| s.to_owned())
+}
+
+fn seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let shutdown = Shutdown::new();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<Box<dyn Fn() + Send>>();
+    // Register the handlers before any other thread exists; the proxy's stopper is handed
+    // over once the proxy is bound.
+    on_signals(shutdown.clone(), move || {
+        if let Ok(stop) = stop_rx.try_recv() {
+            stop();
+        }
+    })
+    .map_err(|e| format!("installing signal handlers: {e}"))?;
+    match sys::raise_nofile_limit() {
+        Ok(n) => log::debug!("open file limit: {n}"),
+        Err(e) => log::warn!("could not raise the open file limit: {e}"),
+    }
+    let child = match &args.spawn_cache {
+        Some(path) => Some(CacheChild::spawn(&args.name, path, args.cache_timeout)?),
+        None => None,
+    };
+    let proxy = Proxy::bind(ProxyConfig {
+        name: args.name,
+        bind: args.bind,
+        port: args.port,
+        threads: args.threads.get(),
+        segments: args.segments.get(),
+        segment_size: args.segment_size,
+        slots: args.slots.get(),
+        storage: args.server,
+        cache_timeout: args.cache_timeout,
+        client_timeout: args.client_timeout,
+    })
+    .map_err(|e| format!("starting: {e}"))?;
+    let _ = stop_tx.send(Box::new(proxy.stopper()));
+    if shutdown.is_triggered() {
+        // The signal came while we were binding, before the stopper was there to call.
+        proxy.stopper()();
+    }
+    let result = proxy.run(&shutdown).map_err(|e| format!("serving: {e}"));
+    drop(child);
+    log::info!("stopped");
+    result
+}

@@ -1,0 +1,119 @@
+//! Filling the store at start from a directory or a `locals.txt` manifest.
+//!
+//! A directory is walked recursively and each file stored under `/` + its path relative to
+//! the directory. A manifest holds `key path` per line (the classic course format);
+//! relative paths are resolved against the manifest's folder, blank lines and `#` comments
+//! are skipped. A malformed manifest line is an error (the operator mistyped something);
+//! a file that cannot be read is logged and skipped, as nginx does for a missing file.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::store::{Entry, Store};
+
+/// Loads `path` (a directory or a manifest) into `store`; returns the number of entries.
+pub fn preload(store: &Store, path: &Path) -> io::Result<usize> {
+    let files = if path.is_dir() {
+        let mut files = Vec::new();
+        walk(path, path, &mut files)?;
+        files
+    } else {
+        read_manifest(path)?
+    };
+    let mut loaded = 0;
+    for (key, file) in files {
+        match load(&file) {
+            Ok(entry) => {
+                store.insert(key, entry);
+                loaded += 1;
+            }
+            Err(e) => log::warn!("preload: skipping {key} ({}): {e}", file.display()),
+        }
+    }
+    Ok(loaded)
+}
+
+fn load(file: &Path) -> io::Result<Entry> {
+    let body = fs::read(file)?.into_boxed_slice();
+    let modified = fs::metadata(file)?.modified().ok();
+    Ok(Entry { body, modified })
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(root, &path, out)?;
+        } else if path.is_file() {
+            let rel = path.strip_prefix(root).expect("walked below root");
+            let Some(rel) = rel.to_str() else {
+                log::warn!("preload: skipping non-UTF-8 path {}", path.display());
+                continue;
+            };
+            out.push((format!("/{rel}"), path));
+        }
+    }
+    Ok(())
+}
+
+fn read_manifest(manifest: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+    let text = fs::read_to_string(manifest)?;
+    let base = manifest.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let (Some(key), Some(file), None) = (words.next(), words.next(), words.next()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}:{}: expected `key path`, got {line:?}",
+                    manifest.display(),
+                    n + 1
+                ),
+            ));
+        };
+        let key = if key.starts_with('/') {
+            key.to_owned()
+        } else {
+            format!("/{key}")
+        };
+        out.push((key, base.join(file)));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_resolves_relative_paths_and_rejects_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.txt"), b"alpha").unwrap();
+        let manifest = dir.path().join("locals.txt");
+        fs::write(&manifest, "# comment\n\n/x/a a.txt\nb missing.txt\n").unwrap();
+        let store = Store::new();
+        assert_eq!(preload(&store, &manifest).unwrap(), 1);
+        assert_eq!(&*store.get("/x/a").unwrap().body, b"alpha");
+        assert!(store.get("/b").is_none());
+
+        fs::write(&manifest, "/ok a.txt\n/too many words\n").unwrap();
+        let err = preload(&Store::new(), &manifest).unwrap_err();
+        assert!(err.to_string().contains(":2:"), "{err}");
+    }
+
+    #[test]
+    fn directory_keys_are_relative_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        fs::write(dir.path().join("sub/b.bin"), b"").unwrap();
+        let store = Store::new();
+        assert_eq!(preload(&store, dir.path()).unwrap(), 1);
+        assert_eq!(store.get("/sub/b.bin").unwrap().body.len(), 0);
+    }
+}

@@ -1,0 +1,171 @@
+//! The proxy's side of the channel: send a request, wait for the head, hand back a body.
+
+use std::io;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::ipc::channel::{ChannelError, Head, Receiver, Status};
+use crate::ipc::pool::{CheckoutError, SegmentPool};
+use crate::ipc::queue::MessageQueue;
+use crate::ipc::queue_name;
+use crate::ipc::wire::{Op, Request};
+use crate::shutdown::Shutdown;
+
+use super::body::CacheBody;
+
+/// What the cache answered.
+pub enum Answer {
+    Found { head: Head, body: CacheBody },
+    NotFound,
+}
+
+/// Why the cache could not answer; the proxy then falls back to secondary storage.
+#[derive(Debug)]
+pub enum CacheError {
+    /// No cache is running (the queue does not exist), or it stopped reading.
+    Unavailable,
+    /// No segment became free in time.
+    Busy(CheckoutError),
+    /// The transfer failed before the head: the cache is slow, dead or broken.
+    Failed(ChannelError),
+}
+
+impl std::fmt::Display for CacheError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CacheError::Unavailable => write!(f, "no cache is connected"),
+            CacheError::Busy(e) => write!(f, "no free segment: {e:?}"),
+            CacheError::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A connection to the cache that survives the cache going away and coming back.
+///
+/// The queue handle sits behind a lock that is held only to clone an `Arc`; a connector
+/// thread keeps it pointing at the live queue of our instance: it opens the queue when it
+/// appears, drops it when it disappears, and switches when a restarted cache has created
+/// a new queue under the same name (told apart by inode).
+pub struct CacheClient {
+    queue_name: String,
+    queue: RwLock<Option<Arc<MessageQueue>>>,
+    pool: Arc<SegmentPool>,
+    timeout: Duration,
+}
+
+/// How often the connector looks at the queue name.
+const RECONNECT_INTERVAL: Duration = Duration::from_millis(200);
+
+impl CacheClient {
+    pub fn new(instance: &str, pool: Arc<SegmentPool>, timeout: Duration) -> Arc<CacheClient> {
+        let client = Arc::new(CacheClient {
+            queue_name: queue_name(instance),
+            queue: RwLock::new(None),
+            pool,
+            timeout,
+        });
+        client.reconnect();
+        client
+    }
+
+    /// Starts the connector thread; it stops when `shutdown` is triggered.
+    pub fn spawn_connector(self: &Arc<Self>, shutdown: Shutdown) -> io::Result<()> {
+        let client = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("cache-connector".into())
+            .spawn(move || {
+                while !shutdown.is_triggered() {
+                    std::thread::sleep(RECONNECT_INTERVAL);
+                    client.reconnect();
+                }
+            })?;
+        Ok(())
+    }
+
+    fn current(&self) -> Option<Arc<MessageQueue>> {
+        self.queue.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, queue: Option<Arc<MessageQueue>>) {
+        *self.queue.write().unwrap_or_else(|e| e.into_inner()) = queue;
+    }
+
+    /// Points the handle at the queue that exists under our name now, if any.
+    fn reconnect(&self) {
+        let current = self.current();
+        let current_id = current.as_ref().and_then(|q| q.identity().ok());
+        match MessageQueue::open(&self.queue_name) {
+            Ok(queue) => {
+                if queue.identity().ok() != current_id {
+                    log::info!("connected to the cache at {}", self.queue_name);
+                    self.set(Some(Arc::new(queue)));
+                }
+            }
+            Err(e) => {
+                if current.is_some() {
+                    log::warn!("lost the cache at {}: {e}", self.queue_name);
+                    self.set(None);
+                }
+            }
+        }
+    }
+
+    /// Drops `queue` if it is still the current one (after it failed us).
+    fn forget(&self, queue: &Arc<MessageQueue>) {
+        let mut current = self.queue.write().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_some_and(|q| Arc::ptr_eq(q, queue)) {
+            *current = None;
+        }
+    }
+
+    /// Asks the cache for bytes `offset..offset + length` of `key` (`length` 0: the head
+    /// only). `key` must be a normalised key short enough for the wire format.
+    pub fn get(&self, key: &str, offset: u64, length: u64) -> Result<Answer, CacheError> {
+        let queue = self.current().ok_or(CacheError::Unavailable)?;
+        let mut lease = self.pool.checkout(self.timeout).map_err(CacheError::Busy)?;
+        let request = Request {
+            op: Op::Get,
+            generation: lease.generation(),
+            offset,
+            length,
+            key: key.to_owned(),
+            segment: lease.segment().name().to_owned(),
+        };
+        let message = request
+            .encode()
+            .expect("keys are normalised and length-checked before they get here");
+        if let Err(e) = queue.send_timeout(&message, self.timeout) {
+            // Nothing was sent, so nothing touches the segment.
+            lease.set_at_rest();
+            log::warn!("sending to the cache: {e}");
+            self.forget(&queue);
+            return Err(CacheError::Unavailable);
+        }
+        let (head, rx) = match Receiver::recv_head(lease.segment(), lease.generation(), self.timeout) {
+            Ok(answer) => answer,
+            Err(e) => {
+                if matches!(e, ChannelError::TimedOut) {
+                    // A cache that does not answer may be dead behind a queue that still
+                    // exists; stop sending there until the connector finds a live one.
+                    self.forget(&queue);
+                }
+                return Err(CacheError::Failed(e));
+            }
+        };
+        match head.status {
+            Status::Found => Ok(Answer::Found {
+                head,
+                body: CacheBody::new(lease, rx),
+            }),
+            Status::NotFound => {
+                debug_assert!(rx.is_complete());
+                lease.set_at_rest();
+                Ok(Answer::NotFound)
+            }
+            Status::Error => {
+                lease.set_at_rest();
+                Err(CacheError::Failed(ChannelError::Protocol("the cache reported an error")))
+            }
+        }
+    }
+}

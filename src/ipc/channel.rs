@@ -1,0 +1,263 @@
+//! The transfer protocol over one segment: an answerer ([`send`]) moves a head and a body
+//! to an asker ([`Receiver`]) through the segment's ring of slots.
+//!
+//! Chunk `j` of a body travels in slot `j % slots`. The writer takes a unit of `free`
+//! before it fills a slot and posts `ready` after; the reader takes `ready` before it
+//! copies a slot out and posts `free` after. The head (status, lengths, generation) is
+//! written before the first chunk, so the first `ready` publishes both. A body of zero
+//! bytes still sends one empty chunk: every transfer is at least one handoff, and when it
+//! ends both semaphores are back at rest (`ready` = 0, `free` = slots).
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use super::segment::{RawHead, Segment};
+use super::sem::WaitError;
+
+/// The answer's outcome, as the `status` word in the segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Status {
+    Found = 1,
+    NotFound = 2,
+    /// The answerer failed (e.g. could not read its copy): the asker should not retry here.
+    Error = 3,
+}
+
+impl Status {
+    fn from_u32(v: u32) -> Option<Status> {
+        match v {
+            1 => Some(Status::Found),
+            2 => Some(Status::NotFound),
+            3 => Some(Status::Error),
+            _ => None,
+        }
+    }
+}
+
+/// The validated head of an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub status: Status,
+    /// Length of the whole object.
+    pub total_len: u64,
+    /// Offset of the first body byte within the object.
+    pub body_offset: u64,
+    /// Bytes that follow in the ring.
+    pub body_len: u64,
+}
+
+impl Head {
+    /// A head with no body: not found, error, or a found object asked for zero bytes.
+    pub fn empty(status: Status, total_len: u64) -> Head {
+        Head {
+            status,
+            total_len,
+            body_offset: 0,
+            body_len: 0,
+        }
+    }
+}
+
+/// Why a transfer did not complete.
+#[derive(Debug)]
+pub enum ChannelError {
+    /// The peer did not hand over the next slot in time: slow, stuck or dead.
+    TimedOut,
+    /// The asker abandoned the transfer (its client hung up).
+    Cancelled,
+    /// The segment has moved on to another generation: this transfer is stale.
+    Stale,
+    /// The peer broke the protocol: a length or status that cannot be right.
+    Protocol(&'static str),
+    /// A semaphore call failed.
+    Os(io::Error),
+}
+
+impl fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChannelError::TimedOut => write!(f, "peer did not answer in time"),
+            ChannelError::Cancelled => write!(f, "transfer cancelled by the asker"),
+            ChannelError::Stale => write!(f, "segment generation changed"),
+            ChannelError::Protocol(why) => write!(f, "protocol violation: {why}"),
+            ChannelError::Os(e) => write!(f, "semaphore: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ChannelError {}
+
+impl From<WaitError> for ChannelError {
+    fn from(e: WaitError) -> Self {
+        match e {
+            WaitError::TimedOut => ChannelError::TimedOut,
+            WaitError::Os(errno) => ChannelError::Os(io::Error::from_raw_os_error(errno)),
+        }
+    }
+}
+
+impl From<ChannelError> for io::Error {
+    fn from(e: ChannelError) -> io::Error {
+        let kind = match e {
+            ChannelError::TimedOut => io::ErrorKind::TimedOut,
+            ChannelError::Os(e) => return e,
+            _ => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// Sends `head` and then `body` (exactly `head.body_len` bytes) through `seg`, for the
+/// transfer numbered `generation`.
+///
+/// Each wait for a free slot lasts at most `timeout`; after each one the sender checks that
+/// the asker has not cancelled and that the segment is still on `generation`, so a slow or
+/// late sender never writes into someone else's transfer.
+pub fn send(
+    seg: &Segment,
+    generation: u64,
+    head: &Head,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<(), ChannelError> {
+    debug_assert_eq!(body.len() as u64, head.body_len);
+    if seg.generation() != generation {
+        return Err(ChannelError::Stale);
+    }
+    seg.write_head(RawHead {
+        status: head.status as u32,
+        generation,
+        total_len: head.total_len,
+        body_offset: head.body_offset,
+        body_len: head.body_len,
+    });
+    // An empty body still takes one (empty) chunk so that the head gets published.
+    let mut chunks = body.chunks(seg.slot_capacity());
+    let first = chunks.next().unwrap_or(&[]);
+    for (index, chunk) in std::iter::once(first).chain(chunks).enumerate() {
+        seg.free().wait_timeout(timeout)?;
+        if seg.is_cancelled() {
+            return Err(ChannelError::Cancelled);
+        }
+        if seg.generation() != generation {
+            return Err(ChannelError::Stale);
+        }
+        seg.write_slot(index % seg.slots(), chunk);
+        seg.ready().post().map_err(ChannelError::Os)?;
+    }
+    Ok(())
+}
+
+/// The asker's end of one transfer: waits for the head, then hands out body bytes as they
+/// arrive, freeing each slot as soon as it is drained.
+///
+/// It does not own the segment (the caller's lease does), so each call takes it as an
+/// argument; it must be the same segment every time.
+#[derive(Debug)]
+pub struct Receiver {
+    timeout: Duration,
+    /// Index of the chunk held or expected next.
+    chunk: u64,
+    /// Bytes of the held chunk already copied out, and its length; `None` when no slot is held.
+    held: Option<(usize, usize)>,
+    /// Body bytes not yet copied out.
+    remaining: u64,
+}
+
+impl Receiver {
+    /// Waits for the head of the answer to `generation` and validates it against this
+    /// process's own view of the segment.
+    ///
+    /// # Errors
+    /// [`ChannelError::TimedOut`] when nothing arrives in `timeout`; `Protocol` when the head
+    /// or the first chunk cannot be right (wrong generation, unknown status, a length past
+    /// the slot or past the body).
+    pub fn recv_head(
+        seg: &Segment,
+        generation: u64,
+        timeout: Duration,
+    ) -> Result<(Head, Receiver), ChannelError> {
+        seg.ready().wait_timeout(timeout)?;
+        let raw = seg.read_head();
+        if raw.generation != generation {
+            return Err(ChannelError::Protocol("answer for another generation"));
+        }
+        let status = Status::from_u32(raw.status).ok_or(ChannelError::Protocol("unknown status"))?;
+        let in_object = raw
+            .body_offset
+            .checked_add(raw.body_len)
+            .is_some_and(|end| end <= raw.total_len);
+        if !in_object || (status != Status::Found && raw.body_len != 0) {
+            return Err(ChannelError::Protocol("body lengths do not fit the object"));
+        }
+        let head = Head {
+            status,
+            total_len: raw.total_len,
+            body_offset: raw.body_offset,
+            body_len: raw.body_len,
+        };
+        let mut rx = Receiver {
+            timeout,
+            chunk: 0,
+            held: None,
+            remaining: raw.body_len,
+        };
+        rx.hold(seg)?;
+        Ok((head, rx))
+    }
+
+    /// Takes the current chunk's slot after its `ready`, checking its recorded length.
+    fn hold(&mut self, seg: &Segment) -> Result<(), ChannelError> {
+        let len = seg.slot_len(self.slot(seg));
+        let fits = len <= seg.slot_capacity() as u64 && len <= self.remaining;
+        // Only the single chunk of an empty body may be empty: otherwise a peer could keep
+        // us spinning on empty chunks forever.
+        if !fits || (len == 0 && self.remaining != 0) {
+            return Err(ChannelError::Protocol("chunk length out of bounds"));
+        }
+        self.held = Some((0, len as usize));
+        if len == 0 {
+            self.release(seg)?;
+        }
+        Ok(())
+    }
+
+    fn slot(&self, seg: &Segment) -> usize {
+        (self.chunk % seg.slots() as u64) as usize
+    }
+
+    fn release(&mut self, seg: &Segment) -> Result<(), ChannelError> {
+        self.held = None;
+        self.chunk += 1;
+        seg.free().post().map_err(ChannelError::Os)
+    }
+
+    /// Copies up to `buf.len()` body bytes into `buf`; returns 0 once the body is complete.
+    pub fn read(&mut self, seg: &Segment, buf: &mut [u8]) -> Result<usize, ChannelError> {
+        if self.remaining == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.held.is_none() {
+            seg.ready().wait_timeout(self.timeout)?;
+            self.hold(seg)?;
+        }
+        let (at, len) = self.held.expect("a slot is held");
+        let n = buf.len().min(len - at);
+        seg.read_slot(self.slot(seg), at, &mut buf[..n]);
+        self.remaining -= n as u64;
+        if at + n == len {
+            self.release(seg)?;
+        } else {
+            self.held = Some((at + n, len));
+        }
+        Ok(n)
+    }
+
+    /// True when every body byte was read and every slot given back: the segment is at
+    /// rest and may be reused as it is.
+    pub fn is_complete(&self) -> bool {
+        self.remaining == 0 && self.held.is_none()
+    }
+}

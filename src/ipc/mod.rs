@@ -1,0 +1,192 @@
+//! The channel between `webproxy` and `shmcached`: one POSIX message queue for requests
+//! and shared-memory segments, each with two process-shared semaphores, for the answers.
+//!
+//! This is the only module with `unsafe` code: every OS call and every touch of shared
+//! memory is wrapped here in a small safe type.
+//!
+//! # Protocol
+//!
+//! ## Objects and names
+//!
+//! Every object name starts with the instance name `NAME` (`--name`, default `shmcache`),
+//! so two instances on one host never collide and two proxies can share one cache.
+//!
+//! | object              | name                      | created by | removed by          |
+//! |---------------------|---------------------------|------------|---------------------|
+//! | request queue       | `/NAME.req`               | cache      | cache, at exit      |
+//! | segment `i`         | `/NAME.seg.<pid>.<i>`     | proxy      | proxy, at exit      |
+//!
+//! The cache creates the queue at start, replacing a stale one left by a dead run; the
+//! queue holds at most 10 messages of [`wire::MESSAGE_SIZE`] bytes, within the kernel's
+//! unprivileged defaults (`msg_max` 10, `msgsize_max` 8192). The proxy creates its
+//! segments with `O_EXCL` and mode 0600; at start it removes segments of its `NAME` whose
+//! `<pid>` is no longer running. Either process may start first: the proxy keeps trying to
+//! open the queue and serves from secondary storage until it can.
+//!
+//! ## A request ([`wire`])
+//!
+//! A fixed-size record: magic, version, operation, the segment's generation, the byte range
+//! wanted, the key (a URL path) and the segment name. The cache drops (and logs) any
+//! message that is not exactly one valid record, or whose segment name is outside
+//! `/NAME.seg.`, or whose segment does not exist or carries another generation.
+//!
+//! ## A segment ([`segment`])
+//!
+//! A `repr(C)` header (magic, version, geometry, the semaphores `ready` and `free`,
+//! generation, the answer's head) and a data area split into `slots` slots of
+//! `slot_capacity` bytes, each with its own length word. With one slot this is the classic
+//! lock-step handoff; with more, the cache fills slot `j+1` while the proxy drains slot `j`.
+//!
+//! ## One transfer ([`channel`])
+//!
+//! ```text
+//!   proxy worker                          segment                       cache worker
+//!   ------------                          -------                       ------------
+//!   checkout: generation = g
+//!   mq_send {GET, key, seg, g, range} ---- /NAME.req ---->  mq_receive (main thread)
+//!                                                            -> pool: open seg, check g
+//!                                                            write head (status, lengths, g)
+//!                                        wait free  <------- (free = slots at rest)
+//!                                        slot 0 <---------- copy chunk 0, set its length
+//!   wait ready  <------------------------ post ready
+//!   check head and length, copy slot 0
+//!   post free ----------------------------> free
+//!                                        wait free  <------- chunk 1 into slot 1 % slots
+//!   ...                                   ...                ...
+//!   last chunk copied, post free: ready = 0, free = slots; the segment goes back to the pool
+//! ```
+//!
+//! Every length read from shared memory is checked against the reader's own copy of the
+//! geometry before any byte is copied. A zero-byte body still takes one (empty) chunk, so
+//! a zero-byte file is a found file.
+//!
+//! ## When a transfer does not finish
+//!
+//! Both sides wait with a timeout (`--cache-timeout`), never forever. If the proxy gives up
+//! (its client hung up, the cache is too slow or dead, the head is malformed), it sets the
+//! segment's `cancelled` flag, posts `free` once to wake a cache worker blocked there,
+//! unlinks the object and creates a fresh one under the same name with a new generation.
+//! The cache worker checks `cancelled` and the generation after every wait, so it stops at
+//! the next chunk; whatever it writes before that lands in the orphaned object, never in
+//! the next transfer. If the proxy dies, the cache worker's wait for `free` times out and
+//! it returns to the pool.
+
+pub mod channel;
+pub mod pool;
+pub mod queue;
+pub mod segment;
+pub mod sem;
+pub mod sys;
+pub mod wire;
+
+use std::ffi::CString;
+use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The longest instance name we accept; keeps every object name far below NAME_MAX and the
+/// wire format's segment-name field.
+pub const MAX_INSTANCE_NAME: usize = 64;
+
+/// Checks an instance name: 1 to 64 of `[A-Za-z0-9_-]`, so it can sit inside POSIX
+/// object names.
+pub fn check_instance_name(name: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if name.is_empty() || name.len() > MAX_INSTANCE_NAME || !name.chars().all(ok_char) {
+        return Err(format!(
+            "instance name {name:?} must be 1 to {MAX_INSTANCE_NAME} characters of A-Z, a-z, 0-9, '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// The request queue of instance `name`.
+pub fn queue_name(name: &str) -> String {
+    format!("/{name}.req")
+}
+
+/// What every segment name of instance `name` starts with.
+pub fn segment_prefix(name: &str) -> String {
+    format!("/{name}.seg.")
+}
+
+/// Whether `segment` is a well-formed segment name of instance `name`.
+pub fn is_instance_segment(name: &str, segment: &str) -> bool {
+    segment
+        .strip_prefix(&segment_prefix(name))
+        .is_some_and(|rest| {
+            let mut parts = rest.split('.');
+            let numeric = |p: Option<&str>| {
+                p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            };
+            numeric(parts.next()) && numeric(parts.next()) && parts.next().is_none()
+        })
+}
+
+/// Unlinks the segments of instance `name` whose creating process is gone (its pid is in
+/// the name). Returns the names removed.
+pub fn remove_stale_segments(name: &str) -> io::Result<Vec<String>> {
+    let prefix = segment_prefix(name);
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir("/dev/shm")? {
+        let file = entry?.file_name();
+        let Some(file) = file.to_str() else { continue };
+        let object = format!("/{file}");
+        if !is_instance_segment(name, &object) {
+            continue;
+        }
+        let pid = object[prefix.len()..]
+            .split('.')
+            .next()
+            .and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !sys::process_alive(pid)) && segment::unlink_segment(&object)? {
+            removed.push(object);
+        }
+    }
+    Ok(removed)
+}
+
+/// Validates a POSIX IPC object name: a leading '/', no other '/', no NUL, under NAME_MAX.
+fn check_name(name: &str) -> io::Result<CString> {
+    let valid = name.starts_with('/') && !name[1..].contains('/') && name.len() > 1 && name.len() < 255;
+    if !valid {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad IPC object name {name:?}"),
+        ));
+    }
+    CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))
+}
+
+/// The absolute CLOCK_REALTIME instant `timeout` from now, as the timed POSIX waits want it.
+fn realtime_deadline(timeout: Duration) -> libc::timespec {
+    let at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_add(timeout);
+    libc::timespec {
+        tv_sec: at.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: at.subsec_nanos() as libc::c_long,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_names() {
+        assert!(check_instance_name("shmcache").is_ok());
+        assert!(check_instance_name("a-b_9").is_ok());
+        for bad in ["", "a/b", "a.b", "a b", &"x".repeat(65)] {
+            assert!(check_instance_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn segment_namespace() {
+        assert!(is_instance_segment("t", "/t.seg.12.0"));
+        for bad in ["/t.seg.12", "/u.seg.12.0", "/t.seg.12.0.1", "/t.seg..0", "/t.seg.1.x", "/t.req"] {
+            assert!(!is_instance_segment("t", bad), "{bad}");
+        }
+    }
+}

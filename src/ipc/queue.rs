@@ -1,0 +1,199 @@
+//! A POSIX message queue: the request channel from proxies to the cache.
+//!
+//! [`MessageQueue`] is an RAII handle: dropping it closes the descriptor, and the handle that
+//! created the queue (the cache's) also unlinks the name, so a clean exit leaves nothing in
+//! the kernel. Every blocking call takes a timeout and retries EINTR itself.
+
+use std::ffi::CString;
+use std::io;
+use std::time::Duration;
+
+use super::{check_name, realtime_deadline};
+
+/// An open message queue descriptor.
+///
+/// On Linux an `mqd_t` is a file descriptor and the kernel serialises concurrent sends and
+/// receives on it, so one handle is shared by all threads of a process.
+#[derive(Debug)]
+pub struct MessageQueue {
+    mqd: libc::mqd_t,
+    name: CString,
+    /// The creator unlinks the name when dropped; openers only close their descriptor.
+    owner: bool,
+    msg_size: usize,
+}
+
+impl MessageQueue {
+    /// Creates the queue `name` for reading, replacing any queue of that name that a dead
+    /// run left behind. Returns whether a stale queue was replaced.
+    ///
+    /// `max_msgs` must be at most the kernel's `msg_max` (10 by default) and `msg_size` at
+    /// most `msgsize_max` (8192) or the call fails with EINVAL for unprivileged users.
+    ///
+    /// # Errors
+    /// EINVAL for a bad name or attributes, EACCES when the name belongs to another user,
+    /// EMFILE/ENFILE/ENOSPC when descriptors or queues run out.
+    pub fn create(name: &str, max_msgs: usize, msg_size: usize) -> io::Result<(Self, bool)> {
+        let cname = check_name(name)?;
+        let replaced = unlink(&cname)?;
+        // SAFETY: mq_attr is a plain C struct of integers (with private padding), so the
+        // all-zero value is valid; we then set the fields mq_open reads.
+        let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
+        attr.mq_maxmsg = max_msgs as libc::c_long;
+        attr.mq_msgsize = msg_size as libc::c_long;
+        // SAFETY: `cname` is a NUL-terminated string that outlives the call; with O_CREAT,
+        // mq_open reads exactly two more arguments, a mode_t and a pointer to an mq_attr,
+        // which we pass with those types.
+        let mqd = unsafe {
+            libc::mq_open(
+                cname.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                0o600 as libc::mode_t,
+                &mut attr as *mut libc::mq_attr,
+            )
+        };
+        if mqd == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        let queue = MessageQueue {
+            mqd,
+            name: cname,
+            owner: true,
+            msg_size,
+        };
+        Ok((queue, replaced))
+    }
+
+    /// Opens an existing queue for sending.
+    ///
+    /// # Errors
+    /// ENOENT when no cache has created it (yet), EACCES when it belongs to another user.
+    pub fn open(name: &str) -> io::Result<Self> {
+        let cname = check_name(name)?;
+        // SAFETY: `cname` is NUL-terminated and outlives the call; without O_CREAT mq_open
+        // takes no further arguments.
+        let mqd = unsafe { libc::mq_open(cname.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+        if mqd == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        let msg_size = Self::attr(mqd)?.mq_msgsize as usize;
+        Ok(MessageQueue {
+            mqd,
+            name: cname,
+            owner: false,
+            msg_size,
+        })
+    }
+
+    fn attr(mqd: libc::mqd_t) -> io::Result<libc::mq_attr> {
+        // SAFETY: zeroed mq_attr is valid (see `create`); mq_getattr fills it in.
+        let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
+        // SAFETY: `mqd` is an open queue descriptor and `attr` a valid out-pointer.
+        if unsafe { libc::mq_getattr(mqd, &mut attr) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(attr)
+    }
+
+    /// The largest message this queue carries, fixed when it was created.
+    pub fn msg_size(&self) -> usize {
+        self.msg_size
+    }
+
+    /// A number that tells two queues of one name apart: the inode of the queue object.
+    /// A cache that restarted created a new queue, so a proxy holding the old one can notice.
+    pub fn identity(&self) -> io::Result<u64> {
+        // SAFETY: zeroed `stat` is a valid out-buffer for fstat.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: on Linux an mqd_t is a file descriptor, which fstat accepts.
+        if unsafe { libc::fstat(self.mqd, &mut st) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(st.st_ino)
+    }
+
+    /// Sends one message, waiting at most `timeout` while the queue is full.
+    ///
+    /// # Errors
+    /// `TimedOut` when the queue stayed full (no cache is reading it), EMSGSIZE when `msg`
+    /// is longer than the queue's message size.
+    pub fn send_timeout(&self, msg: &[u8], timeout: Duration) -> io::Result<()> {
+        let deadline = realtime_deadline(timeout);
+        loop {
+            // SAFETY: `msg` is a valid buffer of `msg.len()` bytes and `deadline` a valid
+            // timespec, both alive for the call; `self.mqd` is open.
+            let rc = unsafe {
+                libc::mq_timedsend(
+                    self.mqd,
+                    msg.as_ptr().cast(),
+                    msg.len(),
+                    0,
+                    &deadline,
+                )
+            };
+            if rc == 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ETIMEDOUT) => return Err(io::ErrorKind::TimedOut.into()),
+                _ => return Err(err),
+            }
+        }
+    }
+
+    /// Receives one message into `buf`, waiting until one arrives. Returns its length.
+    ///
+    /// # Errors
+    /// EMSGSIZE when `buf` is shorter than [`msg_size`](Self::msg_size), EBADF when this
+    /// handle was opened for sending only.
+    pub fn receive(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes for the call.
+            let n = unsafe {
+                libc::mq_receive(
+                    self.mqd,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    std::ptr::null_mut(),
+                )
+            };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EINTR) {
+                return Err(err);
+            }
+        }
+    }
+}
+
+impl Drop for MessageQueue {
+    fn drop(&mut self) {
+        // SAFETY: `self.mqd` is open and closed exactly once, here.
+        unsafe { libc::mq_close(self.mqd) };
+        if self.owner {
+            let _ = unlink(&self.name);
+        }
+    }
+}
+
+/// Removes the queue `name` if it exists. Returns whether there was one.
+pub fn unlink_queue(name: &str) -> io::Result<bool> {
+    unlink(&check_name(name)?)
+}
+
+fn unlink(name: &CString) -> io::Result<bool> {
+    // SAFETY: `name` is a NUL-terminated string alive for the call.
+    if unsafe { libc::mq_unlink(name.as_ptr()) } == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ENOENT) {
+        Ok(false)
+    } else {
+        Err(err)
+    }
+}

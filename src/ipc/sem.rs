@@ -1,0 +1,88 @@
+//! A process-shared POSIX semaphore that lives inside a shared mapping.
+//!
+//! The semaphore is not a Rust value that can be moved: `sem_init(pshared = 1)` ties it to
+//! the address where it was initialised, and both processes reach it through their own
+//! mapping of the same segment. So [`Semaphore`] is only a raw pointer into that mapping;
+//! its lifetime is the lifetime of the [`Segment`](super::segment::Segment) that hands it out.
+
+use std::io;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use super::realtime_deadline;
+
+/// Why a wait ended without the semaphore being taken.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WaitError {
+    /// The timeout passed first: the peer is slow, stuck or dead.
+    TimedOut,
+    /// `sem_timedwait` failed for another reason (EINVAL: the memory is not a semaphore).
+    Os(i32),
+}
+
+/// A borrowed view of one `sem_t` inside a mapping.
+#[derive(Clone, Copy)]
+pub struct Semaphore<'a> {
+    sem: *mut libc::sem_t,
+    _mapping: PhantomData<&'a ()>,
+}
+
+impl<'a> Semaphore<'a> {
+    /// # Safety
+    /// `sem` must point to a `sem_t` inside a mapping that stays mapped for `'a`.
+    pub(super) unsafe fn from_raw(sem: *mut libc::sem_t) -> Self {
+        Semaphore {
+            sem,
+            _mapping: PhantomData,
+        }
+    }
+
+    /// Initialises the semaphore in place, shared between processes, with `value`.
+    ///
+    /// Only the segment's creator calls this, before any other process knows the segment
+    /// exists, so nobody can be waiting on it.
+    pub(super) fn init(&self, value: u32) -> io::Result<()> {
+        // SAFETY: `self.sem` points into a live mapping (invariant of `from_raw`), is aligned
+        // for sem_t (the header is `repr(C)` at a page-aligned base) and is not in use by any
+        // other thread or process yet (see above).
+        if unsafe { libc::sem_init(self.sem, 1, value) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Releases one unit ("this slot is yours now").
+    ///
+    /// The only error POSIX names is EOVERFLOW (value past SEM_VALUE_MAX), which a peer could
+    /// cause only by posting wildly; it is reported, not ignored.
+    pub fn post(&self) -> io::Result<()> {
+        // SAFETY: `self.sem` points to a semaphore initialised by `init` in a live mapping;
+        // sem_post is async-signal-safe and works on memory another process also maps.
+        if unsafe { libc::sem_post(self.sem) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Takes one unit, waiting at most `timeout`. EINTR is retried with the same deadline.
+    ///
+    /// Data the peer wrote before its matching `post` is visible after this returns: POSIX
+    /// lists both calls among those that synchronise memory.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<(), WaitError> {
+        let deadline = realtime_deadline(timeout);
+        loop {
+            // SAFETY: as in `post`; `deadline` is a valid timespec on our stack.
+            if unsafe { libc::sem_timedwait(self.sem, &deadline) } == 0 {
+                return Ok(());
+            }
+            match io::Error::last_os_error().raw_os_error().unwrap_or(0) {
+                libc::EINTR => continue,
+                libc::ETIMEDOUT => return Err(WaitError::TimedOut),
+                errno => return Err(WaitError::Os(errno)),
+            }
+        }
+    }
+
+}

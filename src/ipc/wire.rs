@@ -1,0 +1,260 @@
+//! The request message: a fixed-size `repr(C)` record sent on the cache's queue.
+//!
+//! | offset | size | field        | meaning                                              |
+//! |-------:|-----:|--------------|------------------------------------------------------|
+//! | 0      | 4    | `magic`      | `"SHMQ"` big-endian: this is our message              |
+//! | 4      | 2    | `version`    | [`WIRE_VERSION`]; anything else is refused            |
+//! | 6      | 2    | `op`         | [`Op`]                                                |
+//! | 8      | 8    | `generation` | the segment's generation at checkout                  |
+//! | 16     | 8    | `offset`     | first byte wanted                                     |
+//! | 24     | 8    | `length`     | bytes wanted from `offset` (`u64::MAX`: to the end)   |
+//! | 32     | 4096 | `key`        | UTF-8 key starting with `/`, NUL-padded               |
+//! | 4128   | 256  | `segment`    | segment name, NUL-padded                              |
+//!
+//! Integers are in native byte order: both ends run on one host. The whole record is
+//! [`MESSAGE_SIZE`] bytes, under the kernel's default `msgsize_max` of 8192, and a message
+//! of any other length is refused. Strings must be NUL-terminated with only NULs after the
+//! terminator, so a key can never smuggle a second string past a C-style reader.
+
+use std::fmt;
+use std::mem::size_of;
+
+/// "SHMQ".
+pub const WIRE_MAGIC: u32 = u32::from_be_bytes(*b"SHMQ");
+pub const WIRE_VERSION: u16 = 1;
+/// Bytes reserved for the key, its NUL terminator included.
+pub const KEY_CAPACITY: usize = 4096;
+/// Bytes reserved for the segment name, its NUL terminator included.
+pub const SEGMENT_NAME_CAPACITY: usize = 256;
+/// The longest key a request can carry.
+pub const MAX_KEY_LEN: usize = KEY_CAPACITY - 1;
+
+/// What the asker wants done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Op {
+    /// Write bytes `offset..offset + length` of `key` into the segment.
+    Get = 1,
+}
+
+impl Op {
+    fn from_u16(v: u16) -> Option<Op> {
+        match v {
+            1 => Some(Op::Get),
+            _ => None,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RawRequest {
+    magic: u32,
+    version: u16,
+    op: u16,
+    generation: u64,
+    offset: u64,
+    length: u64,
+    key: [u8; KEY_CAPACITY],
+    segment: [u8; SEGMENT_NAME_CAPACITY],
+}
+
+/// Size of every message on the queue.
+pub const MESSAGE_SIZE: usize = size_of::<RawRequest>();
+const _: () = assert!(MESSAGE_SIZE == 32 + KEY_CAPACITY + SEGMENT_NAME_CAPACITY);
+const _: () = assert!(MESSAGE_SIZE <= 8192);
+
+/// A decoded, validated request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub op: Op,
+    pub generation: u64,
+    pub offset: u64,
+    pub length: u64,
+    pub key: String,
+    pub segment: String,
+}
+
+/// Why a message was refused. Each names the first rule the bytes broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireError {
+    Length(usize),
+    Magic(u32),
+    Version(u16),
+    Op(u16),
+    /// A string field has no terminator, bytes after it, or is not UTF-8.
+    BadString(&'static str),
+    /// The key is empty or does not start with '/'.
+    BadKey,
+    /// A string is too long to encode.
+    TooLong(&'static str),
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::Length(n) => write!(f, "message is {n} bytes, expected {MESSAGE_SIZE}"),
+            WireError::Magic(m) => write!(f, "bad magic {m:#010x}"),
+            WireError::Version(v) => write!(f, "unknown version {v}"),
+            WireError::Op(op) => write!(f, "unknown operation {op}"),
+            WireError::BadString(field) => write!(f, "malformed {field} string"),
+            WireError::BadKey => write!(f, "key must start with '/'"),
+            WireError::TooLong(field) => write!(f, "{field} too long for a message"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+impl Request {
+    /// Encodes into exactly [`MESSAGE_SIZE`] bytes, refusing strings that do not fit or
+    /// that contain NUL.
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        let mut raw = RawRequest {
+            magic: WIRE_MAGIC,
+            version: WIRE_VERSION,
+            op: self.op as u16,
+            generation: self.generation,
+            offset: self.offset,
+            length: self.length,
+            key: [0; KEY_CAPACITY],
+            segment: [0; SEGMENT_NAME_CAPACITY],
+        };
+        if !self.key.starts_with('/') {
+            return Err(WireError::BadKey);
+        }
+        put_str(&mut raw.key, &self.key, "key")?;
+        put_str(&mut raw.segment, &self.segment, "segment")?;
+        let mut out = vec![0u8; MESSAGE_SIZE];
+        // SAFETY: RawRequest is repr(C) with no padding (asserted above: its size is the sum
+        // of its fields), so all MESSAGE_SIZE bytes are initialised; `out` has that length
+        // and u8 has no alignment requirement.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&raw as *const RawRequest).cast::<u8>(),
+                out.as_mut_ptr(),
+                MESSAGE_SIZE,
+            )
+        };
+        Ok(out)
+    }
+
+    /// Decodes and validates one message. Never panics, whatever the bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Request, WireError> {
+        if bytes.len() != MESSAGE_SIZE {
+            return Err(WireError::Length(bytes.len()));
+        }
+        // SAFETY: `bytes` holds exactly size_of::<RawRequest>() bytes (checked), read
+        // unaligned; RawRequest holds only integers and byte arrays, for which every bit
+        // pattern is a valid value.
+        let raw: RawRequest = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        if raw.magic != WIRE_MAGIC {
+            return Err(WireError::Magic(raw.magic));
+        }
+        if raw.version != WIRE_VERSION {
+            return Err(WireError::Version(raw.version));
+        }
+        let op = Op::from_u16(raw.op).ok_or(WireError::Op(raw.op))?;
+        let key = get_str(&raw.key, "key")?;
+        if !key.starts_with('/') {
+            return Err(WireError::BadKey);
+        }
+        let segment = get_str(&raw.segment, "segment")?;
+        Ok(Request {
+            op,
+            generation: raw.generation,
+            offset: raw.offset,
+            length: raw.length,
+            key,
+            segment,
+        })
+    }
+}
+
+fn put_str(dst: &mut [u8], s: &str, field: &'static str) -> Result<(), WireError> {
+    if s.len() >= dst.len() {
+        return Err(WireError::TooLong(field));
+    }
+    if s.contains('\0') {
+        return Err(WireError::BadString(field));
+    }
+    dst[..s.len()].copy_from_slice(s.as_bytes());
+    Ok(())
+}
+
+fn get_str(src: &[u8], field: &'static str) -> Result<String, WireError> {
+    let end = src
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(WireError::BadString(field))?;
+    if src[end..].iter().any(|&b| b != 0) {
+        return Err(WireError::BadString(field));
+    }
+    std::str::from_utf8(&src[..end])
+        .map(str::to_owned)
+        .map_err(|_| WireError::BadString(field))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Request {
+        Request {
+            op: Op::Get,
+            generation: 7,
+            offset: 3,
+            length: u64::MAX,
+            key: "/dir/file.txt".into(),
+            segment: "/t.seg.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let bytes = sample().encode().unwrap();
+        assert_eq!(bytes.len(), MESSAGE_SIZE);
+        assert_eq!(Request::decode(&bytes).unwrap(), sample());
+    }
+
+    #[test]
+    fn refuses_each_broken_rule() {
+        let good = sample().encode().unwrap();
+        let broken = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = good.clone();
+            f(&mut b);
+            Request::decode(&b).unwrap_err()
+        };
+        assert_eq!(broken(&|b| b.truncate(100)), WireError::Length(100));
+        assert_eq!(broken(&|b| b[0] ^= 1), WireError::Magic(WIRE_MAGIC ^ 1_u32.to_be()));
+        assert!(matches!(broken(&|b| b[4] = 99), WireError::Version(_)));
+        assert!(matches!(broken(&|b| b[6] = 99), WireError::Op(_)));
+        // A NUL inside the key followed by more text.
+        assert_eq!(broken(&|b| b[32 + 4] = 0), WireError::BadString("key"));
+        // No terminator anywhere in the key field.
+        assert_eq!(
+            broken(&|b| b[32..32 + KEY_CAPACITY].fill(b'a')),
+            WireError::BadString("key")
+        );
+        assert_eq!(broken(&|b| b[32] = b'x'), WireError::BadKey);
+        assert_eq!(broken(&|b| b[32 + 1] = 0xff), WireError::BadString("key"));
+        let seg = 32 + KEY_CAPACITY;
+        assert_eq!(
+            broken(&|b| b[seg..seg + SEGMENT_NAME_CAPACITY].fill(b's')),
+            WireError::BadString("segment")
+        );
+    }
+
+    #[test]
+    fn refuses_to_encode_what_cannot_be_decoded() {
+        let mut r = sample();
+        r.key = format!("/{}", "k".repeat(MAX_KEY_LEN - 1));
+        assert!(r.encode().is_ok(), "the longest key fits");
+        r.key.push('k');
+        assert_eq!(r.encode(), Err(WireError::TooLong("key")));
+        r.key = "/a\0b".into();
+        assert_eq!(r.encode(), Err(WireError::BadString("key")));
+        r.key = "relative".into();
+        assert_eq!(r.encode(), Err(WireError::BadKey));
+    }
+}

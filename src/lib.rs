@@ -1,0 +1,25 @@
+//! shmcache: a web proxy and a cache process that talk through a POSIX message queue and
+//! shared-memory segments guarded by process-shared semaphores.
+//!
+//! # Layout
+//!
+//! - [`ipc`]: the channel itself, and the only `unsafe` code: the request queue
+//!   ([`ipc::queue`]), the wire format of a request ([`ipc::wire`]), segments
+//!   ([`ipc::segment`]) with their semaphores ([`ipc::sem`]), the transfer protocol over a
+//!   segment's ring of slots ([`ipc::channel`]), the proxy's freelist of segments
+//!   ([`ipc::pool`]) and a few socket and process calls ([`ipc::sys`]). Its module docs are
+//!   the protocol specification.
+//! - [`cache`]: the `shmcached` process: the in-memory store, preloading, and the daemon
+//!   that answers the queue with a pool of workers.
+//! - [`http`]: the `webproxy` process: the tiny_http server and its workers, URL-to-key
+//!   mapping, the client side of the channel, secondary storage and response bodies.
+//! - [`shutdown`]: SIGINT/SIGTERM to an orderly stop, shared by both processes.
+//! - [`size`]: `64K`-style sizes on the command line.
+//!
+//! The binaries in `src/bin` only parse arguments, set up logging and signals, and call in.
+
+pub mod cache;
+pub mod http;
+pub mod ipc;
+pub mod shutdown;
+pub mod size;

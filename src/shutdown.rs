@@ -1,0 +1,64 @@
+//! Turning SIGINT and SIGTERM into an orderly stop.
+//!
+//! Signal handlers may not take locks or join threads, and here they do not even interrupt
+//! blocking calls (signal-hook installs them with SA_RESTART). So a dedicated thread waits
+//! for the signal, raises a [`Shutdown`] flag, and then runs a `wake` action that unblocks
+//! the main loop by the loop's own means: a message on the queue for the cache,
+//! `Server::unblock` for the proxy.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+/// A flag raised once when the process should stop; cheap to clone and to check.
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown(Arc<AtomicBool>);
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn trigger(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Registers SIGINT and SIGTERM and starts the thread that, on the first of them, triggers
+/// `shutdown` and then calls `wake`. Call it before starting other threads, so that none of
+/// them runs with the default (killing) disposition.
+pub fn on_signals(shutdown: Shutdown, wake: impl Fn() + Send + 'static) -> io::Result<()> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                log::info!("signal {sig}: shutting down");
+                shutdown.trigger();
+                wake();
+            }
+        })?;
+    Ok(())
+}
+
+/// Waits for `workers` to finish their jobs, at most `limit`. Returns how many jobs were
+/// still running when it stopped waiting (0: all done).
+pub fn join_within(workers: &threadpool::ThreadPool, limit: std::time::Duration) -> usize {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let watched = workers.clone();
+    std::thread::spawn(move || {
+        watched.join();
+        let _ = done_tx.send(());
+    });
+    match done_rx.recv_timeout(limit) {
+        Ok(()) => 0,
+        Err(_) => workers.active_count(),
+    }
+}
