@@ -125,7 +125,11 @@ fn serve(config: &DaemonConfig, store: &Store, request: Request) {
     let seg = match Segment::open(&request.segment) {
         Ok(seg) => seg,
         Err(e) => {
-            log::warn!("dropped a request for {:?}: segment {}: {e}", request.key, request.segment);
+            log::warn!(
+                "dropped a request for {:?}: segment {}: {e}",
+                request.key,
+                request.segment
+            );
             return;
         }
     };
@@ -161,7 +165,12 @@ fn serve(config: &DaemonConfig, store: &Store, request: Request) {
         None => (Head::empty(Status::NotFound, 0), &[][..]),
     };
     match channel::send(&seg, request.generation, &head, body, config.timeout) {
-        Ok(()) => log::debug!("sent {} ({:?}, {} bytes)", request.key, head.status, head.body_len),
+        Ok(()) => log::debug!(
+            "sent {} ({:?}, {} bytes)",
+            request.key,
+            head.status,
+            head.body_len
+        ),
         Err(ChannelError::Cancelled) => log::debug!("{}: the proxy cancelled", request.key),
         Err(e) => log::warn!("{} via {}: {e}", request.key, request.segment),
     }

@@ -141,17 +141,18 @@ impl CacheClient {
             self.forget(&queue);
             return Err(CacheError::Unavailable);
         }
-        let (head, rx) = match Receiver::recv_head(lease.segment(), lease.generation(), self.timeout) {
-            Ok(answer) => answer,
-            Err(e) => {
-                if matches!(e, ChannelError::TimedOut) {
-                    // A cache that does not answer may be dead behind a queue that still
-                    // exists; stop sending there until the connector finds a live one.
-                    self.forget(&queue);
+        let (head, rx) =
+            match Receiver::recv_head(lease.segment(), lease.generation(), self.timeout) {
+                Ok(answer) => answer,
+                Err(e) => {
+                    if matches!(e, ChannelError::TimedOut) {
+                        // A cache that does not answer may be dead behind a queue that still
+                        // exists; stop sending there until the connector finds a live one.
+                        self.forget(&queue);
+                    }
+                    return Err(CacheError::Failed(e));
                 }
-                return Err(CacheError::Failed(e));
-            }
-        };
+            };
         match head.status {
             Status::Found => Ok(Answer::Found {
                 head,
@@ -164,7 +165,9 @@ impl CacheClient {
             }
             Status::Error => {
                 lease.set_at_rest();
-                Err(CacheError::Failed(ChannelError::Protocol("the cache reported an error")))
+                Err(CacheError::Failed(ChannelError::Protocol(
+                    "the cache reported an error",
+                )))
             }
         }
     }

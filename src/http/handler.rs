@@ -39,7 +39,8 @@ impl Source {
 const SERVER: &str = concat!("shmcache/", env!("CARGO_PKG_VERSION"));
 
 fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("header names and values are ASCII")
+    Header::from_bytes(name.as_bytes(), value.as_bytes())
+        .expect("header names and values are ASCII")
 }
 
 /// A short text/plain answer for an error status.
@@ -65,7 +66,10 @@ fn found(key: &str, len: u64, body: Body, source: Source) -> Response<Body> {
         StatusCode(200),
         vec![
             header("Content-Type", &content_type(key)),
-            header("X-Cache", if source == Source::Hit { "HIT" } else { "MISS" }),
+            header(
+                "X-Cache",
+                if source == Source::Hit { "HIT" } else { "MISS" },
+            ),
         ],
         body,
         Some(len as usize),
@@ -102,7 +106,12 @@ pub fn handle(ctx: &Context, request: Request) {
     );
 }
 
-fn respond_to(ctx: &Context, method: &Method, target: &str, head_only: bool) -> (Response<Body>, Source) {
+fn respond_to(
+    ctx: &Context,
+    method: &Method,
+    target: &str,
+    head_only: bool,
+) -> (Response<Body>, Source) {
     if !matches!(method, Method::Get | Method::Head) {
         return (
             error(405, "405 Method Not Allowed\n").with_header(header("Allow", "GET, HEAD")),
@@ -119,7 +128,10 @@ fn respond_to(ctx: &Context, method: &Method, target: &str, head_only: bool) -> 
     };
     let cache_available = match ctx.cache.get(&key, 0, if head_only { 0 } else { u64::MAX }) {
         Ok(Answer::Found { head, body }) => {
-            return (found(&key, head.total_len, Body::Cache(body), Source::Hit), Source::Hit);
+            return (
+                found(&key, head.total_len, Body::Cache(body), Source::Hit),
+                Source::Hit,
+            );
         }
         Ok(Answer::NotFound) => true,
         Err(e) => {

@@ -42,9 +42,8 @@ pub fn key_from_target(target: &str) -> Result<String, PathError> {
         key.push('/');
         key.push_str(s);
     }
-    let wants_directory = decoded.ends_with('/')
-        || decoded.ends_with("/.")
-        || decoded.ends_with("/..");
+    let wants_directory =
+        decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
     if segments.is_empty() || wants_directory {
         key.push('/');
     }
@@ -103,8 +102,22 @@ mod tests {
 
     #[test]
     fn refuses() {
-        for target in ["/..", "/a/../..", "/%2e%2e/x", "/%2e%2e%2fx/../y", "/%zz", "/%4", "/a%00b", "/%ff", "a", "*"] {
-            assert!(matches!(key_from_target(target), Err(PathError::Bad(_))), "{target}");
+        for target in [
+            "/..",
+            "/a/../..",
+            "/%2e%2e/x",
+            "/%2e%2e%2fx/../y",
+            "/%zz",
+            "/%4",
+            "/a%00b",
+            "/%ff",
+            "a",
+            "*",
+        ] {
+            assert!(
+                matches!(key_from_target(target), Err(PathError::Bad(_))),
+                "{target}"
+            );
         }
         let long = format!("/{}", "x".repeat(MAX_KEY_LEN));
         assert_eq!(key_from_target(&long), Err(PathError::TooLong));

@@ -44,7 +44,12 @@ impl DirStorage {
     pub fn lookup(&self, key: &str) -> io::Result<Lookup> {
         let path = match self.root.join(key.trim_start_matches('/')).canonicalize() {
             Ok(p) => p,
-            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
                 return Ok(Lookup::Missing);
             }
             Err(e) => return Err(e),

@@ -184,7 +184,8 @@ impl Receiver {
         if raw.generation != generation {
             return Err(ChannelError::Protocol("answer for another generation"));
         }
-        let status = Status::from_u32(raw.status).ok_or(ChannelError::Protocol("unknown status"))?;
+        let status =
+            Status::from_u32(raw.status).ok_or(ChannelError::Protocol("unknown status"))?;
         let in_object = raw
             .body_offset
             .checked_add(raw.body_len)

@@ -147,7 +147,8 @@ pub fn remove_stale_segments(name: &str) -> io::Result<Vec<String>> {
 
 /// Validates a POSIX IPC object name: a leading '/', no other '/', no NUL, under NAME_MAX.
 fn check_name(name: &str) -> io::Result<CString> {
-    let valid = name.starts_with('/') && !name[1..].contains('/') && name.len() > 1 && name.len() < 255;
+    let valid =
+        name.starts_with('/') && !name[1..].contains('/') && name.len() > 1 && name.len() < 255;
     if !valid {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -185,7 +186,14 @@ mod tests {
     #[test]
     fn segment_namespace() {
         assert!(is_instance_segment("t", "/t.seg.12.0"));
-        for bad in ["/t.seg.12", "/u.seg.12.0", "/t.seg.12.0.1", "/t.seg..0", "/t.seg.1.x", "/t.req"] {
+        for bad in [
+            "/t.seg.12",
+            "/u.seg.12.0",
+            "/t.seg.12.0.1",
+            "/t.seg..0",
+            "/t.seg.1.x",
+            "/t.req",
+        ] {
             assert!(!is_instance_segment("t", bad), "{bad}");
         }
     }

@@ -123,13 +123,7 @@ impl MessageQueue {
             // SAFETY: `msg` is a valid buffer of `msg.len()` bytes and `deadline` a valid
             // timespec, both alive for the call; `self.mqd` is open.
             let rc = unsafe {
-                libc::mq_timedsend(
-                    self.mqd,
-                    msg.as_ptr().cast(),
-                    msg.len(),
-                    0,
-                    &deadline,
-                )
+                libc::mq_timedsend(self.mqd, msg.as_ptr().cast(), msg.len(), 0, &deadline)
             };
             if rc == 0 {
                 return Ok(());

@@ -66,11 +66,16 @@ struct Header {
 
 /// Bytes before the slot-length table.
 pub const HEADER_SIZE: usize = size_of::<Header>();
-const _: () = assert!(HEADER_SIZE % 8 == 0 && align_of::<Header>() <= 64);
+const _: () = assert!(HEADER_SIZE.is_multiple_of(8) && align_of::<Header>() <= 64);
 
 /// Where the data area starts for a segment of `slots` slots (64-byte aligned).
 fn data_offset(slots: usize) -> usize {
     (HEADER_SIZE + 8 * slots).next_multiple_of(64)
+}
+
+/// Bytes each slot holds in a segment of `size` bytes split into `slots` slots.
+pub fn slot_capacity(size: usize, slots: usize) -> usize {
+    size.saturating_sub(data_offset(slots)) / slots.max(1)
 }
 
 /// The smallest segment size that holds `slots` slots of [`MIN_SLOT_CAPACITY`] bytes.
@@ -157,7 +162,7 @@ impl Segment {
                 return Err(e);
             }
         };
-        let slot_capacity = (size - data_offset(slots)) / slots;
+        let slot_capacity = slot_capacity(size, slots);
         let seg = Segment {
             base,
             len: size,
@@ -375,12 +380,17 @@ impl Segment {
     /// Copies bytes `at..at + dst.len()` of `slot` into `dst`. The caller must own the slot
     /// (it took a unit of `ready` for it). Panics if the range passes the slot's end.
     pub fn read_slot(&self, slot: usize, at: usize, dst: &mut [u8]) {
-        assert!(at.checked_add(dst.len()).is_some_and(|end| end <= self.slot_capacity));
+        assert!(
+            at.checked_add(dst.len())
+                .is_some_and(|end| end <= self.slot_capacity)
+        );
         // SAFETY: the source range lies inside the slot (asserted), inside our mapping;
         // `dst` is private memory. The protocol keeps the writer out of this slot until we
         // post `free`; if a faulty peer wrote anyway we would copy torn bytes, never read
         // outside the mapping.
-        unsafe { ptr::copy_nonoverlapping(self.slot_ptr(slot).add(at), dst.as_mut_ptr(), dst.len()) };
+        unsafe {
+            ptr::copy_nonoverlapping(self.slot_ptr(slot).add(at), dst.as_mut_ptr(), dst.len())
+        };
     }
 }
 

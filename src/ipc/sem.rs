@@ -84,5 +84,4 @@ impl<'a> Semaphore<'a> {
             }
         }
     }
-
 }

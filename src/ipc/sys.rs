@@ -14,7 +14,12 @@ fn check(rc: libc::c_int) -> io::Result<()> {
     }
 }
 
-fn setsockopt<T>(fd: libc::c_int, level: libc::c_int, opt: libc::c_int, value: &T) -> io::Result<()> {
+fn setsockopt<T>(
+    fd: libc::c_int,
+    level: libc::c_int,
+    opt: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
     // SAFETY: `value` points to a live T and we pass its exact size; `fd` is an open socket
     // borrowed from its owner for the duration of the call.
     check(unsafe {
@@ -37,8 +42,16 @@ pub fn tune_listener(
     write_timeout: Duration,
 ) -> io::Result<()> {
     let fd = listener.as_raw_fd();
-    setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, &(1 as libc::c_int))?;
-    for (opt, d) in [(libc::SO_RCVTIMEO, read_timeout), (libc::SO_SNDTIMEO, write_timeout)] {
+    setsockopt(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_NODELAY,
+        &(1 as libc::c_int),
+    )?;
+    for (opt, d) in [
+        (libc::SO_RCVTIMEO, read_timeout),
+        (libc::SO_SNDTIMEO, write_timeout),
+    ] {
         let tv = libc::timeval {
             tv_sec: d.as_secs() as libc::time_t,
             tv_usec: d.subsec_micros() as libc::suseconds_t,
@@ -58,7 +71,11 @@ pub fn tune_listener(
 /// scans the descriptor table, which is fine for an error path.
 pub fn abort_connection(local: SocketAddr, peer: SocketAddr) -> io::Result<bool> {
     for entry in std::fs::read_dir("/proc/self/fd")? {
-        let Some(fd) = entry?.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(fd) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         if sock_addr(fd, libc::getpeername) == Some(peer)
@@ -73,7 +90,8 @@ pub fn abort_connection(local: SocketAddr, peer: SocketAddr) -> io::Result<bool>
     Ok(false)
 }
 
-type AddrFn = unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
+type AddrFn =
+    unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
 
 fn sock_addr(fd: libc::c_int, get: AddrFn) -> Option<SocketAddr> {
     // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
@@ -81,19 +99,28 @@ fn sock_addr(fd: libc::c_int, get: AddrFn) -> Option<SocketAddr> {
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: `ss` is large enough for any address and `len` says so; on a descriptor that
     // is not a socket the call just fails with ENOTSOCK.
-    if unsafe { get(fd, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len) } == -1 {
+    if unsafe {
+        get(
+            fd,
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    } == -1
+    {
         return None;
     }
     match ss.ss_family as libc::c_int {
         libc::AF_INET => {
             // SAFETY: the kernel wrote a sockaddr_in (family AF_INET) into `ss`.
-            let a: libc::sockaddr_in = unsafe { std::ptr::read((&ss as *const libc::sockaddr_storage).cast()) };
+            let a: libc::sockaddr_in =
+                unsafe { std::ptr::read((&ss as *const libc::sockaddr_storage).cast()) };
             let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
             Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
         }
         libc::AF_INET6 => {
             // SAFETY: the kernel wrote a sockaddr_in6 (family AF_INET6) into `ss`.
-            let a: libc::sockaddr_in6 = unsafe { std::ptr::read((&ss as *const libc::sockaddr_storage).cast()) };
+            let a: libc::sockaddr_in6 =
+                unsafe { std::ptr::read((&ss as *const libc::sockaddr_storage).cast()) };
             let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
             Some(SocketAddr::from((ip, u16::from_be(a.sin6_port))))
         }
@@ -133,7 +160,8 @@ pub fn process_alive(pid: u32) -> bool {
 
 /// Sends SIGTERM to `pid`: the polite stop, which lets the process unlink what it owns.
 pub fn terminate(pid: u32) -> io::Result<()> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: kill has no memory-safety preconditions.
     check(unsafe { libc::kill(pid, libc::SIGTERM) })
 }

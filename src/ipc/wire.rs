@@ -226,7 +226,7 @@ mod tests {
             Request::decode(&b).unwrap_err()
         };
         assert_eq!(broken(&|b| b.truncate(100)), WireError::Length(100));
-        assert_eq!(broken(&|b| b[0] ^= 1), WireError::Magic(WIRE_MAGIC ^ 1_u32.to_be()));
+        assert!(matches!(broken(&|b| b[0] ^= 1), WireError::Magic(_)));
         assert!(matches!(broken(&|b| b[4] = 99), WireError::Version(_)));
         assert!(matches!(broken(&|b| b[6] = 99), WireError::Op(_)));
         // A NUL inside the key followed by more text.

@@ -1,0 +1,284 @@
+//! Test harness: start the real binaries under a private instance name, talk HTTP to them
+//! over loopback, and prove that they leave nothing behind.
+#![allow(dead_code)] // each test file uses its own part of the harness
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use shmcache::ipc::queue::MessageQueue;
+use shmcache::ipc::{queue_name, sys};
+
+/// Generous bound for anything that should take milliseconds; a hang fails instead of
+/// blocking the suite.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A unique instance name for one test, so tests can run in parallel on one host.
+pub fn instance(tag: &str) -> String {
+    format!("t{}-{tag}", std::process::id())
+}
+
+/// Deterministic bytes that differ at every offset and between files (xorshift).
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Writes `files` (key without the leading '/', bytes) under `dir`.
+pub fn write_files(dir: &Path, files: &[(&str, &[u8])]) {
+    for (key, bytes) in files {
+        let path = dir.join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+type Log = Arc<(Mutex<Vec<String>>, Condvar)>;
+
+/// A running binary whose stderr (the log) is collected line by line.
+pub struct Proc {
+    child: Child,
+    log: Log,
+    pub what: &'static str,
+}
+
+impl Proc {
+    fn start(what: &'static str, exe: &str, args: &[&str]) -> Proc {
+        let mut child = Command::new(exe)
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {exe}: {e}"));
+        let log: Log = Arc::default();
+        let sink = Arc::clone(&log);
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("SHOW_LOGS").is_some() {
+                    eprintln!("[{what}] {line}");
+                }
+                sink.0.lock().unwrap().push(line);
+                sink.1.notify_all();
+            }
+        });
+        Proc { child, log, what }
+    }
+
+    /// Starts shmcached for `name` and waits until its queue is up.
+    pub fn cache(name: &str, args: &[&str]) -> Proc {
+        let mut all = vec!["--name", name];
+        all.extend_from_slice(args);
+        let p = Proc::start("cache", env!("CARGO_BIN_EXE_shmcached"), &all);
+        p.wait_log("serving ");
+        p
+    }
+
+    /// Starts webproxy for `name` on a free loopback port; returns it and its address.
+    pub fn proxy(name: &str, args: &[&str]) -> (Proc, SocketAddr) {
+        let mut all = vec!["--name", name, "--port", "0", "--bind", "127.0.0.1"];
+        all.extend_from_slice(args);
+        let p = Proc::start("proxy", env!("CARGO_BIN_EXE_webproxy"), &all);
+        let line = p.wait_log("listening on http://");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        (p, addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until a log line contains `needle`; returns that line.
+    pub fn wait_log(&self, needle: &str) -> String {
+        self.wait_log_count(needle, 1)
+    }
+
+    /// Waits until `count` log lines contain `needle`; returns the last of them.
+    pub fn wait_log_count(&self, needle: &str, count: usize) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        let (lines, cond) = &*self.log;
+        let mut lines = lines.lock().unwrap();
+        loop {
+            let found: Vec<&String> = lines.iter().filter(|l| l.contains(needle)).collect();
+            if found.len() >= count {
+                return found[count - 1].clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{}: no {count} log line(s) with {needle:?} in:\n{}",
+                self.what,
+                lines.join("\n")
+            );
+            lines = cond.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
+    pub fn log_count(&self, needle: &str) -> usize {
+        let lines = self.log.0.lock().unwrap();
+        lines.iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        sys::terminate(self.child.id()).unwrap();
+        self.wait_exit()
+    }
+
+    /// SIGKILL: the process gets no chance to clean up.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{} did not exit", self.what);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // Only reached when a test failed half-way: do not leave our own child running.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = sys::terminate(self.child.id());
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Stops both processes with SIGTERM, checks they exited 0, and that nothing of instance
+/// `name` is left: no file in /dev/shm and no queue (mq_open fails with ENOENT).
+pub fn stop_and_check_clean(name: &str, procs: Vec<Proc>) {
+    for p in procs {
+        let what = p.what;
+        let status = p.terminate();
+        assert!(status.success(), "{what} exited with {status}");
+    }
+    assert_clean(name);
+}
+
+pub fn assert_clean(name: &str) {
+    let left = shm_objects(name);
+    assert!(left.is_empty(), "left in /dev/shm: {left:?}");
+    let err = MessageQueue::open(&queue_name(name)).expect_err("the queue is still there");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
+}
+
+/// Objects of instance `name` in /dev/shm.
+pub fn shm_objects(name: &str) -> Vec<String> {
+    let prefix = format!("{name}.");
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|f| f.starts_with(&prefix))
+        .collect()
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+}
+
+/// Sends one request (with `Connection: close`) and reads the whole response.
+pub fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Response {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    let (status, headers) = read_head(&mut reader);
+    let mut body = Vec::new();
+    if method != "HEAD" {
+        reader.read_to_end(&mut body).unwrap();
+        if let Some(len) = headers.get("content-length") {
+            assert_eq!(body.len(), len.parse::<usize>().unwrap(), "short body");
+        }
+    }
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn get(addr: SocketAddr, target: &str) -> Response {
+    request(addr, "GET", target, &[])
+}
+
+/// Reads a status line and headers.
+pub fn read_head(reader: &mut impl BufRead) -> (u16, HashMap<String, String>) {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let mut headers = HashMap::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':').expect("header line");
+        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+    }
+    (status, headers)
+}
+
+/// Polls `f` until it returns true (for conditions that another process makes true in its
+/// own time, like a proxy finding a cache that started after it).
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
