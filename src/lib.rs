@@ -14,12 +14,12 @@
 //! - [`http`]: the `webproxy` process: the tiny_http server and its workers, URL-to-key
 //!   mapping, the client side of the channel, secondary storage and response bodies.
 //! - [`shutdown`]: SIGINT/SIGTERM to an orderly stop, shared by both processes.
-//! - [`size`]: `64K`-style sizes on the command line.
+//! - [`args`]: command-line value parsers shared by both binaries.
 //!
 //! The binaries in `src/bin` only parse arguments, set up logging and signals, and call in.
 
+pub mod args;
 pub mod cache;
 pub mod http;
 pub mod ipc;
 pub mod shutdown;
-pub mod size;

@@ -7,17 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use shmcache::args::{parse_instance_name, parse_seconds};
 use shmcache::cache::daemon::{Daemon, DaemonConfig};
 use shmcache::cache::{preload::preload, store::Store};
-use shmcache::ipc::check_instance_name;
 use shmcache::shutdown::{Shutdown, on_signals};
 
 /// Holds files in memory and writes them into webproxy's shared-memory segments on request.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(name = "shmcached", version)]
 struct Args {
     /// Instance name: the request queue is /NAME.req; proxies must use the same name.
-    #[arg(long, default_value = "shmcache", value_parser = instance_name)]
+    #[arg(long, default_value = "shmcache", value_parser = parse_instance_name)]
     name: String,
     /// Preload from PATH: a directory (keys are /relative/paths) or a locals.txt manifest
     /// (`key path` per line, paths relative to the manifest's folder).
@@ -30,20 +30,8 @@ struct Args {
     #[arg(short, long, value_name = "MICROS", default_value_t = 0)]
     delay: u64,
     /// Seconds a worker waits for the proxy to free a slot before giving up.
-    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
     cache_timeout: Duration,
-}
-
-fn instance_name(s: &str) -> Result<String, String> {
-    check_instance_name(s).map(|()| s.to_owned())
-}
-
-fn seconds(s: &str) -> Result<Duration, String> {
-    s.parse::<f64>()
-        .ok()
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
 }
 
 fn main() -> ExitCode {

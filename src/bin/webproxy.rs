@@ -6,19 +6,21 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
+use shmcache::args::{parse_instance_name, parse_seconds, parse_size};
 use shmcache::http::server::{Proxy, ProxyConfig};
 use shmcache::http::spawn::CacheChild;
-use shmcache::ipc::{check_instance_name, sys};
+use shmcache::ipc::segment::min_segment_size;
+use shmcache::ipc::sys;
 use shmcache::shutdown::{Shutdown, on_signals};
-use shmcache::size::parse_size;
 
 /// Serves files over HTTP from the shmcached cache process, falling back to a directory.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(name = "webproxy", version)]
 struct Args {
     /// Instance name shared with shmcached: queue /NAME.req, segments /NAME.seg.<pid>.<i>.
-    #[arg(long, default_value = "shmcache", value_parser = instance_name)]
+    #[arg(long, default_value = "shmcache", value_parser = parse_instance_name)]
     name: String,
     /// TCP port to listen on (0: any free port; the log says which).
     #[arg(short, long, default_value_t = 8080)]
@@ -45,27 +47,28 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     spawn_cache: Option<PathBuf>,
     /// Seconds to wait on the cache (a free segment, the answer, each chunk).
-    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
     cache_timeout: Duration,
     /// Seconds a client may stay silent, or leave a write blocked, before it is dropped.
-    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds)]
     client_timeout: Duration,
-}
-
-fn instance_name(s: &str) -> Result<String, String> {
-    check_instance_name(s).map(|()| s.to_owned())
-}
-
-fn seconds(s: &str) -> Result<Duration, String> {
-    s.parse::<f64>()
-        .ok()
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let min = min_segment_size(args.slots.get());
+    if args.segment_size < min {
+        Args::command()
+            .error(
+                ErrorKind::ValueValidation,
+                format!(
+                    "--segment-size {} is too small: {} slot(s) need at least {min} bytes \
+                     (header included)",
+                    args.segment_size, args.slots
+                ),
+            )
+            .exit();
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,

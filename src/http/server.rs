@@ -13,7 +13,6 @@ use super::cache_client::CacheClient;
 use super::handler::{self, Context};
 use super::storage::DirStorage;
 use crate::ipc::pool::SegmentPool;
-use crate::ipc::segment::min_segment_size;
 use crate::ipc::{remove_stale_segments, segment_prefix, sys};
 use crate::shutdown::{Shutdown, join_within};
 
@@ -47,19 +46,9 @@ impl Proxy {
     /// behind, creates our segments and looks for the cache.
     ///
     /// # Errors
-    /// An invalid configuration (segment size below the minimum), a port in use, a storage
-    /// directory that does not exist, or segments that cannot be created.
+    /// A port in use, a storage directory that does not exist, or segments that cannot be
+    /// created (including a segment size below [`min_segment_size`](crate::ipc::segment::min_segment_size)).
     pub fn bind(config: ProxyConfig) -> io::Result<Proxy> {
-        let min = min_segment_size(config.slots.max(1));
-        if config.segment_size < min {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "segment size {} is below the minimum of {min} bytes for {} slot(s)",
-                    config.segment_size, config.slots
-                ),
-            ));
-        }
         let storage = config.storage.as_ref().map(DirStorage::new).transpose()?;
         let listener = TcpListener::bind(SocketAddr::from((config.bind, config.port)))?;
         sys::tune_listener(&listener, config.client_timeout, config.client_timeout)?;

@@ -1,0 +1,111 @@
+//! Bad input gets a clear error and costs nothing: bad flags exit 2 with an error and usage, malformed
+//! messages on the queue are logged and dropped while the cache keeps serving.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use shmcache::ipc::queue::MessageQueue;
+use shmcache::ipc::queue_name;
+use shmcache::ipc::segment::Segment;
+use shmcache::ipc::wire::{MESSAGE_SIZE, Op, Request};
+
+fn usage_error(exe: &str, args: &[&str]) -> String {
+    let out = Command::new(exe).args(args).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{exe} {args:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(stderr.starts_with("error:"), "{stderr}");
+    assert!(
+        stderr.contains("Usage:") || stderr.contains("--help"),
+        "{stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn bad_flags_print_usage_and_exit_2() {
+    let proxy = env!("CARGO_BIN_EXE_webproxy");
+    let cache = env!("CARGO_BIN_EXE_shmcached");
+    usage_error(proxy, &["--no-such-flag"]);
+    usage_error(proxy, &["-p", "http"]);
+    usage_error(proxy, &["-n", "0"]);
+    usage_error(proxy, &["-z", "12Q"]);
+    usage_error(proxy, &["--name", "a/b"]);
+    let err = usage_error(proxy, &["-z", "100"]);
+    assert!(err.contains("too small"), "{err}");
+    usage_error(proxy, &["-z", "4K", "-k", "100"]);
+    usage_error(cache, &["--no-such-flag"]);
+    usage_error(cache, &["-t", "0"]);
+    usage_error(cache, &["--cache-timeout", "-1"]);
+    let help = Command::new(proxy).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--segment-size",
+        "--slots",
+        "--spawn-cache",
+        "--server",
+        "--cache-timeout",
+    ] {
+        assert!(help.contains(flag), "--help does not explain {flag}");
+    }
+}
+
+#[test]
+fn malformed_messages_are_dropped_and_the_cache_keeps_serving() {
+    let name = instance("garbage");
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), &[("ok.txt", b"still serving")]);
+    let cache = Proc::cache(&name, &["-c", dir.path().to_str().unwrap()]);
+    let queue = MessageQueue::open(&queue_name(&name)).unwrap();
+    // A segment of this instance on generation 0, for requests that name a real segment.
+    let seg_name = format!("/{name}.seg.999999.0");
+    let seg = Segment::create(&seg_name, 4096, 1).unwrap();
+    let good = |segment: &str, generation: u64| Request {
+        op: Op::Get,
+        generation,
+        offset: 0,
+        length: u64::MAX,
+        key: "/ok.txt".into(),
+        segment: segment.into(),
+    };
+    let valid = good(&seg_name, 0).encode().unwrap();
+    let mut messages: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        valid[..100].to_vec(),
+        good(&format!("/{name}x.seg.1.0"), 0).encode().unwrap(),
+        good("/other.seg.1.0", 0).encode().unwrap(),
+        good(&format!("/{name}.seg.424242.0"), 0).encode().unwrap(),
+        good(&seg_name, 7).encode().unwrap(),
+    ];
+    for (at, byte) in [
+        (0, 0x00),
+        (4, 0x77),
+        (6, 0x09),
+        (33, 0x00),
+        (32 + 4095, b'x'),
+    ] {
+        let mut m = valid.clone();
+        m[at] = byte;
+        messages.push(m);
+    }
+    let mut key_with_nul = valid.clone();
+    key_with_nul[32 + 3] = 0; // "/ok\0txt": bytes after the terminator
+    messages.push(key_with_nul);
+    assert!(messages.iter().all(|m| m.len() <= MESSAGE_SIZE));
+    for m in &messages {
+        queue.send_timeout(m, Duration::from_secs(5)).unwrap();
+    }
+    cache.wait_log_count("dropped", messages.len());
+    // The segment was never written: no head, and the ready semaphore untouched.
+    assert_eq!(seg.read_head().status, 0);
+    drop(seg);
+
+    let (proxy, addr) = Proc::proxy(&name, &[]);
+    let r = get(addr, "/ok.txt");
+    assert_eq!((r.status, &r.body[..]), (200, &b"still serving"[..]));
+    drop(queue);
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
