@@ -68,10 +68,13 @@ fn malformed_messages_are_dropped_and_the_cache_keeps_serving() {
         generation,
         offset: 0,
         length: u64::MAX,
+        flags: 0,
         key: "/ok.txt".into(),
         segment: segment.into(),
     };
     let valid = good(&seg_name, 0).encode().unwrap();
+    // Offsets from the table in src/ipc/wire.rs: magic, version, op, flags, the key.
+    const KEY: usize = 40;
     let mut messages: Vec<Vec<u8>> = vec![
         Vec::new(),
         valid[..100].to_vec(),
@@ -84,15 +87,16 @@ fn malformed_messages_are_dropped_and_the_cache_keeps_serving() {
         (0, 0x00),
         (4, 0x77),
         (6, 0x09),
-        (33, 0x00),
-        (32 + 4095, b'x'),
+        (32, 0x02),
+        (KEY + 1, 0x00),
+        (KEY + 4095, b'x'),
     ] {
         let mut m = valid.clone();
         m[at] = byte;
         messages.push(m);
     }
     let mut key_with_nul = valid.clone();
-    key_with_nul[32 + 3] = 0; // "/ok\0txt": bytes after the terminator
+    key_with_nul[KEY + 3] = 0; // "/ok\0txt": bytes after the terminator
     messages.push(key_with_nul);
     assert!(messages.iter().all(|m| m.len() <= MESSAGE_SIZE));
     for m in &messages {

@@ -10,7 +10,7 @@ use super::store::Store;
 use crate::ipc::channel::{self, ChannelError, Head, Status};
 use crate::ipc::queue::MessageQueue;
 use crate::ipc::segment::Segment;
-use crate::ipc::wire::{MESSAGE_SIZE, Op, Request};
+use crate::ipc::wire::{FROM_END, MESSAGE_SIZE, Op, Request};
 use crate::ipc::{is_instance_segment, queue_name};
 use crate::shutdown::{Shutdown, join_within};
 
@@ -120,6 +120,17 @@ fn describe_store(store: &Store) -> String {
     format!("{entries} entries ({bytes} bytes)")
 }
 
+/// The part of an object of `total` bytes that `request` asks for, clamped to the object:
+/// a start past the end gives an empty body at the end.
+fn body_range(total: u64, request: &Request) -> (u64, u64) {
+    let start = if request.flags & FROM_END != 0 {
+        total - request.offset.min(total)
+    } else {
+        request.offset.min(total)
+    };
+    (start, request.length.min(total - start))
+}
+
 /// Answers one request: opens its segment, checks its generation, sends the range asked for.
 fn serve(config: &DaemonConfig, store: &Store, request: Request) {
     let seg = match Segment::open(&request.segment) {
@@ -151,18 +162,18 @@ fn serve(config: &DaemonConfig, store: &Store, request: Request) {
     };
     let (head, body) = match &entry {
         Some(entry) => {
-            let total = entry.body.len() as u64;
-            let start = request.offset.min(total);
-            let len = request.length.min(total - start);
+            let (start, len) = body_range(entry.body.len() as u64, &request);
             let head = Head {
                 status: Status::Found,
-                total_len: total,
+                total_len: entry.body.len() as u64,
                 body_offset: start,
                 body_len: len,
+                modified: entry.modified,
+                etag: Some(entry.etag.clone()),
             };
             (head, &entry.body[start as usize..(start + len) as usize])
         }
-        None => (Head::empty(Status::NotFound, 0), &[][..]),
+        None => (Head::empty(Status::NotFound), &[][..]),
     };
     match channel::send(&seg, request.generation, &head, body, config.timeout) {
         Ok(()) => log::debug!(

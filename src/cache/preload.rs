@@ -10,7 +10,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::store::{Entry, Store};
+use super::store::{Entry, Store, file_etag};
 
 /// Loads `path` (a directory or a manifest) into `store`; returns the number of entries.
 pub fn preload(store: &Store, path: &Path) -> io::Result<usize> {
@@ -37,7 +37,11 @@ pub fn preload(store: &Store, path: &Path) -> io::Result<usize> {
 fn load(file: &Path) -> io::Result<Entry> {
     let body = fs::read(file)?.into_boxed_slice();
     let modified = fs::metadata(file)?.modified().ok();
-    Ok(Entry { body, modified })
+    Ok(Entry {
+        etag: file_etag(modified, body.len() as u64),
+        body,
+        modified,
+    })
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> io::Result<()> {

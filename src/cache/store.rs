@@ -10,6 +10,18 @@ use std::time::SystemTime;
 pub struct Entry {
     pub body: Box<[u8]>,
     pub modified: Option<SystemTime>,
+    /// Entity tag, quotes included; see [`file_etag`].
+    pub etag: String,
+}
+
+/// The entity tag of a file, in nginx's format: `"<mtime hex>-<length hex>"`. Computed from
+/// metadata alone, so the cache and secondary storage give one file the same tag without
+/// reading it; it changes whenever the file's length or modification second does.
+pub fn file_etag(modified: Option<SystemTime>, len: u64) -> String {
+    let secs = modified
+        .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    format!("\"{secs:x}-{len:x}\"")
 }
 
 /// A map from key to entry behind a reader-writer lock: lookups (the hot path) share the

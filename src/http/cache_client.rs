@@ -8,10 +8,37 @@ use crate::ipc::channel::{ChannelError, Head, Receiver, Status};
 use crate::ipc::pool::{CheckoutError, SegmentPool};
 use crate::ipc::queue::MessageQueue;
 use crate::ipc::queue_name;
-use crate::ipc::wire::{Op, Request};
+use crate::ipc::wire::{FROM_END, Op, Request};
 use crate::shutdown::Shutdown;
 
 use super::body::CacheBody;
+
+/// Which bytes of an object to ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The head alone: status and validators, no body.
+    Head,
+    /// `length` bytes from `offset` (`u64::MAX`: to the end), clamped to the object.
+    Range { offset: u64, length: u64 },
+    /// The last `n` bytes.
+    Last(u64),
+}
+
+impl Part {
+    pub const ALL: Part = Part::Range {
+        offset: 0,
+        length: u64::MAX,
+    };
+
+    /// The request fields `(offset, length, flags)` for this part.
+    fn wire(self) -> (u64, u64, u32) {
+        match self {
+            Part::Head => (0, 0, 0),
+            Part::Range { offset, length } => (offset, length, 0),
+            Part::Last(n) => (n, u64::MAX, FROM_END),
+        }
+    }
+}
 
 /// What the cache answered.
 pub enum Answer {
@@ -118,16 +145,18 @@ impl CacheClient {
         }
     }
 
-    /// Asks the cache for bytes `offset..offset + length` of `key` (`length` 0: the head
-    /// only). `key` must be a normalised key short enough for the wire format.
-    pub fn get(&self, key: &str, offset: u64, length: u64) -> Result<Answer, CacheError> {
+    /// Asks the cache for `part` of `key`. `key` must be a normalised key short enough for
+    /// the wire format.
+    pub fn get(&self, key: &str, part: Part) -> Result<Answer, CacheError> {
         let queue = self.current().ok_or(CacheError::Unavailable)?;
         let mut lease = self.pool.checkout(self.timeout).map_err(CacheError::Busy)?;
+        let (offset, length, flags) = part.wire();
         let request = Request {
             op: Op::Get,
             generation: lease.generation(),
             offset,
             length,
+            flags,
             key: key.to_owned(),
             segment: lease.segment().name().to_owned(),
         };

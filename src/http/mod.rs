@@ -6,6 +6,7 @@
 
 pub mod body;
 pub mod cache_client;
+pub mod conditional;
 pub mod handler;
 pub mod path;
 pub mod server;

@@ -5,6 +5,8 @@ use std::io;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+use crate::cache::store::file_etag;
+
 /// A directory that serves files by key, never anything outside it.
 #[derive(Debug)]
 pub struct DirStorage {
@@ -20,6 +22,7 @@ pub enum Lookup {
         file: File,
         len: u64,
         modified: Option<SystemTime>,
+        etag: String,
     },
     Directory,
     Missing,
@@ -66,10 +69,12 @@ impl DirStorage {
         if !meta.is_file() {
             return Ok(Lookup::Missing);
         }
+        let modified = meta.modified().ok();
         Ok(Lookup::File {
             file,
             len: meta.len(),
-            modified: meta.modified().ok(),
+            modified,
+            etag: file_etag(modified, meta.len()),
         })
     }
 }

@@ -10,9 +10,9 @@
 
 use std::fmt;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::segment::{RawHead, Segment};
+use super::segment::{ETAG_CAPACITY, RawHead, Segment};
 use super::sem::WaitError;
 
 /// The answer's outcome, as the `status` word in the segment header.
@@ -37,7 +37,7 @@ impl Status {
 }
 
 /// The validated head of an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
     pub status: Status,
     /// Length of the whole object.
@@ -46,17 +46,75 @@ pub struct Head {
     pub body_offset: u64,
     /// Bytes that follow in the ring.
     pub body_len: u64,
+    /// Last modification (whole seconds), if known.
+    pub modified: Option<SystemTime>,
+    /// The entity tag, quotes included (`"5f3a-15"`), if any. Printable ASCII only.
+    pub etag: Option<String>,
 }
 
 impl Head {
-    /// A head with no body: not found, error, or a found object asked for zero bytes.
-    pub fn empty(status: Status, total_len: u64) -> Head {
+    /// A head with no body and no validators: not found, or an error.
+    pub fn empty(status: Status) -> Head {
         Head {
             status,
-            total_len,
+            total_len: 0,
             body_offset: 0,
             body_len: 0,
+            modified: None,
+            etag: None,
         }
+    }
+
+    fn to_raw(&self, generation: u64) -> RawHead {
+        let etag = self.etag.as_deref().unwrap_or("").as_bytes();
+        assert!(
+            etag.len() <= ETAG_CAPACITY,
+            "entity tag too long for a segment"
+        );
+        let mut raw = RawHead {
+            status: self.status as u32,
+            generation,
+            total_len: self.total_len,
+            body_offset: self.body_offset,
+            body_len: self.body_len,
+            modified: self
+                .modified
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs()),
+            etag_len: etag.len() as u32,
+            etag: [0; ETAG_CAPACITY],
+        };
+        raw.etag[..etag.len()].copy_from_slice(etag);
+        raw
+    }
+
+    /// Validates what a peer wrote: a known status, a body inside the object, and an
+    /// entity tag that fits its field and can go into an HTTP header.
+    fn from_raw(raw: &RawHead) -> Result<Head, ChannelError> {
+        let status =
+            Status::from_u32(raw.status).ok_or(ChannelError::Protocol("unknown status"))?;
+        let in_object = raw
+            .body_offset
+            .checked_add(raw.body_len)
+            .is_some_and(|end| end <= raw.total_len);
+        if !in_object || (status != Status::Found && raw.body_len != 0) {
+            return Err(ChannelError::Protocol("body lengths do not fit the object"));
+        }
+        if raw.etag_len as usize > ETAG_CAPACITY {
+            return Err(ChannelError::Protocol("entity tag length out of bounds"));
+        }
+        let etag = raw.etag();
+        if !etag.iter().all(|b| (0x21..0x7f).contains(b)) {
+            return Err(ChannelError::Protocol("entity tag is not printable ASCII"));
+        }
+        Ok(Head {
+            status,
+            total_len: raw.total_len,
+            body_offset: raw.body_offset,
+            body_len: raw.body_len,
+            modified: (raw.modified != 0).then(|| UNIX_EPOCH + Duration::from_secs(raw.modified)),
+            etag: (!etag.is_empty()).then(|| String::from_utf8_lossy(etag).into_owned()),
+        })
     }
 }
 
@@ -126,13 +184,7 @@ pub fn send(
     if seg.generation() != generation {
         return Err(ChannelError::Stale);
     }
-    seg.write_head(RawHead {
-        status: head.status as u32,
-        generation,
-        total_len: head.total_len,
-        body_offset: head.body_offset,
-        body_len: head.body_len,
-    });
+    seg.write_head(&head.to_raw(generation));
     // An empty body still takes one (empty) chunk so that the head gets published.
     let mut chunks = body.chunks(seg.slot_capacity());
     let first = chunks.next().unwrap_or(&[]);
@@ -173,7 +225,7 @@ impl Receiver {
     /// # Errors
     /// [`ChannelError::TimedOut`] when nothing arrives in `timeout`; `Protocol` when the head
     /// or the first chunk cannot be right (wrong generation, unknown status, a length past
-    /// the slot or past the body).
+    /// the slot or past the body, a malformed entity tag).
     pub fn recv_head(
         seg: &Segment,
         generation: u64,
@@ -184,26 +236,12 @@ impl Receiver {
         if raw.generation != generation {
             return Err(ChannelError::Protocol("answer for another generation"));
         }
-        let status =
-            Status::from_u32(raw.status).ok_or(ChannelError::Protocol("unknown status"))?;
-        let in_object = raw
-            .body_offset
-            .checked_add(raw.body_len)
-            .is_some_and(|end| end <= raw.total_len);
-        if !in_object || (status != Status::Found && raw.body_len != 0) {
-            return Err(ChannelError::Protocol("body lengths do not fit the object"));
-        }
-        let head = Head {
-            status,
-            total_len: raw.total_len,
-            body_offset: raw.body_offset,
-            body_len: raw.body_len,
-        };
+        let head = Head::from_raw(&raw)?;
         let mut rx = Receiver {
             timeout,
             chunk: 0,
             held: None,
-            remaining: raw.body_len,
+            remaining: head.body_len,
         };
         rx.hold(seg)?;
         Ok((head, rx))

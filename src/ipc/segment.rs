@@ -28,7 +28,10 @@ use super::sem::Semaphore;
 /// First word of every segment: "SHMS".
 pub const SEGMENT_MAGIC: u32 = u32::from_be_bytes(*b"SHMS");
 /// Layout version of the header; bumped whenever a field changes meaning or place.
-pub const SEGMENT_VERSION: u32 = 1;
+/// Version 2 added the validators (`modified`, `etag`) for HTTP conditional requests.
+pub const SEGMENT_VERSION: u32 = 2;
+/// Bytes reserved for an entity tag, quotes included.
+pub const ETAG_CAPACITY: usize = 128;
 /// The smallest slot we agree to carve: below this the header costs more than it carries.
 pub const MIN_SLOT_CAPACITY: usize = 64;
 
@@ -58,10 +61,17 @@ struct Header {
     body_offset: AtomicU64,
     /// Bytes this transfer carries.
     body_len: AtomicU64,
+    /// Last modification of the object, seconds since the Unix epoch; 0 when unknown.
+    modified: AtomicU64,
+    /// Bytes of `etag` in use; 0 when the object has no entity tag.
+    etag_len: AtomicU32,
+    _reserved2: AtomicU32,
     /// Counts slots holding data: posted by the writer, waited for by the reader.
     ready: libc::sem_t,
     /// Counts empty slots: starts at `slots`, waited for by the writer, posted by the reader.
     free: libc::sem_t,
+    /// The entity tag, written with the head; copied in and out, never borrowed.
+    etag: [u8; ETAG_CAPACITY],
 }
 
 /// Bytes before the slot-length table.
@@ -323,24 +333,56 @@ impl Segment {
     }
 
     /// Writes the head of an answer: read by the asker after the first `ready`.
-    pub fn write_head(&self, head: RawHead) {
+    /// Panics if the entity tag is longer than [`ETAG_CAPACITY`].
+    pub fn write_head(&self, head: &RawHead) {
         let u64_at = |off| self.field::<AtomicU64>(off);
         u64_at(offset_of!(Header, total_len)).store(head.total_len, Ordering::Relaxed);
         u64_at(offset_of!(Header, body_offset)).store(head.body_offset, Ordering::Relaxed);
         u64_at(offset_of!(Header, body_len)).store(head.body_len, Ordering::Relaxed);
+        u64_at(offset_of!(Header, modified)).store(head.modified, Ordering::Relaxed);
         u64_at(offset_of!(Header, reply_generation)).store(head.generation, Ordering::Relaxed);
+        let etag = head.etag();
+        // SAFETY: `etag` fits the field (etag() is bounded by ETAG_CAPACITY), which lies in
+        // our mapping; until the next `ready` post only the answerer touches it.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                etag.as_ptr(),
+                addr_of_mut!((*self.header()).etag).cast::<u8>(),
+                etag.len(),
+            )
+        };
+        self.field::<AtomicU32>(offset_of!(Header, etag_len))
+            .store(etag.len() as u32, Ordering::Relaxed);
         self.set_status(head.status);
     }
 
-    /// Reads the head as the answerer wrote it; the caller validates every field.
+    /// Reads the head as the answerer wrote it; the caller validates every field. An
+    /// `etag_len` past the field is reported as is and no byte beyond the field is read.
     pub fn read_head(&self) -> RawHead {
         let u64_at = |off| self.field::<AtomicU64>(off).load(Ordering::Acquire);
+        let etag_len = self
+            .field::<AtomicU32>(offset_of!(Header, etag_len))
+            .load(Ordering::Acquire);
+        let mut etag = [0u8; ETAG_CAPACITY];
+        // SAFETY: the whole field lies in our mapping; we copy it to a local array. After
+        // `ready` the answerer no longer writes it (a faulty one could: torn bytes, which the
+        // caller's validation then rejects, never an out-of-bounds read).
+        unsafe {
+            ptr::copy_nonoverlapping(
+                addr_of_mut!((*self.header()).etag).cast::<u8>(),
+                etag.as_mut_ptr(),
+                ETAG_CAPACITY,
+            )
+        };
         RawHead {
             status: self.status(),
             generation: u64_at(offset_of!(Header, reply_generation)),
             total_len: u64_at(offset_of!(Header, total_len)),
             body_offset: u64_at(offset_of!(Header, body_offset)),
             body_len: u64_at(offset_of!(Header, body_len)),
+            modified: u64_at(offset_of!(Header, modified)),
+            etag_len,
+            etag,
         }
     }
 
@@ -403,6 +445,18 @@ pub struct RawHead {
     pub total_len: u64,
     pub body_offset: u64,
     pub body_len: u64,
+    /// Seconds since the Unix epoch; 0 when unknown.
+    pub modified: u64,
+    /// As written by the peer: may exceed [`ETAG_CAPACITY`] if the peer is faulty.
+    pub etag_len: u32,
+    pub etag: [u8; ETAG_CAPACITY],
+}
+
+impl RawHead {
+    /// The entity tag bytes, cut at the field's capacity.
+    pub fn etag(&self) -> &[u8] {
+        &self.etag[..(self.etag_len as usize).min(ETAG_CAPACITY)]
+    }
 }
 
 impl Drop for Segment {

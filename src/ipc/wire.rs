@@ -6,10 +6,15 @@
 //! | 4      | 2    | `version`    | [`WIRE_VERSION`]; anything else is refused            |
 //! | 6      | 2    | `op`         | [`Op`]                                                |
 //! | 8      | 8    | `generation` | the segment's generation at checkout                  |
-//! | 16     | 8    | `offset`     | first byte wanted                                     |
-//! | 24     | 8    | `length`     | bytes wanted from `offset` (`u64::MAX`: to the end)   |
-//! | 32     | 4096 | `key`        | UTF-8 key starting with `/`, NUL-padded               |
-//! | 4128   | 256  | `segment`    | segment name, NUL-padded                              |
+//! | 16     | 8    | `offset`     | first byte wanted; with [`FROM_END`]: how many of the last bytes |
+//! | 24     | 8    | `length`     | bytes wanted from `offset` (`u64::MAX`: to the end; 0: head only) |
+//! | 32     | 4    | `flags`      | [`FROM_END`]; other bits must be 0                    |
+//! | 36     | 4    | `reserved`   | must be 0                                             |
+//! | 40     | 4096 | `key`        | UTF-8 key starting with `/`, NUL-padded               |
+//! | 4136   | 256  | `segment`    | segment name, NUL-padded                              |
+//!
+//! The answerer clamps the range to the object: a start past the end gives an empty body,
+//! so the asker can tell an unsatisfiable range from the head alone.
 //!
 //! Integers are in native byte order: both ends run on one host. The whole record is
 //! [`MESSAGE_SIZE`] bytes, under the kernel's default `msgsize_max` of 8192, and a message
@@ -21,7 +26,10 @@ use std::mem::size_of;
 
 /// "SHMQ".
 pub const WIRE_MAGIC: u32 = u32::from_be_bytes(*b"SHMQ");
-pub const WIRE_VERSION: u16 = 1;
+/// Version 2 added `flags` (suffix ranges) for HTTP Range requests.
+pub const WIRE_VERSION: u16 = 2;
+/// `offset` counts back from the end of the object: "the last `offset` bytes".
+pub const FROM_END: u32 = 1;
 /// Bytes reserved for the key, its NUL terminator included.
 pub const KEY_CAPACITY: usize = 4096;
 /// Bytes reserved for the segment name, its NUL terminator included.
@@ -55,13 +63,15 @@ struct RawRequest {
     generation: u64,
     offset: u64,
     length: u64,
+    flags: u32,
+    reserved: u32,
     key: [u8; KEY_CAPACITY],
     segment: [u8; SEGMENT_NAME_CAPACITY],
 }
 
 /// Size of every message on the queue.
 pub const MESSAGE_SIZE: usize = size_of::<RawRequest>();
-const _: () = assert!(MESSAGE_SIZE == 32 + KEY_CAPACITY + SEGMENT_NAME_CAPACITY);
+const _: () = assert!(MESSAGE_SIZE == 40 + KEY_CAPACITY + SEGMENT_NAME_CAPACITY);
 const _: () = assert!(MESSAGE_SIZE <= 8192);
 
 /// A decoded, validated request.
@@ -71,6 +81,7 @@ pub struct Request {
     pub generation: u64,
     pub offset: u64,
     pub length: u64,
+    pub flags: u32,
     pub key: String,
     pub segment: String,
 }
@@ -82,6 +93,8 @@ pub enum WireError {
     Magic(u32),
     Version(u16),
     Op(u16),
+    /// Unknown flag bits or a non-zero reserved word.
+    Flags(u32),
     /// A string field has no terminator, bytes after it, or is not UTF-8.
     BadString(&'static str),
     /// The key is empty or does not start with '/'.
@@ -97,6 +110,7 @@ impl fmt::Display for WireError {
             WireError::Magic(m) => write!(f, "bad magic {m:#010x}"),
             WireError::Version(v) => write!(f, "unknown version {v}"),
             WireError::Op(op) => write!(f, "unknown operation {op}"),
+            WireError::Flags(flags) => write!(f, "unknown flags {flags:#x}"),
             WireError::BadString(field) => write!(f, "malformed {field} string"),
             WireError::BadKey => write!(f, "key must start with '/'"),
             WireError::TooLong(field) => write!(f, "{field} too long for a message"),
@@ -117,6 +131,8 @@ impl Request {
             generation: self.generation,
             offset: self.offset,
             length: self.length,
+            flags: self.flags,
+            reserved: 0,
             key: [0; KEY_CAPACITY],
             segment: [0; SEGMENT_NAME_CAPACITY],
         };
@@ -155,6 +171,9 @@ impl Request {
             return Err(WireError::Version(raw.version));
         }
         let op = Op::from_u16(raw.op).ok_or(WireError::Op(raw.op))?;
+        if raw.flags & !FROM_END != 0 || raw.reserved != 0 {
+            return Err(WireError::Flags(raw.flags));
+        }
         let key = get_str(&raw.key, "key")?;
         if !key.starts_with('/') {
             return Err(WireError::BadKey);
@@ -165,6 +184,7 @@ impl Request {
             generation: raw.generation,
             offset: raw.offset,
             length: raw.length,
+            flags: raw.flags,
             key,
             segment,
         })
@@ -199,12 +219,16 @@ fn get_str(src: &[u8], field: &'static str) -> Result<String, WireError> {
 mod tests {
     use super::*;
 
+    /// Offset of the key field.
+    const KEY: usize = 40;
+
     fn sample() -> Request {
         Request {
             op: Op::Get,
             generation: 7,
             offset: 3,
             length: u64::MAX,
+            flags: FROM_END,
             key: "/dir/file.txt".into(),
             segment: "/t.seg.1.0".into(),
         }
@@ -229,16 +253,18 @@ mod tests {
         assert!(matches!(broken(&|b| b[0] ^= 1), WireError::Magic(_)));
         assert!(matches!(broken(&|b| b[4] = 99), WireError::Version(_)));
         assert!(matches!(broken(&|b| b[6] = 99), WireError::Op(_)));
+        assert!(matches!(broken(&|b| b[32] = 2), WireError::Flags(_)));
+        assert!(matches!(broken(&|b| b[36] = 1), WireError::Flags(_)));
         // A NUL inside the key followed by more text.
-        assert_eq!(broken(&|b| b[32 + 4] = 0), WireError::BadString("key"));
+        assert_eq!(broken(&|b| b[KEY + 4] = 0), WireError::BadString("key"));
         // No terminator anywhere in the key field.
         assert_eq!(
-            broken(&|b| b[32..32 + KEY_CAPACITY].fill(b'a')),
+            broken(&|b| b[KEY..KEY + KEY_CAPACITY].fill(b'a')),
             WireError::BadString("key")
         );
-        assert_eq!(broken(&|b| b[32] = b'x'), WireError::BadKey);
-        assert_eq!(broken(&|b| b[32 + 1] = 0xff), WireError::BadString("key"));
-        let seg = 32 + KEY_CAPACITY;
+        assert_eq!(broken(&|b| b[KEY] = b'x'), WireError::BadKey);
+        assert_eq!(broken(&|b| b[KEY + 1] = 0xff), WireError::BadString("key"));
+        let seg = KEY + KEY_CAPACITY;
         assert_eq!(
             broken(&|b| b[seg..seg + SEGMENT_NAME_CAPACITY].fill(b's')),
             WireError::BadString("segment")

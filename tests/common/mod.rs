@@ -71,7 +71,7 @@ impl Proc {
                 if std::env::var_os("SHOW_LOGS").is_some() {
                     eprintln!("[{what}] {line}");
                 }
-                sink.0.lock().unwrap().push(line);
+                sink.0.lock().unwrap_or_else(|e| e.into_inner()).push(line);
                 sink.1.notify_all();
             }
         });
@@ -115,7 +115,7 @@ impl Proc {
     pub fn wait_log_count(&self, needle: &str, count: usize) -> String {
         let deadline = Instant::now() + PATIENCE;
         let (lines, cond) = &*self.log;
-        let mut lines = lines.lock().unwrap();
+        let mut lines = lines.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             let found: Vec<&String> = lines.iter().filter(|l| l.contains(needle)).collect();
             if found.len() >= count {
@@ -133,7 +133,7 @@ impl Proc {
     }
 
     pub fn log_count(&self, needle: &str) -> usize {
-        let lines = self.log.0.lock().unwrap();
+        let lines = self.log.0.lock().unwrap_or_else(|e| e.into_inner());
         lines.iter().filter(|l| l.contains(needle)).count()
     }
 
