@@ -176,11 +176,15 @@ fn serve(config: &DaemonConfig, store: &Store, request: Request) {
         None => (Head::empty(Status::NotFound), &[][..]),
     };
     match channel::send(&seg, request.generation, &head, body, config.timeout) {
+        // Tests read this line to see how many bytes crossed the channel.
         Ok(()) => log::debug!(
-            "sent {} ({:?}, {} bytes)",
+            "sent {}: {} bytes {}..{} of {} ({:?})",
             request.key,
-            head.status,
-            head.body_len
+            head.body_len,
+            head.body_offset,
+            head.body_offset + head.body_len,
+            head.total_len,
+            head.status
         ),
         Err(ChannelError::Cancelled) => log::debug!("{}: the proxy cancelled", request.key),
         Err(e) => log::warn!("{} via {}: {e}", request.key, request.segment),

@@ -5,12 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tiny_http::{HTTPVersion, Header, Method, Request, Response, StatusCode};
+use tiny_http::{Method, Request};
 
 use super::body::Body;
 use super::cache_client::{Answer, CacheClient, CacheError, Part};
 use super::conditional::{ByteRange, Conditions, Outcome, Validators};
 use super::path::{PathError, key_from_target};
+use super::response::{self, Reply};
 use super::storage::{DirStorage, Lookup};
 use crate::ipc::channel::ChannelError;
 use crate::ipc::sys::abort_connection;
@@ -43,43 +44,12 @@ impl Source {
     }
 }
 
-const SERVER: &str = concat!("shmcache/", env!("CARGO_PKG_VERSION"));
-
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("header values we build are ASCII")
-}
-
-/// A short text/plain answer for an error status.
-fn error(status: u16, text: &'static str) -> Response<Body> {
-    Response::new(
-        StatusCode(status),
-        vec![header("Content-Type", "text/plain; charset=utf-8")],
-        Body::Text(text.as_bytes()),
-        Some(text.len()),
-        None,
-    )
-}
-
 /// Answers `request`, then writes one access-log line (target `access`):
 /// `client "METHOD target HTTP/x.y" status bytes microseconds source`.
 pub fn handle(ctx: &Context, request: Request) {
     let started = Instant::now();
-    let (response, source) = respond_to(ctx, &request);
-    let mut response = response
-        .with_header(header("Server", SERVER))
-        .with_chunked_threshold(usize::MAX);
-    if wants_http10_keep_alive(&request) {
-        // tiny_http keeps such a connection open but does not say so; without this header
-        // an HTTP/1.0 client would assume the server closes it.
-        response.add_header(header("Connection", "keep-alive"));
-    }
-    let status = response.status_code().0;
-    let sends_body = *request.method() != Method::Head && status != 304;
-    let bytes = if sends_body {
-        response.data_length().unwrap_or(0)
-    } else {
-        0
-    };
+    let (reply, source) = respond_to(ctx, &request);
+    let status = reply.status;
     let peer = request.remote_addr().copied();
     let line = format!(
         "{} {} HTTP/{}",
@@ -87,11 +57,11 @@ pub fn handle(ctx: &Context, request: Request) {
         request.url(),
         request.http_version()
     );
-    let outcome = request.respond(response);
+    let outcome = response::send(request, reply);
     let client = peer.map_or_else(|| "-".to_owned(), |p| p.ip().to_string());
     let micros = started.elapsed().as_micros();
     match outcome {
-        Ok(()) => log::info!(
+        Ok(bytes) => log::info!(
             target: "access",
             "{client} \"{line}\" {status} {bytes} {micros} {}",
             source.as_str()
@@ -113,33 +83,23 @@ pub fn handle(ctx: &Context, request: Request) {
     }
 }
 
-fn wants_http10_keep_alive(request: &Request) -> bool {
-    *request.http_version() == HTTPVersion(1, 0)
-        && request.headers().iter().any(|h| {
-            h.field.equiv("Connection")
-                && h.value.as_str().to_ascii_lowercase().contains("keep-alive")
-        })
-}
-
-fn respond_to(ctx: &Context, request: &Request) -> (Response<Body>, Source) {
+fn respond_to(ctx: &Context, request: &Request) -> (Reply, Source) {
     let head_only = match request.method() {
         Method::Get => false,
         Method::Head => true,
         _ => {
-            let allow = header("Allow", "GET, HEAD");
-            return (
-                error(405, "405 Method Not Allowed\n").with_header(allow),
-                Source::Proxy,
-            );
+            let reply =
+                Reply::text(405, "405 Method Not Allowed\n").with_header("Allow", "GET, HEAD");
+            return (reply, Source::Proxy);
         }
     };
     let target = request.url();
     let key = match key_from_target(target) {
         Ok(key) => key,
-        Err(PathError::TooLong) => return (error(414, "414 URI Too Long\n"), Source::Proxy),
+        Err(PathError::TooLong) => return (Reply::text(414, "414 URI Too Long\n"), Source::Proxy),
         Err(PathError::Bad(why)) => {
             log::debug!("{target}: {why}");
-            return (error(400, "400 Bad Request\n"), Source::Proxy);
+            return (Reply::text(400, "400 Bad Request\n"), Source::Proxy);
         }
     };
     // A directory is asked for with a trailing slash and answered with its index.
@@ -159,11 +119,13 @@ fn respond_to(ctx: &Context, request: &Request) -> (Response<Body>, Source) {
     };
     match (&ctx.storage, cache_error) {
         (Some(storage), _) => from_storage(storage, &key, target, &conditions, head_only),
-        (None, None) => (error(404, "404 Not Found\n"), Source::Proxy),
+        (None, None) => (Reply::text(404, "404 Not Found\n"), Source::Proxy),
         (None, Some(_)) => {
-            let retry = header("Retry-After", "1");
             let text = "503 Service Unavailable: the cache is not answering\n";
-            (error(503, text).with_header(retry), Source::Proxy)
+            (
+                Reply::text(503, text).with_header("Retry-After", "1"),
+                Source::Proxy,
+            )
         }
     }
 }
@@ -195,7 +157,7 @@ fn from_cache(
     key: &str,
     conditions: &Conditions,
     head_only: bool,
-) -> Result<Option<Response<Body>>, CacheError> {
+) -> Result<Option<Reply>, CacheError> {
     let mut part = first_part(conditions, head_only);
     // Twice is enough unless the object changes between the two asks; then ask again.
     for _ in 0..3 {
@@ -234,7 +196,7 @@ fn from_storage(
     target: &str,
     conditions: &Conditions,
     head_only: bool,
-) -> (Response<Body>, Source) {
+) -> (Reply, Source) {
     match storage.lookup(key) {
         Ok(Lookup::File {
             mut file,
@@ -253,7 +215,10 @@ fn from_storage(
                     Ok(_) => Body::File(file.take(n)),
                     Err(e) => {
                         log::warn!("{key}: secondary storage: {e}");
-                        return (error(500, "500 Internal Server Error\n"), Source::Proxy);
+                        return (
+                            Reply::text(500, "500 Internal Server Error\n"),
+                            Source::Proxy,
+                        );
                     }
                 },
                 _ => Body::Text(b""),
@@ -271,66 +236,58 @@ fn from_storage(
                 location.push_str(query);
             }
             let response =
-                error(301, "301 Moved Permanently\n").with_header(header("Location", &location));
+                Reply::text(301, "301 Moved Permanently\n").with_header("Location", location);
             (response, Source::Proxy)
         }
-        Ok(Lookup::Missing) => (error(404, "404 Not Found\n"), Source::Proxy),
+        Ok(Lookup::Missing) => (Reply::text(404, "404 Not Found\n"), Source::Proxy),
         Err(e) => {
             log::warn!("{key}: secondary storage: {e}");
-            (error(500, "500 Internal Server Error\n"), Source::Proxy)
+            (
+                Reply::text(500, "500 Internal Server Error\n"),
+                Source::Proxy,
+            )
         }
     }
 }
 
-/// The response for an object with these validators, as `outcome` decided.
-fn answer(
-    key: &str,
-    v: &Validators,
-    outcome: Outcome,
-    body: Body,
-    source: Source,
-) -> Response<Body> {
+/// The reply for an object with these validators, as `outcome` decided.
+fn answer(key: &str, v: &Validators, outcome: Outcome, body: Body, source: Source) -> Reply {
     let mut headers = Vec::with_capacity(8);
     if let Some(modified) = v.modified {
-        headers.push(header("Last-Modified", &httpdate::fmt_http_date(modified)));
+        headers.push(("Last-Modified", httpdate::fmt_http_date(modified)));
     }
     if let Some(etag) = v.etag {
-        headers.push(header("ETag", etag));
+        headers.push(("ETag", etag.to_owned()));
     }
-    headers.push(header(
-        "X-Cache",
-        if source == Source::Hit { "HIT" } else { "MISS" },
-    ));
+    let cache = if source == Source::Hit { "HIT" } else { "MISS" };
+    headers.push(("X-Cache", cache.to_owned()));
     let (status, length) = match outcome {
-        // The length is the one a 200 would announce (RFC 9110 §8.6); tiny_http sends no
-        // body with a 304.
+        // The length is the one a 200 would announce (RFC 9110 §8.6); no body follows.
         Outcome::NotModified => (304, v.len),
         Outcome::Full => (200, v.len),
         Outcome::Partial { start, len } => {
             let range = format!("bytes {start}-{}/{}", start + len - 1, v.len);
-            headers.push(header("Content-Range", &range));
+            headers.push(("Content-Range", range));
             (206, len)
         }
         Outcome::Unsatisfiable => {
-            let text = "416 Range Not Satisfiable\n";
-            return error(416, text)
-                .with_header(header("Content-Range", &format!("bytes */{}", v.len)));
+            return Reply::text(416, "416 Range Not Satisfiable\n")
+                .with_header("Content-Range", format!("bytes */{}", v.len));
         }
     };
     if status != 304 {
         let content_type = mime_guess::from_path(key)
             .first_raw()
             .unwrap_or("application/octet-stream");
-        headers.push(header("Content-Type", content_type));
-        headers.push(header("Accept-Ranges", "bytes"));
+        headers.push(("Content-Type", content_type.to_owned()));
+        headers.push(("Accept-Ranges", "bytes".to_owned()));
     }
-    Response::new(
-        StatusCode(status),
+    Reply {
+        status,
         headers,
+        length,
         body,
-        Some(length as usize),
-        None,
-    )
+    }
 }
 
 /// Percent-encodes a decoded path for a `Location` header.

@@ -9,6 +9,7 @@ pub mod cache_client;
 pub mod conditional;
 pub mod handler;
 pub mod path;
+pub mod response;
 pub mod server;
 pub mod spawn;
 pub mod storage;

@@ -233,7 +233,7 @@ pub fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &
     let mut reader = BufReader::new(stream);
     let (status, headers) = read_head(&mut reader);
     let mut body = Vec::new();
-    if method != "HEAD" {
+    if method != "HEAD" && status != 304 {
         reader.read_to_end(&mut body).unwrap();
         if let Some(len) = headers.get("content-length") {
             assert_eq!(body.len(), len.parse::<usize>().unwrap(), "short body");
