@@ -52,6 +52,9 @@ struct Args {
     /// Seconds a client may stay silent, or leave a write blocked, before it is dropped.
     #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds)]
     client_timeout: Duration,
+    /// Requests that may wait for a free worker; beyond this the proxy answers 503 at once.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_pending: usize,
 }
 
 fn main() -> ExitCode {
@@ -109,6 +112,7 @@ fn run(args: Args) -> Result<(), String> {
         storage: args.server,
         cache_timeout: args.cache_timeout,
         client_timeout: args.client_timeout,
+        max_pending: args.max_pending,
     })
     .map_err(|e| format!("starting: {e}"))?;
     let _ = stop_tx.send(Box::new(proxy.stopper()));

@@ -170,6 +170,7 @@ fn serve(config: &DaemonConfig, store: &Store, request: Request) {
                 body_len: len,
                 modified: entry.modified,
                 etag: Some(entry.etag.clone()),
+                answerer_pid: 0,
             };
             (head, &entry.body[start as usize..(start + len) as usize])
         }

@@ -1,14 +1,15 @@
 //! The proxy's side of the channel: send a request, wait for the head, hand back a body.
 
 use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::ipc::channel::{ChannelError, Head, Receiver, Status};
 use crate::ipc::pool::{CheckoutError, SegmentPool};
 use crate::ipc::queue::MessageQueue;
-use crate::ipc::queue_name;
 use crate::ipc::wire::{FROM_END, Op, Request};
+use crate::ipc::{queue_name, sys};
 use crate::shutdown::Shutdown;
 
 use super::body::CacheBody;
@@ -74,11 +75,15 @@ impl std::fmt::Display for CacheError {
 ///
 /// The queue handle sits behind a lock that is held only to clone an `Arc`; a connector
 /// thread keeps it pointing at the live queue of our instance: it opens the queue when it
-/// appears, drops it when it disappears, and switches when a restarted cache has created
-/// a new queue under the same name (told apart by inode).
+/// appears, switches when a restarted cache has created a new queue under the same name
+/// (told apart by inode), and drops it when the queue disappears or the process that
+/// answers on it has died. A cache killed with SIGKILL leaves its queue behind; without the
+/// pid check every request would wait out the timeout on a queue nobody reads.
 pub struct CacheClient {
     queue_name: String,
     queue: RwLock<Option<Arc<MessageQueue>>>,
+    /// The pid that answered on the current queue (0 until the first answer).
+    cache_pid: AtomicU32,
     pool: Arc<SegmentPool>,
     timeout: Duration,
 }
@@ -91,10 +96,11 @@ impl CacheClient {
         let client = Arc::new(CacheClient {
             queue_name: queue_name(instance),
             queue: RwLock::new(None),
+            cache_pid: AtomicU32::new(0),
             pool,
             timeout,
         });
-        client.reconnect();
+        client.reconnect(&mut None);
         client
     }
 
@@ -104,9 +110,10 @@ impl CacheClient {
         std::thread::Builder::new()
             .name("cache-connector".into())
             .spawn(move || {
+                let mut abandoned = None;
                 while !shutdown.is_triggered() {
                     std::thread::sleep(RECONNECT_INTERVAL);
-                    client.reconnect();
+                    client.reconnect(&mut abandoned);
                 }
             })?;
         Ok(())
@@ -117,16 +124,26 @@ impl CacheClient {
     }
 
     fn set(&self, queue: Option<Arc<MessageQueue>>) {
+        self.cache_pid.store(0, Ordering::Relaxed);
         *self.queue.write().unwrap_or_else(|e| e.into_inner()) = queue;
     }
 
-    /// Points the handle at the queue that exists under our name now, if any.
-    fn reconnect(&self) {
+    /// Points the handle at the live queue of our instance, if any. `abandoned` remembers
+    /// the identity of a queue whose cache died, so we do not reconnect to it.
+    fn reconnect(&self, abandoned: &mut Option<u64>) {
         let current = self.current();
         let current_id = current.as_ref().and_then(|q| q.identity().ok());
+        let pid = self.cache_pid.load(Ordering::Relaxed);
+        if current.is_some() && pid != 0 && !sys::process_alive(pid) {
+            log::warn!("the cache (pid {pid}) is gone; serving without it");
+            *abandoned = current_id;
+            self.set(None);
+            return;
+        }
         match MessageQueue::open(&self.queue_name) {
             Ok(queue) => {
-                if queue.identity().ok() != current_id {
+                let id = queue.identity().ok();
+                if id != current_id && id != *abandoned {
                     log::info!("connected to the cache at {}", self.queue_name);
                     self.set(Some(Arc::new(queue)));
                 }
@@ -185,6 +202,7 @@ impl CacheClient {
                     return Err(CacheError::Failed(e));
                 }
             };
+        self.cache_pid.store(head.answerer_pid, Ordering::Relaxed);
         match head.status {
             Status::Found => Ok(Answer::Found {
                 head,

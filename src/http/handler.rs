@@ -48,7 +48,61 @@ impl Source {
 /// `client "METHOD target HTTP/x.y" status bytes microseconds source`.
 pub fn handle(ctx: &Context, request: Request) {
     let started = Instant::now();
+    let Some(request) = screen(ctx, request) else {
+        return;
+    };
     let (reply, source) = respond_to(ctx, &request);
+    finish(ctx, request, reply, source, started);
+}
+
+/// Answers 503 at once: every worker is busy and the backlog is full.
+pub fn refuse_overload(ctx: &Context, request: Request) {
+    let Some(request) = screen(ctx, request) else {
+        return;
+    };
+    let reply = Reply::text(503, "503 Service Unavailable: too busy, try again\n")
+        .with_header("Retry-After", "1");
+    finish(ctx, request, reply, Source::Proxy, Instant::now());
+}
+
+/// Lets through the requests that are safe to answer (see [`MAX_DISCARDED_BODY`]).
+fn screen(ctx: &Context, request: Request) -> Option<Request> {
+    match request.body_length() {
+        Some(declared) if declared > MAX_DISCARDED_BODY => {
+            drop_connection(ctx, request, declared);
+            None
+        }
+        _ => Some(request),
+    }
+}
+
+/// The largest request body the proxy reads and throws away (it serves no method that
+/// takes a body). tiny_http discards an unread body by allocating a buffer of the size the
+/// client declared, so a lying `Content-Length` of a few dozen gigabytes would abort the
+/// process; such requests never reach that code.
+const MAX_DISCARDED_BODY: usize = 64 * 1024;
+
+/// Cuts the connection of a request that declared a body too large to discard, without
+/// answering: answering would make tiny_http discard the body. The request is leaked on
+/// purpose, since dropping it is what would allocate; this costs tiny_http's thread for
+/// that connection and its descriptors, a bounded price for a request no honest client
+/// sends.
+fn drop_connection(ctx: &Context, request: Request, declared: usize) {
+    log::warn!(
+        target: "access",
+        "{} \"{} {}\" dropped: declared a {declared}-byte body",
+        request.remote_addr().map_or_else(|| "-".to_owned(), |p| p.ip().to_string()),
+        request.method(),
+        request.url(),
+    );
+    if let Some(peer) = request.remote_addr() {
+        let _ = abort_connection(ctx.local_addr, *peer);
+    }
+    std::mem::forget(request);
+}
+
+/// Sends `reply` and writes the access-log line.
+fn finish(ctx: &Context, request: Request, reply: Reply, source: Source, started: Instant) {
     let status = reply.status;
     let peer = request.remote_addr().copied();
     let line = format!(

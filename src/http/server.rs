@@ -31,6 +31,8 @@ pub struct ProxyConfig {
     pub cache_timeout: Duration,
     /// Longest a client may keep a connection silent, or stall a write.
     pub client_timeout: Duration,
+    /// Requests that may wait for a worker; past this the proxy answers 503 at once.
+    pub max_pending: usize,
 }
 
 /// A bound, ready-to-run proxy.
@@ -104,6 +106,13 @@ impl Proxy {
         );
         let result = loop {
             match self.server.recv() {
+                // Bounded backlog: past it, refuse at once rather than queue without limit.
+                // The refusal is a few hundred bytes written on this thread; only a client
+                // that pipelines behind a slow response of its own can make it wait, and
+                // then no longer than the client timeout.
+                Ok(request) if workers.queued_count() >= self.config.max_pending => {
+                    handler::refuse_overload(&self.ctx, request);
+                }
                 Ok(request) => {
                     let ctx = Arc::clone(&self.ctx);
                     workers.execute(move || handler::handle(&ctx, request));

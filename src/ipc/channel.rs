@@ -50,6 +50,8 @@ pub struct Head {
     pub modified: Option<SystemTime>,
     /// The entity tag, quotes included (`"5f3a-15"`), if any. Printable ASCII only.
     pub etag: Option<String>,
+    /// The answering process (filled in by [`send`]), so the asker can watch it.
+    pub answerer_pid: u32,
 }
 
 impl Head {
@@ -62,6 +64,7 @@ impl Head {
             body_len: 0,
             modified: None,
             etag: None,
+            answerer_pid: 0,
         }
     }
 
@@ -81,6 +84,7 @@ impl Head {
                 .modified
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_secs()),
+            pid: std::process::id(),
             etag_len: etag.len() as u32,
             etag: [0; ETAG_CAPACITY],
         };
@@ -114,6 +118,7 @@ impl Head {
             body_len: raw.body_len,
             modified: (raw.modified != 0).then(|| UNIX_EPOCH + Duration::from_secs(raw.modified)),
             etag: (!etag.is_empty()).then(|| String::from_utf8_lossy(etag).into_owned()),
+            answerer_pid: raw.pid,
         })
     }
 }

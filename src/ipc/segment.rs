@@ -28,8 +28,9 @@ use super::sem::Semaphore;
 /// First word of every segment: "SHMS".
 pub const SEGMENT_MAGIC: u32 = u32::from_be_bytes(*b"SHMS");
 /// Layout version of the header; bumped whenever a field changes meaning or place.
-/// Version 2 added the validators (`modified`, `etag`) for HTTP conditional requests.
-pub const SEGMENT_VERSION: u32 = 2;
+/// Version 2 added the validators (`modified`, `etag`) for HTTP conditional requests;
+/// version 3 the answerer's pid, so the asker can tell when the cache has died.
+pub const SEGMENT_VERSION: u32 = 3;
 /// Bytes reserved for an entity tag, quotes included.
 pub const ETAG_CAPACITY: usize = 128;
 /// The smallest slot we agree to carve: below this the header costs more than it carries.
@@ -65,7 +66,8 @@ struct Header {
     modified: AtomicU64,
     /// Bytes of `etag` in use; 0 when the object has no entity tag.
     etag_len: AtomicU32,
-    _reserved2: AtomicU32,
+    /// Process id of the answerer, written with the head.
+    answerer_pid: AtomicU32,
     /// Counts slots holding data: posted by the writer, waited for by the reader.
     ready: libc::sem_t,
     /// Counts empty slots: starts at `slots`, waited for by the writer, posted by the reader.
@@ -341,6 +343,8 @@ impl Segment {
         u64_at(offset_of!(Header, body_len)).store(head.body_len, Ordering::Relaxed);
         u64_at(offset_of!(Header, modified)).store(head.modified, Ordering::Relaxed);
         u64_at(offset_of!(Header, reply_generation)).store(head.generation, Ordering::Relaxed);
+        self.field::<AtomicU32>(offset_of!(Header, answerer_pid))
+            .store(head.pid, Ordering::Relaxed);
         let etag = head.etag();
         // SAFETY: `etag` fits the field (etag() is bounded by ETAG_CAPACITY), which lies in
         // our mapping; until the next `ready` post only the answerer touches it.
@@ -381,6 +385,9 @@ impl Segment {
             body_offset: u64_at(offset_of!(Header, body_offset)),
             body_len: u64_at(offset_of!(Header, body_len)),
             modified: u64_at(offset_of!(Header, modified)),
+            pid: self
+                .field::<AtomicU32>(offset_of!(Header, answerer_pid))
+                .load(Ordering::Acquire),
             etag_len,
             etag,
         }
@@ -447,6 +454,8 @@ pub struct RawHead {
     pub body_len: u64,
     /// Seconds since the Unix epoch; 0 when unknown.
     pub modified: u64,
+    /// The answerer's process id.
+    pub pid: u32,
     /// As written by the peer: may exceed [`ETAG_CAPACITY`] if the peer is faulty.
     pub etag_len: u32,
     pub etag: [u8; ETAG_CAPACITY],
