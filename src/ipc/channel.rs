@@ -305,3 +305,36 @@ impl Receiver {
         self.remaining == 0 && self.held.is_none()
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any head a peer can write is either refused or within the object, with an entity
+        /// tag that fits its field and an HTTP header; validation never panics.
+        #[test]
+        fn head_validation(status in 0u32..6, total_len in any::<u64>(), body_offset in any::<u64>(),
+                           body_len in any::<u64>(), etag_len in 0u32..300, fill in any::<u8>()) {
+            let raw = RawHead {
+                status,
+                generation: 1,
+                total_len,
+                body_offset,
+                body_len,
+                modified: 0,
+                pid: 1,
+                etag_len,
+                etag: [fill; ETAG_CAPACITY],
+            };
+            if let Ok(head) = Head::from_raw(&raw) {
+                prop_assert!(head.body_offset.checked_add(head.body_len).is_some_and(|e| e <= head.total_len));
+                prop_assert!(head.status == Status::Found || head.body_len == 0);
+                let etag = head.etag.unwrap_or_default();
+                prop_assert!(etag.len() <= ETAG_CAPACITY);
+                prop_assert!(etag.bytes().all(|b| (0x21..0x7f).contains(&b)));
+            }
+        }
+    }
+}

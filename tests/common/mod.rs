@@ -92,18 +92,39 @@ impl Proc {
         let mut all = vec!["--name", name, "--port", "0", "--bind", "127.0.0.1"];
         all.extend_from_slice(args);
         let p = Proc::start("proxy", env!("CARGO_BIN_EXE_webproxy"), &all);
-        let line = p.wait_log("listening on http://");
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let addr = listening_addr(&p.wait_log("listening on http://"));
+        (p, addr)
+    }
+
+    /// Starts webproxy with its open-file limit (soft and hard) set to `nofile`, so that
+    /// a test can run it out of descriptors. Returns it and its address.
+    pub fn proxy_with_nofile(name: &str, nofile: u32, args: &[&str]) -> (Proc, SocketAddr) {
+        let script = format!("ulimit -n {nofile} && exec \"$0\" \"$@\"");
+        let mut all = vec!["-c", &script, env!("CARGO_BIN_EXE_webproxy")];
+        all.extend_from_slice(&["--name", name, "--port", "0", "--bind", "127.0.0.1"]);
+        all.extend_from_slice(args);
+        let p = Proc::start("proxy", "sh", &all);
+        let addr = listening_addr(&p.wait_log("listening on http://"));
         (p, addr)
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, ...) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{sig}");
+    }
+
+    /// Waits for the process to exit on its own; returns its status.
+    pub fn wait(mut self) -> ExitStatus {
+        self.wait_exit()
     }
 
     /// Waits until a log line contains `needle`; returns that line.
@@ -204,6 +225,14 @@ pub fn shm_objects(name: &str) -> Vec<String> {
         .collect()
 }
 
+fn listening_addr(line: &str) -> SocketAddr {
+    line.split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
 /// A parsed HTTP response.
 #[derive(Debug)]
 pub struct Response {
@@ -280,5 +309,32 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One kept-alive HTTP/1.1 connection, for many requests in a row.
+pub struct Connection {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Connection {
+    pub fn open(addr: SocketAddr) -> Connection {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        Connection {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        }
+    }
+
+    /// GETs `target`; returns the status, the `x-cache` header and the body.
+    pub fn get(&mut self, target: &str) -> (u16, Option<String>, Vec<u8>) {
+        write!(self.writer, "GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let (status, headers) = read_head(&mut self.reader);
+        let len: usize = headers["content-length"].parse().unwrap();
+        let mut body = vec![0; len];
+        self.reader.read_exact(&mut body).unwrap();
+        (status, headers.get("x-cache").cloned(), body)
     }
 }

@@ -1,0 +1,512 @@
+//! Failures that real deployments hit: peers that die or stall, overload, hostile clients
+//! and hostile peers. Each test provokes one and checks what the user sees.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use shmcache::ipc::queue::MessageQueue;
+use shmcache::ipc::queue_name;
+use shmcache::ipc::segment::{ETAG_CAPACITY, HEADER_SIZE, RawHead, Segment};
+use shmcache::ipc::wire::{MESSAGE_SIZE, Request};
+
+/// Starts a GET of `target` and reads `n` body bytes; returns the stream (left unread) and
+/// the declared length. The caller decides when to read on or hang up.
+fn start_download(
+    addr: std::net::SocketAddr,
+    target: &str,
+    n: usize,
+) -> (TcpStream, usize, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(s, "GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+    let (status, headers) = read_head(&mut reader);
+    assert_eq!(status, 200);
+    let len = headers["content-length"].parse().unwrap();
+    let mut first = vec![0; n];
+    reader.read_exact(&mut first).unwrap();
+    // Bytes the BufReader holds beyond `n` belong to the body too.
+    let mut rest = reader.buffer().to_vec();
+    first.append(&mut rest);
+    (s, len, first)
+}
+
+/// Reads until EOF or a reset, whichever comes first; returns what arrived.
+fn read_until_closed(mut s: TcpStream, mut got: Vec<u8>) -> Vec<u8> {
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("reading the body: {e}"),
+        }
+    }
+}
+
+#[test]
+fn cache_killed_mid_transfer() {
+    let name = instance("cachekill");
+    let cached = tempfile::tempdir().unwrap();
+    let disk = tempfile::tempdir().unwrap();
+    let big = pattern(32 << 20, 21);
+    write_files(cached.path(), &[("big.bin", &big)]);
+    write_files(disk.path(), &[("big.bin", &big)]);
+    let cache_args = ["-c", cached.path().to_str().unwrap()];
+    let cache = Proc::cache(&name, &cache_args);
+    let (proxy, addr) = Proc::proxy(
+        &name,
+        &[
+            "-z",
+            "8K",
+            "-s",
+            disk.path().to_str().unwrap(),
+            "--cache-timeout",
+            "1",
+        ],
+    );
+    let (stream, len, first) = start_download(addr, "/big.bin", 1 << 20);
+    cache.kill9();
+    let started = Instant::now();
+    let got = read_until_closed(stream, first);
+    assert!(
+        got.len() < len,
+        "the body must end short, not pretend to be complete"
+    );
+    assert!(
+        got == big[..got.len()],
+        "what did arrive is the file's prefix"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed within the cache timeout"
+    );
+
+    // While the cache is dead, requests are served from secondary storage.
+    eventually("a MISS from storage", || {
+        let r = get(addr, "/big.bin");
+        r.status == 200 && r.header("x-cache") == Some("MISS") && r.body == big
+    });
+    proxy.wait_log("is gone; serving without it");
+
+    // A restarted cache replaces the dead one's queue and the proxy uses it again.
+    let cache = Proc::cache(&name, &cache_args);
+    cache.wait_log("replaced a stale queue");
+    eventually("a HIT from the new cache", || {
+        let r = get(addr, "/big.bin");
+        r.status == 200 && r.header("x-cache") == Some("HIT") && r.body == big
+    });
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn late_answers_never_land_in_the_next_transfer() {
+    let name = instance("late");
+    let dir = tempfile::tempdir().unwrap();
+    let body = pattern(50_000, 22);
+    write_files(dir.path(), &[("f.bin", &body)]);
+    let cache = Proc::cache(&name, &["-c", dir.path().to_str().unwrap()]);
+    // One segment: the request after the timeout goes through the same (rebuilt) one.
+    let (proxy, addr) = Proc::proxy(&name, &["-n", "1", "-z", "8K", "--cache-timeout", "0.5"]);
+    assert_eq!(get(addr, "/f.bin").status, 200);
+    cache.signal("STOP");
+    let r = get(addr, "/f.bin");
+    assert_eq!(r.status, 503, "a stalled cache and no storage: 503");
+    cache.signal("CONT");
+    // The stalled cache now answers the old request: it finds a segment on another
+    // generation and drops it instead of writing.
+    cache.wait_log("dropped a stale request");
+    eventually("a correct answer after the stall", || {
+        let r = get(addr, "/f.bin");
+        r.status == 200 && r.body == body
+    });
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn proxy_killed_mid_transfer() {
+    let name = instance("proxykill");
+    let dir = tempfile::tempdir().unwrap();
+    let big = pattern(32 << 20, 23);
+    let small = pattern(3000, 24);
+    write_files(dir.path(), &[("big.bin", &big), ("small.bin", &small)]);
+    // One cache worker: the new proxy is served only once that worker gave up on the old one.
+    let cache = Proc::cache(
+        &name,
+        &[
+            "-c",
+            dir.path().to_str().unwrap(),
+            "-t",
+            "1",
+            "--cache-timeout",
+            "1",
+        ],
+    );
+    let (proxy, addr) = Proc::proxy(&name, &["-z", "8K"]);
+    let old_pid = proxy.pid();
+    let (stream, _, _) = start_download(addr, "/big.bin", 1 << 20);
+    proxy.kill9();
+    assert_eq!(
+        shm_objects(&name).len(),
+        8,
+        "a killed proxy leaves its segments"
+    );
+    cache.wait_log("peer did not answer in time");
+
+    let (proxy, addr) = Proc::proxy(&name, &[]);
+    proxy.wait_log_count(&format!("seg.{old_pid}."), 8);
+    assert!(
+        shm_objects(&name)
+            .iter()
+            .all(|o| !o.contains(&format!(".{old_pid}.")))
+    );
+    let r = get(addr, "/small.bin");
+    assert_eq!((r.status, r.header("x-cache")), (200, Some("HIT")));
+    assert!(r.body == small);
+    drop(stream);
+
+    // A killed cache leaves its queue; the next one replaces it.
+    cache.kill9();
+    let cache = Proc::cache(&name, &["-c", dir.path().to_str().unwrap()]);
+    cache.wait_log("replaced a stale queue");
+    eventually("the proxy to use the new cache", || {
+        get(addr, "/small.bin").header("x-cache") == Some("HIT")
+    });
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn overload_is_refused_at_once_with_retry_after() {
+    let name = instance("overload");
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), &[("f.txt", b"content")]);
+    // Each answer takes a second; one worker and one waiting place.
+    let cache = Proc::cache(
+        &name,
+        &["-c", dir.path().to_str().unwrap(), "-d", "1000000"],
+    );
+    let (proxy, addr) = Proc::proxy(&name, &["-t", "1", "--max-pending", "1"]);
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            thread::spawn(move || {
+                let started = Instant::now();
+                (get(addr, "/f.txt"), started.elapsed())
+            })
+        })
+        .collect();
+    let results: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let mut served = 0;
+    for (r, took) in &results {
+        match r.status {
+            200 => {
+                assert_eq!(r.body, b"content");
+                served += 1;
+            }
+            503 => {
+                assert_eq!(r.header("retry-after"), Some("1"));
+                assert!(
+                    *took < Duration::from_millis(900),
+                    "refused at once, not after waiting"
+                );
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(
+        served, 2,
+        "one in service and one waiting are served; the rest refused"
+    );
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn idle_and_trickling_connections_do_not_starve_requests() {
+    let name = instance("slowloris");
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), &[("f.txt", b"content")]);
+    let cache = Proc::cache(&name, &["-c", dir.path().to_str().unwrap()]);
+    let (proxy, addr) = Proc::proxy(&name, &["-t", "2", "--client-timeout", "2"]);
+    let idle: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    let mut trickling: Vec<TcpStream> =
+        (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    for s in &mut trickling {
+        s.write_all(b"GET /f.txt HTTP/1.1\r\nHost:").unwrap();
+    }
+    for _ in 0..50 {
+        let r = get(addr, "/f.txt");
+        assert_eq!((r.status, &r.body[..]), (200, &b"content"[..]));
+    }
+    // The silent ones are dropped by the server after the client timeout.
+    for mut s in idle
+        .into_iter()
+        .take(5)
+        .chain(trickling.into_iter().take(5))
+    {
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        let text = String::from_utf8_lossy(&buf);
+        assert!(buf.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn running_out_of_descriptors_fails_loudly() {
+    let name = instance("emfile");
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), &[("f.txt", b"content")]);
+    let cache = Proc::cache(&name, &["-c", dir.path().to_str().unwrap()]);
+    let (proxy, addr) = Proc::proxy_with_nofile(&name, 64, &[]);
+    assert_eq!(get(addr, "/f.txt").status, 200);
+    // Each connection costs the proxy two descriptors; hold more than it can have. Once it
+    // gives up, its listener is closed and further connections are refused.
+    let held: Vec<TcpStream> = (0..60)
+        .map_while(|_| TcpStream::connect(addr).ok())
+        .collect();
+    assert!(
+        held.len() > 10,
+        "the proxy accepted connections up to its limit"
+    );
+    proxy.wait_log("stopped accepting connections");
+    let status = proxy.wait();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a proxy that cannot accept exits non-zero"
+    );
+    drop(held);
+    stop_and_check_clean(&name, vec![cache]);
+}
+
+#[test]
+fn hostile_http_is_refused_and_the_server_keeps_serving() {
+    let name = instance("hostile");
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), &[("f.txt", b"content")]);
+    let cache = Proc::cache(&name, &["-c", dir.path().to_str().unwrap()]);
+    let (proxy, addr) = Proc::proxy(&name, &[]);
+    let raw = |bytes: &[u8]| -> Vec<u8> {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        let _ = s.write_all(bytes);
+        read_until_closed(s, Vec::new())
+    };
+    let status_of =
+        |reply: &[u8]| String::from_utf8_lossy(&reply[..reply.len().min(12)]).into_owned();
+    let ok = || {
+        let r = get(addr, "/f.txt");
+        assert_eq!(
+            (r.status, &r.body[..]),
+            (200, &b"content"[..]),
+            "still serving"
+        );
+    };
+
+    let big_header = format!(
+        "GET /f.txt HTTP/1.1\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    assert_eq!(status_of(&raw(big_header.as_bytes())), "HTTP/1.1 200");
+    ok();
+    let long_uri = format!(
+        "GET /{} HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "u".repeat(100 << 10)
+    );
+    assert_eq!(status_of(&raw(long_uri.as_bytes())), "HTTP/1.1 414");
+    ok();
+    assert_eq!(
+        status_of(&raw(b"BREW /f.txt HTTP/1.1\r\nConnection: close\r\n\r\n")),
+        "HTTP/1.1 405"
+    );
+    ok();
+    assert_eq!(
+        status_of(&raw(b"\x00\x01\x02 garbage\r\n\r\n")),
+        "HTTP/1.1 400"
+    );
+    ok();
+    // A small body on GET is read and ignored; the connection goes on.
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(PATIENCE)).unwrap();
+    c.write_all(b"GET /f.txt HTTP/1.1\r\nContent-Length: 5000\r\n\r\n")
+        .unwrap();
+    c.write_all(&[b'x'; 5000]).unwrap();
+    c.write_all(b"GET /f.txt HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let replies = String::from_utf8_lossy(&read_until_closed(c, Vec::new())).into_owned();
+    assert_eq!(replies.matches("HTTP/1.1 200 OK").count(), 2, "{replies}");
+    // A body declared absurdly large gets the connection cut, and nothing else happens.
+    let reply = raw(b"GET /f.txt HTTP/1.1\r\nContent-Length: 99999999999999\r\n\r\nabc");
+    assert!(reply.is_empty(), "{}", String::from_utf8_lossy(&reply));
+    proxy.wait_log("dropped: declared a 99999999999999-byte body");
+    ok();
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn storage_never_serves_outside_its_directory() {
+    let name = instance("symlink");
+    let outside = tempfile::tempdir().unwrap();
+    let disk = tempfile::tempdir().unwrap();
+    write_files(outside.path(), &[("secret.txt", b"secret")]);
+    write_files(
+        disk.path(),
+        &[("inside.txt", b"inside"), ("sub/x.txt", b"x")],
+    );
+    let link = |target: &std::path::Path, at: &str| {
+        std::os::unix::fs::symlink(target, disk.path().join(at)).unwrap()
+    };
+    link(&outside.path().join("secret.txt"), "escape.txt");
+    link(outside.path(), "escape-dir");
+    link(&disk.path().join("inside.txt"), "alias.txt");
+    link(std::path::Path::new("../"), "sub/up");
+    let (proxy, addr) = Proc::proxy(&name, &["-s", disk.path().to_str().unwrap()]);
+    for target in [
+        "/escape.txt",
+        "/escape-dir/secret.txt",
+        "/sub/up/../../etc/passwd",
+    ] {
+        let r = get(addr, target);
+        assert!(r.status == 404 || r.status == 400, "{target}: {}", r.status);
+        assert!(!r.body.windows(6).any(|w| w == b"secret"));
+    }
+    assert_eq!(
+        get(addr, "/alias.txt").body,
+        b"inside",
+        "links that stay inside are fine"
+    );
+    assert_eq!(get(addr, "/sub/up/inside.txt").body, b"inside");
+    stop_and_check_clean(&name, vec![proxy]);
+}
+
+/// Plays the cache: receives one request and answers it with `head`, then lets `tamper`
+/// corrupt the segment before posting `ready`.
+fn fake_cache_answer(
+    queue: &MessageQueue,
+    head: impl Fn(&Request) -> RawHead,
+    tamper: impl Fn(&str),
+) {
+    let mut buf = vec![0u8; MESSAGE_SIZE];
+    let n = queue.receive(&mut buf).unwrap();
+    let request = Request::decode(&buf[..n]).unwrap();
+    let seg = Segment::open(&request.segment).unwrap();
+    seg.free().wait_timeout(PATIENCE).unwrap();
+    seg.write_slot(0, &vec![b'z'; 100.min(seg.slot_capacity())]);
+    seg.write_head(&head(&request));
+    tamper(&request.segment);
+    seg.ready().post().unwrap();
+}
+
+/// Overwrites the length of slot `slot` in a segment, as a faulty peer could.
+fn set_slot_len(segment: &str, slot: usize, len: u64) {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm{segment}"))
+        .unwrap();
+    file.write_all_at(&len.to_ne_bytes(), (HEADER_SIZE + 8 * slot) as u64)
+        .unwrap();
+}
+
+#[test]
+fn malformed_segment_heads_are_refused_without_reading_out_of_bounds() {
+    let name = instance("badhead");
+    let (queue, _) = MessageQueue::create(&queue_name(&name), 10, MESSAGE_SIZE).unwrap();
+    let (proxy, addr) = Proc::proxy(&name, &["-n", "1", "-z", "4K", "--cache-timeout", "2"]);
+    let valid = |r: &Request| RawHead {
+        status: 1,
+        generation: r.generation,
+        total_len: 100,
+        body_offset: 0,
+        body_len: 100,
+        modified: 0,
+        pid: std::process::id(),
+        etag_len: 0,
+        etag: [0; ETAG_CAPACITY],
+    };
+    type Case = (
+        &'static str,
+        Box<dyn Fn(&Request) -> RawHead + Send>,
+        Box<dyn Fn(&str) + Send>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "status out of range",
+            Box::new(move |r| RawHead {
+                status: 77,
+                ..valid(r)
+            }),
+            Box::new(|_| {}),
+        ),
+        (
+            "body past the object",
+            Box::new(move |r| RawHead {
+                body_len: 101,
+                ..valid(r)
+            }),
+            Box::new(|_| {}),
+        ),
+        (
+            "offset overflow",
+            Box::new(move |r| RawHead {
+                body_offset: u64::MAX,
+                ..valid(r)
+            }),
+            Box::new(|_| {}),
+        ),
+        (
+            "wrong generation",
+            Box::new(move |r| RawHead {
+                generation: r.generation + 1,
+                ..valid(r)
+            }),
+            Box::new(|_| {}),
+        ),
+        (
+            "etag length past its field",
+            Box::new(move |r| RawHead {
+                etag_len: 5000,
+                ..valid(r)
+            }),
+            Box::new(|_| {}),
+        ),
+        (
+            "chunk past the slot",
+            Box::new(valid),
+            Box::new(|seg| set_slot_len(seg, 0, 1 << 40)),
+        ),
+        (
+            "chunk past the body",
+            Box::new(valid),
+            Box::new(|seg| set_slot_len(seg, 0, 101)),
+        ),
+    ];
+    let queue = Arc::new(queue);
+    for (i, (what, head, tamper)) in cases.into_iter().enumerate() {
+        let q = Arc::clone(&queue);
+        let fake = thread::spawn(move || fake_cache_answer(&q, head, tamper));
+        let r = get(addr, "/anything");
+        fake.join().unwrap();
+        assert_eq!(
+            r.status, 503,
+            "{what}: refused, and no storage to fall back on"
+        );
+        proxy.wait_log_count("protocol violation", i + 1);
+    }
+    // A well-formed answer through the same (rebuilt) segment still works.
+    let q = Arc::clone(&queue);
+    let fake = thread::spawn(move || fake_cache_answer(&q, valid, |_| {}));
+    let r = get(addr, "/anything");
+    fake.join().unwrap();
+    assert_eq!((r.status, r.body), (200, vec![b'z'; 100]));
+    drop(queue);
+    stop_and_check_clean(&name, vec![proxy]);
+}
