@@ -190,7 +190,9 @@ fn manifest_preload() {
 fn client_hang_up_leaves_the_segment_clean() {
     let name = instance("hangup");
     let dir = tempfile::tempdir().unwrap();
-    let big = pattern(4 << 20, 11);
+    // Larger than the socket buffers of both ends together, so the transfer is still
+    // running when the client hangs up.
+    let big = pattern(32 << 20, 11);
     let small = pattern(10_000, 12);
     write_files(dir.path(), &[("big.bin", &big), ("small.bin", &small)]);
     // One cache worker and one segment: the next transfers can only succeed if the worker

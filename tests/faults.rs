@@ -261,12 +261,35 @@ fn idle_and_trickling_connections_do_not_starve_requests() {
 }
 
 #[test]
+fn no_new_connection_for_longer_than_the_client_timeout_is_fine() {
+    let name = instance("quiet");
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), &[("f.txt", b"content")]);
+    let (proxy, addr) = Proc::proxy(
+        &name,
+        &[
+            "-s",
+            dir.path().to_str().unwrap(),
+            "--client-timeout",
+            "0.5",
+        ],
+    );
+    assert_eq!(get(addr, "/f.txt").status, 200);
+    // The behaviour under test is the passing of time itself: accept must not time out
+    // along with the client sockets when nobody connects for a while.
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(get(addr, "/f.txt").status, 200);
+    assert_eq!(proxy.log_count("stopped accepting"), 0);
+    stop_and_check_clean(&name, vec![proxy]);
+}
+
+#[test]
 fn running_out_of_descriptors_fails_loudly() {
     let name = instance("emfile");
     let dir = tempfile::tempdir().unwrap();
     write_files(dir.path(), &[("f.txt", b"content")]);
     let cache = Proc::cache(&name, &["-c", dir.path().to_str().unwrap()]);
-    let (proxy, addr) = Proc::proxy_with_nofile(&name, 64, &[]);
+    let (proxy, addr) = Proc::proxy_with_nofile(&name, 64, &["--client-timeout", "1"]);
     assert_eq!(get(addr, "/f.txt").status, 200);
     // Each connection costs the proxy two descriptors; hold more than it can have. Once it
     // gives up, its listener is closed and further connections are refused.
@@ -400,7 +423,9 @@ fn fake_cache_answer(
     let request = Request::decode(&buf[..n]).unwrap();
     let seg = Segment::open(&request.segment).unwrap();
     seg.free().wait_timeout(PATIENCE).unwrap();
-    seg.write_slot(0, &vec![b'z'; 100.min(seg.slot_capacity())]);
+    let body = vec![b'z'; 100.min(seg.slot_capacity())];
+    seg.write_slot(0, 0, &body);
+    seg.set_slot_len(0, body.len());
     seg.write_head(&head(&request));
     tamper(&request.segment);
     seg.ready().post().unwrap();
@@ -428,6 +453,7 @@ fn malformed_segment_heads_are_refused_without_reading_out_of_bounds() {
         body_offset: 0,
         body_len: 100,
         modified: 0,
+        accept_len: 0,
         pid: std::process::id(),
         etag_len: 0,
         etag: [0; ETAG_CAPACITY],

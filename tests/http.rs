@@ -20,6 +20,9 @@ struct Setup {
     cache: Proc,
     proxy: Proc,
     addr: SocketAddr,
+    /// A proxy of another instance, with no cache: everything it serves is from `disk/`.
+    disk_proxy: Proc,
+    disk: SocketAddr,
     big: Vec<u8>,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
 }
@@ -45,17 +48,19 @@ fn setup(tag: &str) -> Setup {
     let cache = Proc::cache(&name, &["-c", cached.path().to_str().unwrap()]);
     let z = Z.to_string();
     let (proxy, addr) = Proc::proxy(&name, &["-z", &z, "-s", disk.path().to_str().unwrap()]);
-    // The same files on disk only, to compare the cache's answers with storage's.
-    write_files(disk.path(), &[("disk-big.bin", &big)]);
-    filetime_like(
-        &disk.path().join("disk-big.bin"),
-        &cached.path().join("big.bin"),
+    // The same files served from disk alone, to compare storage's answers with the cache's.
+    filetime_like(&disk.path().join("big.bin"), &cached.path().join("big.bin"));
+    let (disk_proxy, disk_addr) = Proc::proxy(
+        &format!("{name}-disk"),
+        &["-s", disk.path().to_str().unwrap()],
     );
     Setup {
         name,
         cache,
         proxy,
         addr,
+        disk_proxy,
+        disk: disk_addr,
         big,
         _dirs: (cached, disk),
     }
@@ -75,15 +80,20 @@ fn filetime_like(dst: &std::path::Path, src: &std::path::Path) {
 impl Setup {
     fn stop(self) {
         stop_and_check_clean(&self.name, vec![self.proxy, self.cache]);
+        stop_and_check_clean(&format!("{}-disk", self.name), vec![self.disk_proxy]);
     }
 }
 
 #[test]
 fn head_has_the_headers_of_get_and_no_body() {
     let s = setup("head");
-    for target in ["/big.bin", "/disk-big.bin", "/empty.txt"] {
-        let get = request(s.addr, "GET", target, &[]);
-        let head = request(s.addr, "HEAD", target, &[]);
+    for (addr, target) in [
+        (s.addr, "/big.bin"),
+        (s.disk, "/big.bin"),
+        (s.addr, "/empty.txt"),
+    ] {
+        let get = request(addr, "GET", target, &[]);
+        let head = request(addr, "HEAD", target, &[]);
         assert_eq!((get.status, head.status), (200, 200), "{target}");
         for h in [
             "content-length",
@@ -111,7 +121,7 @@ fn head_has_the_headers_of_get_and_no_body() {
         Some("text/html")
     );
     // The cache and the disk give one file the same validators.
-    let disk = get(s.addr, "/disk-big.bin");
+    let disk = get(s.disk, "/big.bin");
     assert_eq!(disk.header("x-cache"), Some("MISS"));
     assert_eq!(r.header("x-cache"), Some("HIT"));
     assert_eq!(r.header("last-modified"), disk.header("last-modified"));
@@ -139,8 +149,9 @@ fn other_methods_get_405_with_allow() {
 #[test]
 fn conditional_requests_give_304() {
     let s = setup("304");
-    for target in ["/big.bin", "/disk-big.bin"] {
-        let full = get(s.addr, target);
+    for addr in [s.addr, s.disk] {
+        let target = "/big.bin";
+        let full = get(addr, target);
         let etag = full.header("etag").unwrap().to_owned();
         let modified = full.header("last-modified").unwrap().to_owned();
         let weak = format!("W/{etag}");
@@ -171,7 +182,7 @@ fn conditional_requests_give_304() {
             ),
         ];
         for (headers, status) in cases {
-            let r = request(s.addr, "GET", target, &headers);
+            let r = request(addr, "GET", target, &headers);
             assert_eq!(r.status, status, "{target} {headers:?}");
             if status == 304 {
                 assert!(r.body.is_empty(), "a 304 has no body");
@@ -215,10 +226,11 @@ fn ranges_across_chunk_boundaries() {
         ),
         ("bytes=0-0".to_owned(), 0, 0),
     ];
-    for target in ["/big.bin", "/disk-big.bin"] {
+    for addr in [s.addr, s.disk] {
+        let target = "/big.bin";
         for (range, first, last) in &cases {
             for method in ["GET", "HEAD"] {
-                let r = request(s.addr, method, target, &[("Range", range)]);
+                let r = request(addr, method, target, &[("Range", range)]);
                 assert_eq!(r.status, 206, "{target} {range}");
                 assert_eq!(
                     r.header("content-range"),
@@ -236,7 +248,7 @@ fn ranges_across_chunk_boundaries() {
             }
         }
         for unsatisfiable in [format!("bytes={len}-"), "bytes=-0".to_owned()] {
-            let r = request(s.addr, "GET", target, &[("Range", &unsatisfiable)]);
+            let r = request(addr, "GET", target, &[("Range", &unsatisfiable)]);
             assert_eq!(r.status, 416, "{target} {unsatisfiable}");
             assert_eq!(
                 r.header("content-range"),
@@ -244,21 +256,21 @@ fn ranges_across_chunk_boundaries() {
             );
         }
         for ignored in ["bytes=5-2", "bytes=0-1,5-6", "lines=1-2"] {
-            let r = request(s.addr, "GET", target, &[("Range", ignored)]);
+            let r = request(addr, "GET", target, &[("Range", ignored)]);
             assert_eq!(r.status, 200, "{target} {ignored} is answered whole");
             assert!(r.body == s.big);
         }
         // If-Range: the range applies only while the validator still matches.
-        let etag = get(s.addr, target).header("etag").unwrap().to_owned();
+        let etag = get(addr, target).header("etag").unwrap().to_owned();
         let r = request(
-            s.addr,
+            addr,
             "GET",
             target,
             &[("Range", "bytes=0-9"), ("If-Range", &etag)],
         );
         assert_eq!((r.status, &r.body[..]), (206, &s.big[..10]));
         let r = request(
-            s.addr,
+            addr,
             "GET",
             target,
             &[("Range", "bytes=0-9"), ("If-Range", "\"old\"")],
@@ -394,12 +406,12 @@ fn keep_alive_and_connection_close() {
 fn access_log_has_one_parsable_line_per_request() {
     let s = setup("accesslog");
     get(s.addr, "/big.bin");
-    get(s.addr, "/disk-big.bin?q=1");
+    get(s.disk, "/big.bin?q=1");
     request(s.addr, "HEAD", "/nope", &[]);
     let len = s.big.len();
     // client "request line" status bytes microseconds source
     let hit = s.proxy.wait_log("\"GET /big.bin HTTP/1.1\"");
-    let miss = s.proxy.wait_log("\"GET /disk-big.bin?q=1 HTTP/1.1\"");
+    let miss = s.disk_proxy.wait_log("\"GET /big.bin?q=1 HTTP/1.1\"");
     let none = s.proxy.wait_log("\"HEAD /nope HTTP/1.1\"");
     for (line, status, bytes, source) in [
         (&hit, 200, len, "hit"),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use shmcache::args::{parse_instance_name, parse_seconds};
+use shmcache::args::{parse_instance_name, parse_seconds, parse_size};
 use shmcache::cache::daemon::{Daemon, DaemonConfig};
 use shmcache::cache::{preload::preload, store::Store};
 use shmcache::shutdown::{Shutdown, on_signals};
@@ -29,6 +29,12 @@ struct Args {
     /// Simulated slowness: microseconds slept before each answer.
     #[arg(short, long, value_name = "MICROS", default_value_t = 0)]
     delay: u64,
+    /// Memory budget for cached objects (K, M, G suffixes); the least recently used go first.
+    #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = parse_size)]
+    capacity: usize,
+    /// The largest object kept; larger ones are served from secondary storage every time.
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_size)]
+    max_object: usize,
     /// Seconds a worker waits for the proxy to free a slot before giving up.
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
     cache_timeout: Duration,
@@ -43,7 +49,7 @@ fn main() -> ExitCode {
         log::error!("installing signal handlers: {e}");
         return ExitCode::FAILURE;
     }
-    let store = Arc::new(Store::new());
+    let store = Arc::new(Store::new(args.capacity as u64, args.max_object as u64));
     if let Some(path) = &args.cache {
         match preload(&store, path) {
             Ok(n) => log::info!("preloaded {n} files from {}", path.display()),

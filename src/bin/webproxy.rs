@@ -40,9 +40,19 @@ struct Args {
     /// Slots per segment: 1 is the classic lock-step handoff, more let the cache run ahead.
     #[arg(short = 'k', long, default_value = "1")]
     slots: NonZeroUsize,
-    /// Secondary storage: a directory that serves what the cache does not hold.
-    #[arg(short = 's', long = "server", value_name = "DIR")]
-    server: Option<PathBuf>,
+    /// Secondary storage for misses: a directory, or an origin `http://host:port[/prefix]`.
+    #[arg(short = 's', long = "server", value_name = "DIR|URL")]
+    server: Option<String>,
+    /// Seconds to wait for an origin's connection.
+    #[arg(long, value_name = "SECONDS", default_value = "2", value_parser = parse_seconds)]
+    origin_connect_timeout: Duration,
+    /// Seconds an origin may stay silent while it sends.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
+    origin_read_timeout: Duration,
+    /// Seconds a miss waits for another request's fetch of the same key before fetching
+    /// on its own.
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
+    coalesce_timeout: Duration,
     /// Start shmcached preloaded from PATH under the same --name, and stop it on exit.
     #[arg(long, value_name = "PATH")]
     spawn_cache: Option<PathBuf>,
@@ -110,6 +120,9 @@ fn run(args: Args) -> Result<(), String> {
         segment_size: args.segment_size,
         slots: args.slots.get(),
         storage: args.server,
+        origin_connect_timeout: args.origin_connect_timeout,
+        origin_read_timeout: args.origin_read_timeout,
+        coalesce_timeout: args.coalesce_timeout,
         cache_timeout: args.cache_timeout,
         client_timeout: args.client_timeout,
         max_pending: args.max_pending,

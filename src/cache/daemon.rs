@@ -1,13 +1,15 @@
 //! `shmcached`'s main loop: receive requests on the queue, serve each on a worker thread.
 
+use std::fmt::Write as _;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use threadpool::ThreadPool;
 
-use super::store::Store;
-use crate::ipc::channel::{self, ChannelError, Head, Status};
+use super::store::{Entry, Store, file_etag};
+use crate::ipc::channel::{self, ChannelError, Head, Receiver, Status};
 use crate::ipc::queue::MessageQueue;
 use crate::ipc::segment::Segment;
 use crate::ipc::wire::{FROM_END, MESSAGE_SIZE, Op, Request};
@@ -32,9 +34,18 @@ pub struct DaemonConfig {
 /// Why a boss and workers: the main thread only receives and validates; a worker may block
 /// for a long time on a slow proxy, and must not hold up requests for other segments.
 pub struct Daemon {
+    shared: Arc<Shared>,
+    queue: MessageQueue,
+}
+
+/// What the workers share.
+struct Shared {
     config: DaemonConfig,
     store: Arc<Store>,
-    queue: MessageQueue,
+    started: Instant,
+    dropped: AtomicU64,
+    stores_aborted: AtomicU64,
+    transfers_failed: AtomicU64,
 }
 
 /// Messages the queue holds: the kernel's default (and unprivileged maximum) `msg_max`.
@@ -51,11 +62,15 @@ impl Daemon {
         if replaced {
             log::warn!("replaced a stale queue {name}");
         }
-        Ok(Daemon {
+        let shared = Arc::new(Shared {
             config,
             store,
-            queue,
-        })
+            started: Instant::now(),
+            dropped: AtomicU64::new(0),
+            stores_aborted: AtomicU64::new(0),
+            transfers_failed: AtomicU64::new(0),
+        });
+        Ok(Daemon { shared, queue })
     }
 
     /// Wakes a daemon of instance `name` blocked in [`run`](Self::run), so that it notices
@@ -71,13 +86,15 @@ impl Daemon {
     /// then lets in-flight transfers finish for at most the timeout. Returns the number of
     /// transfers still running when it gave up waiting.
     pub fn run(self, shutdown: &Shutdown) -> usize {
-        let workers = ThreadPool::with_name("cache-worker".into(), self.config.threads.max(1));
+        let config = &self.shared.config;
+        let workers = ThreadPool::with_name("cache-worker".into(), config.threads.max(1));
         let mut buf = vec![0u8; self.queue.msg_size().max(MESSAGE_SIZE)];
+        let (objects, bytes) = self.shared.store.size();
         log::info!(
-            "serving {} on {} with {} threads",
-            describe_store(&self.store),
-            queue_name(&self.config.name),
-            self.config.threads
+            "serving {objects} entries ({bytes} of {} bytes) on {} with {} threads",
+            self.shared.store.capacity(),
+            queue_name(&config.name),
+            config.threads
         );
         while !shutdown.is_triggered() {
             let len = match self.queue.receive(&mut buf) {
@@ -92,32 +109,201 @@ impl Daemon {
                 break;
             }
             let request = match Request::decode(&buf[..len]) {
-                Ok(r) => r,
+                Ok(r) if is_instance_segment(&config.name, &r.segment) => r,
+                Ok(r) => {
+                    self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    log::warn!(
+                        "dropped a request for {:?}: segment {:?} is outside this instance",
+                        r.key,
+                        r.segment
+                    );
+                    continue;
+                }
                 Err(e) => {
+                    self.shared.dropped.fetch_add(1, Ordering::Relaxed);
                     log::warn!("dropped a malformed message: {e}");
                     continue;
                 }
             };
-            if !is_instance_segment(&self.config.name, &request.segment) {
-                log::warn!(
-                    "dropped a request for {:?}: segment {:?} is outside this instance",
-                    request.key,
-                    request.segment
-                );
-                continue;
-            }
-            let store = Arc::clone(&self.store);
-            let config = self.config.clone();
-            workers.execute(move || serve(&config, &store, request));
+            let shared = Arc::clone(&self.shared);
+            workers.execute(move || shared.serve(request));
         }
         drop(self.queue);
-        join_within(&workers, self.config.timeout)
+        join_within(&workers, self.shared.config.timeout)
     }
 }
 
-fn describe_store(store: &Store) -> String {
-    let (entries, bytes) = store.size();
-    format!("{entries} entries ({bytes} bytes)")
+impl Shared {
+    /// Serves one request: opens its segment, checks its generation, and does what it asks.
+    fn serve(&self, request: Request) {
+        let seg = match Segment::open(&request.segment) {
+            Ok(seg) => seg,
+            Err(e) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "dropped a request for {:?}: segment {}: {e}",
+                    request.key,
+                    request.segment
+                );
+                return;
+            }
+        };
+        if seg.generation() != request.generation {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "dropped a stale request for {:?}: segment {} is on generation {}, not {}",
+                request.key,
+                request.segment,
+                seg.generation(),
+                request.generation
+            );
+            return;
+        }
+        if !self.config.delay.is_zero() {
+            std::thread::sleep(self.config.delay);
+        }
+        let outcome = match request.op {
+            Op::Get => self.answer_get(&seg, &request),
+            Op::Store => self.take_store(&seg, &request),
+            Op::Stats => self.answer_stats(&seg, &request),
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(ChannelError::Cancelled) => log::debug!("{}: the proxy cancelled", request.key),
+            Err(e) => {
+                self.transfers_failed.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "{:?} {} via {}: {e}",
+                    request.op,
+                    request.key,
+                    request.segment
+                );
+            }
+        }
+    }
+
+    fn answer_get(&self, seg: &Segment, request: &Request) -> Result<(), ChannelError> {
+        let Some(entry) = self.store.get(&request.key) else {
+            let head = Head {
+                accept_len: self.store.accept_len(),
+                ..Head::empty(Status::NotFound)
+            };
+            return channel::send(seg, request.generation, &head, &[], self.config.timeout);
+        };
+        let total = entry.body.len() as u64;
+        let (start, len) = body_range(total, request);
+        let head = Head {
+            status: Status::Found,
+            total_len: total,
+            body_offset: start,
+            body_len: len,
+            modified: entry.modified,
+            etag: Some(entry.etag.clone()),
+            accept_len: 0,
+            answerer_pid: 0,
+        };
+        let body = &entry.body[start as usize..(start + len) as usize];
+        channel::send(seg, request.generation, &head, body, self.config.timeout)?;
+        // Tests read this line to see how many bytes crossed the channel.
+        log::debug!(
+            "sent {}: {len} bytes {start}..{} of {total}",
+            request.key,
+            start + len
+        );
+        Ok(())
+    }
+
+    /// Receives an object the proxy fetched on a miss and stores it. The proxy learns that
+    /// the entry is in when the last slot comes back (see `Sender::wait_drained`), so a
+    /// request that waited for this fill finds it.
+    fn take_store(&self, seg: &Segment, request: &Request) -> Result<(), ChannelError> {
+        let (head, mut rx) = Receiver::recv_head(seg, request.generation, self.config.timeout)?;
+        let whole = head.status == Status::Found
+            && head.body_offset == 0
+            && head.body_len == head.total_len;
+        if !whole || head.total_len > self.store.accept_len() {
+            // Not something we keep (the proxy should not have sent it): read it off so the
+            // proxy is not left waiting, and keep nothing.
+            let mut scratch = [0u8; 16 * 1024];
+            while rx.remaining() > 0 {
+                rx.read(seg, &mut scratch)?;
+            }
+            rx.finish(seg)?;
+            self.stores_aborted.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "refused a STORE of {} ({} bytes)",
+                request.key,
+                head.total_len
+            );
+            return Ok(());
+        }
+        let mut body = vec![0u8; head.total_len as usize];
+        let mut at = 0;
+        while at < body.len() {
+            match rx.read(seg, &mut body[at..]) {
+                Ok(n) => at += n,
+                Err(e) => {
+                    // A fill aborted half-way leaves no partial entry.
+                    self.stores_aborted.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+        let len = body.len() as u64;
+        let entry = Entry {
+            etag: head.etag.unwrap_or_else(|| file_etag(head.modified, len)),
+            body: body.into_boxed_slice(),
+            modified: head.modified,
+        };
+        match self.store.insert(&request.key, entry) {
+            Ok(evicted) => log::debug!("stored {}: {len} bytes, {evicted} evicted", request.key),
+            Err(e) => log::warn!("could not store {} ({len} bytes): {e:?}", request.key),
+        }
+        rx.finish(seg)
+    }
+
+    /// Writes the counters as `name value` lines.
+    fn answer_stats(&self, seg: &Segment, request: &Request) -> Result<(), ChannelError> {
+        let text = self.stats_text();
+        let head = Head {
+            status: Status::Found,
+            total_len: text.len() as u64,
+            body_len: text.len() as u64,
+            ..Head::empty(Status::Found)
+        };
+        channel::send(
+            seg,
+            request.generation,
+            &head,
+            text.as_bytes(),
+            self.config.timeout,
+        )
+    }
+
+    fn stats_text(&self) -> String {
+        let (objects, bytes) = self.store.size();
+        let s = &self.store.stats;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::new();
+        for (name, value) in [
+            ("uptime_seconds", self.started.elapsed().as_secs()),
+            ("objects", objects as u64),
+            ("bytes_held", bytes),
+            ("capacity_bytes", self.store.capacity()),
+            ("max_object_bytes", self.store.accept_len()),
+            ("hits", load(&s.hits)),
+            ("misses", load(&s.misses)),
+            ("stores", load(&s.inserts)),
+            ("stores_refused", load(&s.refused)),
+            ("stores_aborted", load(&self.stores_aborted)),
+            ("evictions", load(&s.evictions)),
+            ("messages_dropped", load(&self.dropped)),
+            ("transfers_failed", load(&self.transfers_failed)),
+        ] {
+            let _ = writeln!(out, "{name} {value}");
+        }
+        out
+    }
 }
 
 /// The part of an object of `total` bytes that `request` asks for, clamped to the object:
@@ -129,65 +315,4 @@ fn body_range(total: u64, request: &Request) -> (u64, u64) {
         request.offset.min(total)
     };
     (start, request.length.min(total - start))
-}
-
-/// Answers one request: opens its segment, checks its generation, sends the range asked for.
-fn serve(config: &DaemonConfig, store: &Store, request: Request) {
-    let seg = match Segment::open(&request.segment) {
-        Ok(seg) => seg,
-        Err(e) => {
-            log::warn!(
-                "dropped a request for {:?}: segment {}: {e}",
-                request.key,
-                request.segment
-            );
-            return;
-        }
-    };
-    if seg.generation() != request.generation {
-        log::warn!(
-            "dropped a stale request for {:?}: segment {} is on generation {}, not {}",
-            request.key,
-            request.segment,
-            seg.generation(),
-            request.generation
-        );
-        return;
-    }
-    if !config.delay.is_zero() {
-        std::thread::sleep(config.delay);
-    }
-    let entry = match request.op {
-        Op::Get => store.get(&request.key),
-    };
-    let (head, body) = match &entry {
-        Some(entry) => {
-            let (start, len) = body_range(entry.body.len() as u64, &request);
-            let head = Head {
-                status: Status::Found,
-                total_len: entry.body.len() as u64,
-                body_offset: start,
-                body_len: len,
-                modified: entry.modified,
-                etag: Some(entry.etag.clone()),
-                answerer_pid: 0,
-            };
-            (head, &entry.body[start as usize..(start + len) as usize])
-        }
-        None => (Head::empty(Status::NotFound), &[][..]),
-    };
-    match channel::send(&seg, request.generation, &head, body, config.timeout) {
-        // Tests read this line to see how many bytes crossed the channel.
-        Ok(()) => log::debug!(
-            "sent {}: {} bytes {}..{} of {} ({:?})",
-            request.key,
-            head.body_len,
-            head.body_offset,
-            head.body_offset + head.body_len,
-            head.total_len,
-            head.status
-        ),
-        Err(ChannelError::Cancelled) => log::debug!("{}: the proxy cancelled", request.key),
-        Err(e) => log::warn!("{} via {}: {e}", request.key, request.segment),
-    }
 }

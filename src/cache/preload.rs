@@ -1,4 +1,5 @@
-//! Filling the store at start from a directory or a `locals.txt` manifest.
+//! Filling the store at start from a directory or a `locals.txt` manifest, within the
+//! store's capacity (a preload larger than it keeps the files loaded last).
 //!
 //! A directory is walked recursively and each file stored under `/` + its path relative to
 //! the directory. A manifest holds `key path` per line (the classic course format);
@@ -23,11 +24,14 @@ pub fn preload(store: &Store, path: &Path) -> io::Result<usize> {
     };
     let mut loaded = 0;
     for (key, file) in files {
-        match load(&file) {
-            Ok(entry) => {
-                store.insert(key, entry);
+        match load(&file).map(|entry| store.insert(&key, entry)) {
+            Ok(Ok(evicted)) => {
                 loaded += 1;
+                if evicted > 0 {
+                    log::warn!("preload: {key} pushed {evicted} entries out: over capacity");
+                }
             }
+            Ok(Err(refused)) => log::warn!("preload: skipping {key}: {refused:?}"),
             Err(e) => log::warn!("preload: skipping {key} ({}): {e}", file.display()),
         }
     }
@@ -101,13 +105,13 @@ mod tests {
         fs::write(dir.path().join("a.txt"), b"alpha").unwrap();
         let manifest = dir.path().join("locals.txt");
         fs::write(&manifest, "# comment\n\n/x/a a.txt\nb missing.txt\n").unwrap();
-        let store = Store::new();
+        let store = Store::new(1 << 20, 1 << 20);
         assert_eq!(preload(&store, &manifest).unwrap(), 1);
         assert_eq!(&*store.get("/x/a").unwrap().body, b"alpha");
         assert!(store.get("/b").is_none());
 
         fs::write(&manifest, "/ok a.txt\n/too many words\n").unwrap();
-        let err = preload(&Store::new(), &manifest).unwrap_err();
+        let err = preload(&Store::new(1 << 20, 1 << 20), &manifest).unwrap_err();
         assert!(err.to_string().contains(":2:"), "{err}");
     }
 
@@ -116,7 +120,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join("sub")).unwrap();
         fs::write(dir.path().join("sub/b.bin"), b"").unwrap();
-        let store = Store::new();
+        let store = Store::new(1 << 20, 1 << 20);
         assert_eq!(preload(&store, dir.path()).unwrap(), 1);
         assert_eq!(store.get("/sub/b.bin").unwrap().body.len(), 0);
     }

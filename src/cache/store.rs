@@ -1,11 +1,14 @@
-//! The cache's contents: whole files in memory, keyed by URL path.
+//! The cache's contents: whole objects in memory within a byte budget, the least recently
+//! used going first when an insert would pass it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// One cached object. Shared by `Arc` so that a transfer in progress keeps its bytes alive
-/// even if the entry is replaced meanwhile, without holding any lock while it copies.
+/// even if the entry is evicted or replaced meanwhile, without holding any lock while it
+/// copies.
 #[derive(Debug)]
 pub struct Entry {
     pub body: Box<[u8]>,
@@ -24,36 +27,278 @@ pub fn file_etag(modified: Option<SystemTime>, len: u64) -> String {
     format!("\"{secs:x}-{len:x}\"")
 }
 
-/// A map from key to entry behind a reader-writer lock: lookups (the hot path) share the
-/// lock and hold it only long enough to clone an `Arc`.
+/// Bytes charged per entry on top of its body and key: the slot, the map bucket, the `Arc`
+/// and the validators, rounded up. The budget is for memory, not just for file bytes.
+pub const ENTRY_OVERHEAD: u64 = 192;
+
+/// Why an object was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Larger than `--max-object`, or than the whole capacity.
+    TooLarge,
+}
+
+/// Counters the store keeps about itself.
 #[derive(Debug, Default)]
+pub struct StoreStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub inserts: AtomicU64,
+    pub refused: AtomicU64,
+    pub evictions: AtomicU64,
+}
+
+/// A map from key to entry with least-recently-used eviction, all O(1): a hash map into a
+/// slab of nodes that form a doubly linked recency list. One mutex guards it; it is held
+/// for pointer updates only, never while bytes are copied.
+#[derive(Debug)]
 pub struct Store {
-    entries: RwLock<HashMap<String, Arc<Entry>>>,
+    lru: Mutex<Lru>,
+    capacity: u64,
+    max_object: u64,
+    pub stats: StoreStats,
+}
+
+const NIL: usize = usize::MAX;
+
+#[derive(Debug, Default)]
+struct Lru {
+    index: HashMap<Arc<str>, usize>,
+    nodes: Vec<Node>,
+    vacant: Vec<usize>,
+    /// Most recently used.
+    head: usize,
+    /// Least recently used: the next to go.
+    tail: usize,
+    bytes: u64,
+}
+
+#[derive(Debug)]
+struct Node {
+    key: Arc<str>,
+    entry: Option<Arc<Entry>>,
+    prev: usize,
+    next: usize,
+}
+
+fn cost(key: &str, entry: &Entry) -> u64 {
+    entry.body.len() as u64 + key.len() as u64 + ENTRY_OVERHEAD
+}
+
+impl Lru {
+    fn new() -> Lru {
+        Lru {
+            head: NIL,
+            tail: NIL,
+            ..Lru::default()
+        }
+    }
+
+    fn unlink(&mut self, i: usize) {
+        let (prev, next) = (self.nodes[i].prev, self.nodes[i].next);
+        match prev {
+            NIL => self.head = next,
+            p => self.nodes[p].next = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            n => self.nodes[n].prev = prev,
+        }
+    }
+
+    fn push_front(&mut self, i: usize) {
+        self.nodes[i].prev = NIL;
+        self.nodes[i].next = self.head;
+        match self.head {
+            NIL => self.tail = i,
+            h => self.nodes[h].prev = i,
+        }
+        self.head = i;
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Arc<Entry>> {
+        let i = self.index.remove(key)?;
+        self.unlink(i);
+        let entry = self.nodes[i]
+            .entry
+            .take()
+            .expect("indexed nodes hold an entry");
+        self.bytes -= cost(key, &entry);
+        self.vacant.push(i);
+        Some(entry)
+    }
+
+    fn insert(&mut self, key: Arc<str>, entry: Arc<Entry>) {
+        self.bytes += cost(&key, &entry);
+        let node = Node {
+            key: Arc::clone(&key),
+            entry: Some(entry),
+            prev: NIL,
+            next: NIL,
+        };
+        let i = match self.vacant.pop() {
+            Some(i) => {
+                self.nodes[i] = node;
+                i
+            }
+            None => {
+                self.nodes.push(node);
+                self.nodes.len() - 1
+            }
+        };
+        self.index.insert(key, i);
+        self.push_front(i);
+    }
 }
 
 impl Store {
-    pub fn new() -> Self {
-        Self::default()
+    /// A store holding at most `capacity` bytes (see [`ENTRY_OVERHEAD`]) and no single
+    /// object over `max_object` bytes.
+    pub fn new(capacity: u64, max_object: u64) -> Store {
+        Store {
+            lru: Mutex::new(Lru::new()),
+            capacity,
+            max_object,
+            stats: StoreStats::default(),
+        }
     }
 
-    pub fn insert(&self, key: String, entry: Entry) {
-        self.entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, Arc::new(entry));
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lru> {
+        self.lru.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The largest body this store would take, for the asker to decide whether to fill.
+    pub fn accept_len(&self) -> u64 {
+        self.max_object
+            .min(self.capacity.saturating_sub(ENTRY_OVERHEAD))
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Stores `entry` under `key`, replacing any entry there, then evicts least recently
+    /// used entries until the budget holds again. Returns how many were evicted.
+    pub fn insert(&self, key: &str, entry: Entry) -> Result<usize, Refused> {
+        if entry.body.len() as u64 > self.max_object || cost(key, &entry) > self.capacity {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Refused::TooLarge);
+        }
+        let mut lru = self.lock();
+        lru.remove(key);
+        lru.insert(Arc::from(key), Arc::new(entry));
+        let mut evicted = 0;
+        while lru.bytes > self.capacity {
+            let victim = Arc::clone(&lru.nodes[lru.tail].key);
+            lru.remove(&victim);
+            evicted += 1;
+        }
+        drop(lru);
+        self.stats.inserts.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .evictions
+            .fetch_add(evicted as u64, Ordering::Relaxed);
+        Ok(evicted)
+    }
+
+    /// Looks `key` up and marks it most recently used.
     pub fn get(&self, key: &str) -> Option<Arc<Entry>> {
-        self.entries
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned()
+        let found = {
+            let mut lru = self.lock();
+            match lru.index.get(key).copied() {
+                Some(i) => {
+                    lru.unlink(i);
+                    lru.push_front(i);
+                    lru.nodes[i].entry.clone()
+                }
+                None => None,
+            }
+        };
+        let counter = if found.is_some() {
+            &self.stats.hits
+        } else {
+            &self.stats.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
     }
 
-    /// Number of entries and bytes held.
+    /// Removes `key`; returns whether it was there.
+    pub fn remove(&self, key: &str) -> bool {
+        self.lock().remove(key).is_some()
+    }
+
+    /// Number of entries and bytes charged.
     pub fn size(&self) -> (usize, u64) {
-        let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        (map.len(), map.values().map(|e| e.body.len() as u64).sum())
+        let lru = self.lock();
+        (lru.index.len(), lru.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(len: usize) -> Entry {
+        Entry {
+            body: vec![7; len].into_boxed_slice(),
+            modified: None,
+            etag: String::new(),
+        }
+    }
+
+    /// Capacity for exactly `n` entries of `len` bytes under one-letter keys.
+    fn room_for(n: u64, len: u64) -> u64 {
+        n * (len + 1 + ENTRY_OVERHEAD)
+    }
+
+    #[test]
+    fn evicts_least_recently_used_first() {
+        let store = Store::new(room_for(3, 100), 1000);
+        for k in ["a", "b", "c"] {
+            assert_eq!(store.insert(k, entry(100)), Ok(0));
+        }
+        assert!(store.get("a").is_some()); // a is now the most recent; b the least
+        assert_eq!(store.insert("d", entry(100)), Ok(1));
+        assert!(store.get("b").is_none(), "b went first");
+        for k in ["a", "c", "d"] {
+            assert!(store.get(k).is_some(), "{k}");
+        }
+        assert_eq!(store.size(), (3, room_for(3, 100)));
+        assert_eq!(store.stats.evictions.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn never_holds_more_than_its_capacity() {
+        let cap = room_for(5, 1000);
+        let store = Store::new(cap, cap);
+        for i in 0..200usize {
+            let key = format!("{}", (b'a' + (i % 26) as u8) as char);
+            let _ = store.insert(&key, entry((i * 37) % 3000));
+            assert!(store.size().1 <= cap);
+        }
+    }
+
+    #[test]
+    fn replacing_reaccounts_and_large_objects_are_refused() {
+        let store = Store::new(room_for(2, 100), 150);
+        store.insert("a", entry(100)).unwrap();
+        store.insert("a", entry(50)).unwrap();
+        assert_eq!(store.size(), (1, 50 + 1 + ENTRY_OVERHEAD));
+        assert_eq!(store.insert("b", entry(151)), Err(Refused::TooLarge));
+        assert!(store.remove("a"));
+        assert!(!store.remove("a"));
+        assert_eq!(store.size(), (0, 0));
+        assert_eq!(store.accept_len(), 150);
+    }
+
+    #[test]
+    fn an_evicted_entry_stays_alive_while_in_use() {
+        let store = Store::new(room_for(1, 10), 10);
+        store.insert("a", entry(10)).unwrap();
+        let held = store.get("a").unwrap();
+        store.insert("b", entry(10)).unwrap();
+        assert!(store.get("a").is_none());
+        assert_eq!(held.body.len(), 10, "the transfer's bytes are still there");
     }
 }

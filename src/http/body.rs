@@ -1,8 +1,12 @@
 //! Response bodies: one enum so that every response has one concrete, unboxed type.
 
-use std::fs::File;
 use std::io::{self, Read};
+use std::sync::Arc;
 
+use super::cache_client::Fill;
+use super::coalesce::Ticket;
+use super::stats::{ProxyStats, bump};
+use super::storage::Source;
 use crate::ipc::channel::Receiver;
 use crate::ipc::pool::Lease;
 
@@ -11,17 +15,81 @@ pub enum Body {
     /// Streamed out of a segment as the cache fills it.
     Cache(CacheBody),
     /// Read from secondary storage, cut to the length announced.
-    File(io::Take<File>),
+    Storage(io::Take<Source>),
+    /// Read from secondary storage and copied into the cache on the way.
+    Fill(FillBody),
     /// A short fixed text (error pages).
     Text(&'static [u8]),
+    /// A generated text (the stats pages).
+    Owned(io::Cursor<Vec<u8>>),
 }
 
 impl Read for Body {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Body::Cache(b) => b.read(buf),
-            Body::File(f) => f.read(buf),
+            Body::Storage(s) => s.read(buf),
+            Body::Fill(f) => f.read(buf),
             Body::Text(t) => t.read(buf),
+            Body::Owned(o) => o.read(buf),
+        }
+    }
+}
+
+/// A body from secondary storage that also fills the cache: every byte read for the client
+/// is written into a segment for the cache (a STORE), so the next request hits.
+///
+/// The fill never harms the response: if the cache stalls or fails, the fill is abandoned
+/// (its segment rebuilt, no partial entry kept) and the client's bytes keep coming. The
+/// coalescing ticket is held until the fill ends, so waiting requests wake once the entry
+/// is in (or once there is no point waiting).
+pub struct FillBody {
+    source: io::Take<Source>,
+    fill: Option<(Fill, Ticket)>,
+    stats: Arc<ProxyStats>,
+}
+
+impl FillBody {
+    pub fn new(
+        source: io::Take<Source>,
+        fill: Fill,
+        ticket: Ticket,
+        stats: Arc<ProxyStats>,
+    ) -> FillBody {
+        FillBody {
+            source,
+            fill: Some((fill, ticket)),
+            stats,
+        }
+    }
+}
+
+impl Read for FillBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.source.read(buf)?;
+        if let Some((fill, _)) = &mut self.fill {
+            match fill.write(&buf[..n]) {
+                Ok(()) if fill.is_done() => {
+                    bump(&self.stats.fills);
+                    self.fill = None;
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    log::warn!("filling the cache: {e}; serving on without it");
+                    bump(&self.stats.fills_aborted);
+                    self.fill = None;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for FillBody {
+    fn drop(&mut self) {
+        if self.fill.is_some() {
+            // The response ended before the object did (client gone, storage failed).
+            bump(&self.stats.fills_aborted);
         }
     }
 }
@@ -37,20 +105,26 @@ pub struct CacheBody {
 }
 
 impl CacheBody {
-    pub fn new(mut lease: Lease, rx: Receiver) -> CacheBody {
-        if rx.is_complete() {
-            lease.set_at_rest();
+    pub fn new(lease: Lease, rx: Receiver) -> io::Result<CacheBody> {
+        let mut body = CacheBody { lease, rx };
+        body.settle()?;
+        Ok(body)
+    }
+
+    /// Once the last byte is out, gives the last slot back: the segment is then at rest.
+    fn settle(&mut self) -> io::Result<()> {
+        if self.rx.remaining() == 0 {
+            self.rx.finish(self.lease.segment())?;
+            self.lease.set_at_rest();
         }
-        CacheBody { lease, rx }
+        Ok(())
     }
 }
 
 impl Read for CacheBody {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.rx.read(self.lease.segment(), buf)?;
-        if self.rx.is_complete() {
-            self.lease.set_at_rest();
-        }
+        self.settle()?;
         Ok(n)
     }
 }

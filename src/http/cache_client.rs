@@ -3,10 +3,10 @@
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use crate::ipc::channel::{ChannelError, Head, Receiver, Status};
-use crate::ipc::pool::{CheckoutError, SegmentPool};
+use crate::ipc::channel::{ChannelError, Head, Receiver, Sender, Status};
+use crate::ipc::pool::{CheckoutError, Lease, SegmentPool};
 use crate::ipc::queue::MessageQueue;
 use crate::ipc::wire::{FROM_END, Op, Request};
 use crate::ipc::{queue_name, sys};
@@ -46,8 +46,14 @@ impl Part {
 // on the hit path to save a 200-byte move.
 #[allow(clippy::large_enum_variant)]
 pub enum Answer {
-    Found { head: Head, body: CacheBody },
-    NotFound,
+    Found {
+        head: Head,
+        body: CacheBody,
+    },
+    /// The cache does not hold it, and would take a STORE of up to `accept_len` bytes.
+    NotFound {
+        accept_len: u64,
+    },
 }
 
 /// Why the cache could not answer; the proxy then falls back to secondary storage.
@@ -165,14 +171,18 @@ impl CacheClient {
         }
     }
 
-    /// Asks the cache for `part` of `key`. `key` must be a normalised key short enough for
-    /// the wire format.
-    pub fn get(&self, key: &str, part: Part) -> Result<Answer, CacheError> {
+    /// Checks out a segment and sends the cache a request that names it.
+    fn send(
+        &self,
+        op: Op,
+        key: &str,
+        part: Part,
+    ) -> Result<(Arc<MessageQueue>, Lease), CacheError> {
         let queue = self.current().ok_or(CacheError::Unavailable)?;
         let mut lease = self.pool.checkout(self.timeout).map_err(CacheError::Busy)?;
         let (offset, length, flags) = part.wire();
         let request = Request {
-            op: Op::Get,
+            op,
             generation: lease.generation(),
             offset,
             length,
@@ -190,7 +200,14 @@ impl CacheClient {
             self.forget(&queue);
             return Err(CacheError::Unavailable);
         }
-        let (head, rx) =
+        Ok((queue, lease))
+    }
+
+    /// Asks the cache for `part` of `key`. `key` must be a normalised key short enough for
+    /// the wire format.
+    pub fn get(&self, key: &str, part: Part) -> Result<Answer, CacheError> {
+        let (queue, mut lease) = self.send(Op::Get, key, part)?;
+        let (head, mut rx) =
             match Receiver::recv_head(lease.segment(), lease.generation(), self.timeout) {
                 Ok(answer) => answer,
                 Err(e) => {
@@ -203,22 +220,105 @@ impl CacheClient {
                 }
             };
         self.cache_pid.store(head.answerer_pid, Ordering::Relaxed);
-        match head.status {
-            Status::Found => Ok(Answer::Found {
-                head,
-                body: CacheBody::new(lease, rx),
-            }),
-            Status::NotFound => {
-                debug_assert!(rx.is_complete());
-                lease.set_at_rest();
-                Ok(Answer::NotFound)
-            }
-            Status::Error => {
-                lease.set_at_rest();
-                Err(CacheError::Failed(ChannelError::Protocol(
-                    "the cache reported an error",
-                )))
-            }
+        if head.status != Status::Found {
+            // No body: give the only slot back and the segment is at rest.
+            rx.finish(lease.segment()).map_err(CacheError::Failed)?;
+            lease.set_at_rest();
         }
+        match head.status {
+            Status::Found => match CacheBody::new(lease, rx) {
+                Ok(body) => Ok(Answer::Found { head, body }),
+                Err(e) => Err(CacheError::Failed(ChannelError::Os(e))),
+            },
+            Status::NotFound => Ok(Answer::NotFound {
+                accept_len: head.accept_len,
+            }),
+            Status::Error => Err(CacheError::Failed(ChannelError::Protocol(
+                "the cache reported an error",
+            ))),
+        }
+    }
+}
+
+/// A STORE in progress: the proxy writing an object into the cache while it serves it.
+pub struct Fill {
+    lease: Lease,
+    tx: Sender,
+}
+
+impl Fill {
+    /// Passes the next body bytes on. When the last byte is in, waits until the cache has
+    /// stored the entry.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), ChannelError> {
+        let seg = self.lease.segment();
+        self.tx.write(seg, data)?;
+        if self.tx.remaining() == 0 {
+            self.tx.finish(seg)?;
+            self.tx.wait_drained(seg)?;
+            self.lease.set_at_rest();
+        }
+        Ok(())
+    }
+
+    /// Whether the whole object is in the cache.
+    pub fn is_done(&self) -> bool {
+        self.tx.remaining() == 0 && self.lease.is_at_rest()
+    }
+}
+
+impl CacheClient {
+    /// Starts filling the cache with an object of `len` bytes for `key`; the bytes follow
+    /// through [`Fill::write`].
+    pub fn store(
+        &self,
+        key: &str,
+        len: u64,
+        modified: Option<SystemTime>,
+        etag: Option<String>,
+    ) -> Result<Fill, CacheError> {
+        let part = Part::Range {
+            offset: 0,
+            length: len,
+        };
+        let (_, lease) = self.send(Op::Store, key, part)?;
+        let head = Head {
+            status: Status::Found,
+            total_len: len,
+            body_offset: 0,
+            body_len: len,
+            modified,
+            etag,
+            accept_len: 0,
+            answerer_pid: 0,
+        };
+        let tx = Sender::start(lease.segment(), lease.generation(), &head, self.timeout)
+            .map_err(CacheError::Failed)?;
+        let mut fill = Fill { lease, tx };
+        if len == 0 {
+            fill.write(&[]).map_err(CacheError::Failed)?;
+        }
+        Ok(fill)
+    }
+
+    /// The cache's counters, as `name value` lines.
+    pub fn stats(&self) -> Result<String, CacheError> {
+        let (_, mut lease) = self.send(Op::Stats, "/", Part::ALL)?;
+        let (head, mut rx) = Receiver::recv_head(lease.segment(), lease.generation(), self.timeout)
+            .map_err(CacheError::Failed)?;
+        if head.body_len > 1 << 20 {
+            return Err(CacheError::Failed(ChannelError::Protocol(
+                "oversized stats",
+            )));
+        }
+        let mut text = vec![0u8; head.body_len as usize];
+        let mut at = 0;
+        while at < text.len() {
+            at += rx
+                .read(lease.segment(), &mut text[at..])
+                .map_err(CacheError::Failed)?;
+        }
+        rx.finish(lease.segment()).map_err(CacheError::Failed)?;
+        lease.set_at_rest();
+        Ok(String::from_utf8_lossy(&text).into_owned())
     }
 }

@@ -46,7 +46,8 @@ enum IfRange {
 /// The validators of an object, wherever it came from.
 #[derive(Debug, Clone, Copy)]
 pub struct Validators<'a> {
-    pub len: u64,
+    /// `None` when an origin did not say (no Content-Length): ranges are then ignored.
+    pub len: Option<u64>,
     pub modified: Option<SystemTime>,
     pub etag: Option<&'a str>,
 }
@@ -109,14 +110,14 @@ impl Conditions {
         if self.not_modified(v) {
             return Outcome::NotModified;
         }
-        let Some(range) = self.range else {
+        let (Some(range), Some(len)) = (self.range, v.len) else {
             return Outcome::Full;
         };
         // nginx serves an empty object whole, whatever the range.
-        if v.len == 0 || !self.if_range_holds(v) {
+        if len == 0 || !self.if_range_holds(v) {
             return Outcome::Full;
         }
-        match resolve(range, v.len) {
+        match resolve(range, len) {
             Some((start, len)) => Outcome::Partial { start, len },
             None => Outcome::Unsatisfiable,
         }
@@ -233,7 +234,7 @@ mod tests {
 
     fn object() -> Validators<'static> {
         Validators {
-            len: 1000,
+            len: Some(1000),
             modified: Some(UNIX_EPOCH + Duration::from_millis(MODIFIED * 1000 + 250)),
             etag: Some("\"abc-3e8\""),
         }
@@ -287,7 +288,10 @@ mod tests {
         ] {
             assert_eq!(r(ignored), Outcome::Full, "{ignored}");
         }
-        let empty = Validators { len: 0, ..object() };
+        let empty = Validators {
+            len: Some(0),
+            ..object()
+        };
         assert_eq!(
             conditions(&[("Range", "bytes=0-0")]).evaluate(&empty),
             Outcome::Full

@@ -1,27 +1,39 @@
 //! One HTTP request, from request line to the last body byte.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tiny_http::{Method, Request};
 
-use super::body::Body;
+use super::body::{Body, FillBody};
 use super::cache_client::{Answer, CacheClient, CacheError, Part};
+use super::coalesce::{Coalescer, Role, Ticket};
 use super::conditional::{ByteRange, Conditions, Outcome, Validators};
-use super::path::{PathError, key_from_target};
+use super::path::{PathError, key_from_target, percent_encode};
 use super::response::{self, Reply};
-use super::storage::{DirStorage, Lookup};
+use super::stats::{self, ProxyStats, bump};
+use super::storage::{Lookup, Storage, StorageError};
 use crate::ipc::channel::ChannelError;
+use crate::ipc::pool::SegmentPool;
 use crate::ipc::sys::abort_connection;
 
 /// What every request handler shares.
 pub struct Context {
     pub cache: Arc<CacheClient>,
-    pub storage: Option<DirStorage>,
+    pub storage: Option<Storage>,
     pub local_addr: SocketAddr,
+    pub coalescer: Arc<Coalescer>,
+    /// How long a miss waits for another request's fetch of the same key.
+    pub coalesce_timeout: Duration,
+    pub stats: Arc<ProxyStats>,
+    pub pool: Arc<SegmentPool>,
 }
+
+/// Paths the proxy answers itself; files of these names cannot be served.
+pub const STATS_PATH: &str = "/-/stats";
+pub const METRICS_PATH: &str = "/-/metrics";
 
 /// Where an answer came from, for the access log and the `X-Cache` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +100,7 @@ const MAX_DISCARDED_BODY: usize = 64 * 1024;
 /// that connection and its descriptors, a bounded price for a request no honest client
 /// sends.
 fn drop_connection(ctx: &Context, request: Request, declared: usize) {
+    bump(&ctx.stats.connections_dropped);
     log::warn!(
         target: "access",
         "{} \"{} {}\" dropped: declared a {declared}-byte body",
@@ -114,13 +127,26 @@ fn finish(ctx: &Context, request: Request, reply: Reply, source: Source, started
     let outcome = response::send(request, reply);
     let client = peer.map_or_else(|| "-".to_owned(), |p| p.ip().to_string());
     let micros = started.elapsed().as_micros();
+    ctx.stats.count_status(status);
     match outcome {
-        Ok(bytes) => log::info!(
-            target: "access",
-            "{client} \"{line}\" {status} {bytes} {micros} {}",
-            source.as_str()
-        ),
+        Ok(sent) => {
+            if sent.must_close
+                && let Some(peer) = peer
+            {
+                let _ = abort_connection(ctx.local_addr, peer);
+            }
+            ctx.stats
+                .bytes_served
+                .fetch_add(sent.bytes, std::sync::atomic::Ordering::Relaxed);
+            log::info!(
+                target: "access",
+                "{client} \"{line}\" {status} {} {micros} {}",
+                sent.bytes,
+                source.as_str()
+            );
+        }
         Err(e) => {
+            bump(&ctx.stats.responses_aborted);
             // The body failed half-way (or the client stalled past the send timeout). The
             // status line is gone already: the only honest signal left is to cut the
             // connection short of Content-Length, so the client cannot take a partial body
@@ -148,6 +174,11 @@ fn respond_to(ctx: &Context, request: &Request) -> (Reply, Source) {
         }
     };
     let target = request.url();
+    match target.split('?').next() {
+        Some(STATS_PATH) => return (stats_page(ctx, false), Source::Proxy),
+        Some(METRICS_PATH) => return (stats_page(ctx, true), Source::Proxy),
+        _ => {}
+    }
     let key = match key_from_target(target) {
         Ok(key) => key,
         Err(PathError::TooLong) => return (Reply::text(414, "414 URI Too Long\n"), Source::Proxy),
@@ -163,25 +194,65 @@ fn respond_to(ctx: &Context, request: &Request) -> (Reply, Source) {
         key
     };
     let conditions = Conditions::from_headers(request.headers());
-    let cache_error = match from_cache(ctx, &key, &conditions, head_only) {
-        Ok(Some(response)) => return (response, Source::Hit),
-        Ok(None) => None,
+    bump(&ctx.stats.requests);
+    let (reply, source) = lookup(ctx, &key, target, &conditions, head_only);
+    bump(if source == Source::Hit {
+        &ctx.stats.hits
+    } else {
+        &ctx.stats.misses
+    });
+    (reply, source)
+}
+
+/// Serves an object: from the cache, else from secondary storage (filling the cache when
+/// the whole object is sent), else an error.
+fn lookup(
+    ctx: &Context,
+    key: &str,
+    target: &str,
+    conditions: &Conditions,
+    head_only: bool,
+) -> (Reply, Source) {
+    let accept_len = match from_cache(ctx, key, conditions, head_only) {
+        Ok(Cached::Hit(reply)) => return (reply, Source::Hit),
+        Ok(Cached::Miss { accept_len }) => Some(accept_len),
         Err(e) => {
             log::debug!("{key}: cache: {e}");
-            Some(e)
+            None
         }
     };
-    match (&ctx.storage, cache_error) {
-        (Some(storage), _) => from_storage(storage, &key, target, &conditions, head_only),
-        (None, None) => (Reply::text(404, "404 Not Found\n"), Source::Proxy),
-        (None, Some(_)) => {
-            let text = "503 Service Unavailable: the cache is not answering\n";
-            (
-                Reply::text(503, text).with_header("Retry-After", "1"),
-                Source::Proxy,
-            )
-        }
-    }
+    let Some(storage) = &ctx.storage else {
+        return match accept_len {
+            Some(_) => (Reply::text(404, "404 Not Found\n"), Source::Proxy),
+            None => {
+                let text = "503 Service Unavailable: the cache is not answering\n";
+                (
+                    Reply::text(503, text).with_header("Retry-After", "1"),
+                    Source::Proxy,
+                )
+            }
+        };
+    };
+    // Only a plain GET of the whole object can fill the cache as it is served.
+    let may_fill = !head_only && conditions.range().is_none();
+    let fill = match accept_len {
+        Some(accept_len) if may_fill && accept_len > 0 => match ctx.coalescer.join(key) {
+            Role::Leader(ticket) => Some((accept_len, ticket)),
+            Role::Follower(flight) => {
+                bump(&ctx.stats.coalesced_waits);
+                if flight.wait(ctx.coalesce_timeout) {
+                    if let Ok(Cached::Hit(reply)) = from_cache(ctx, key, conditions, head_only) {
+                        return (reply, Source::Hit);
+                    }
+                } else {
+                    bump(&ctx.stats.coalesce_timeouts);
+                }
+                None
+            }
+        },
+        _ => None,
+    };
+    from_storage(ctx, storage, key, target, conditions, head_only, fill)
 }
 
 /// The first thing to ask the cache for. When a precondition may make the body
@@ -205,21 +276,33 @@ fn first_part(conditions: &Conditions, head_only: bool) -> Part {
     }
 }
 
-/// Serves `key` from the cache. `Ok(None)`: the cache does not have it.
+/// What the cache said.
+// Built once per request and matched at once; boxing the reply would cost an allocation on
+// the hit path to save a move.
+#[allow(clippy::large_enum_variant)]
+enum Cached {
+    Hit(Reply),
+    /// Not there; it would take a STORE of up to `accept_len` bytes.
+    Miss {
+        accept_len: u64,
+    },
+}
+
 fn from_cache(
     ctx: &Context,
     key: &str,
     conditions: &Conditions,
     head_only: bool,
-) -> Result<Option<Reply>, CacheError> {
+) -> Result<Cached, CacheError> {
     let mut part = first_part(conditions, head_only);
     // Twice is enough unless the object changes between the two asks; then ask again.
     for _ in 0..3 {
-        let Answer::Found { head, body } = ctx.cache.get(key, part)? else {
-            return Ok(None);
+        let (head, body) = match ctx.cache.get(key, part)? {
+            Answer::Found { head, body } => (head, body),
+            Answer::NotFound { accept_len } => return Ok(Cached::Miss { accept_len }),
         };
         let validators = Validators {
-            len: head.total_len,
+            len: Some(head.total_len),
             modified: head.modified,
             etag: head.etag.as_deref(),
         };
@@ -237,7 +320,13 @@ fn from_cache(
                 continue;
             }
         };
-        return Ok(Some(answer(key, &validators, outcome, body, Source::Hit)));
+        return Ok(Cached::Hit(answer(
+            key,
+            &validators,
+            outcome,
+            body,
+            Source::Hit,
+        )));
     }
     Err(CacheError::Failed(ChannelError::Protocol(
         "the object changed at every ask",
@@ -245,63 +334,83 @@ fn from_cache(
 }
 
 fn from_storage(
-    storage: &DirStorage,
+    ctx: &Context,
+    storage: &Storage,
     key: &str,
     target: &str,
     conditions: &Conditions,
     head_only: bool,
+    fill: Option<(u64, Ticket)>,
 ) -> (Reply, Source) {
-    match storage.lookup(key) {
-        Ok(Lookup::File {
-            mut file,
-            len,
-            modified,
-            etag,
-        }) => {
-            let validators = Validators {
-                len,
-                modified,
-                etag: Some(&etag),
-            };
-            let outcome = conditions.evaluate(&validators);
-            let body = match outcome.body_range(len) {
-                Some((start, n)) if !head_only => match file.seek(SeekFrom::Start(start)) {
-                    Ok(_) => Body::File(file.take(n)),
-                    Err(e) => {
-                        log::warn!("{key}: secondary storage: {e}");
-                        return (
-                            Reply::text(500, "500 Internal Server Error\n"),
-                            Source::Proxy,
-                        );
-                    }
-                },
-                _ => Body::Text(b""),
-            };
-            let response = answer(key, &validators, outcome, body, Source::Secondary);
-            (response, Source::Secondary)
-        }
+    let mut object = match storage.lookup(key) {
+        Ok(Lookup::Found(object)) => object,
         // Like nginx: a directory named without its trailing slash is redirected to it.
         Ok(Lookup::Directory) => {
             let query = target.split_once('?').map_or("", |(_, q)| q);
-            let mut location = percent_encode_path(key);
+            let mut location = percent_encode(key);
             location.push('/');
             if !query.is_empty() {
                 location.push('?');
                 location.push_str(query);
             }
-            let response =
+            let reply =
                 Reply::text(301, "301 Moved Permanently\n").with_header("Location", location);
-            (response, Source::Proxy)
+            return (reply, Source::Proxy);
         }
-        Ok(Lookup::Missing) => (Reply::text(404, "404 Not Found\n"), Source::Proxy),
+        Ok(Lookup::Missing) => return (Reply::text(404, "404 Not Found\n"), Source::Proxy),
+        Err(e @ StorageError::Origin(_)) => {
+            log::warn!("{key}: {e}");
+            return (Reply::text(502, "502 Bad Gateway\n"), Source::Proxy);
+        }
         Err(e) => {
             log::warn!("{key}: secondary storage: {e}");
-            (
+            return (
                 Reply::text(500, "500 Internal Server Error\n"),
                 Source::Proxy,
-            )
+            );
         }
-    }
+    };
+    let etag = object.etag.take();
+    let validators = Validators {
+        len: object.len,
+        modified: object.modified,
+        etag: etag.as_deref(),
+    };
+    let outcome = conditions.evaluate(&validators);
+    let range = match object.len {
+        Some(len) => outcome.body_range(len),
+        // Unknown length: the whole stream, or nothing.
+        None => (outcome == Outcome::Full).then_some((0, u64::MAX)),
+    };
+    let body = match range {
+        Some((start, n)) if !head_only => {
+            if let Err(e) = object.skip(start) {
+                log::warn!("{key}: secondary storage: {e}");
+                return (Reply::text(502, "502 Bad Gateway\n"), Source::Proxy);
+            }
+            let (len, modified) = (object.len, object.modified);
+            let source = object.body.take(n);
+            match fill {
+                Some((accept_len, ticket))
+                    if outcome == Outcome::Full && len.is_some_and(|l| l <= accept_len) =>
+                {
+                    match ctx.cache.store(key, n, modified, etag.clone()) {
+                        Ok(f) => {
+                            Body::Fill(FillBody::new(source, f, ticket, Arc::clone(&ctx.stats)))
+                        }
+                        Err(e) => {
+                            log::debug!("{key}: not filling the cache: {e}");
+                            Body::Storage(source)
+                        }
+                    }
+                }
+                _ => Body::Storage(source),
+            }
+        }
+        _ => Body::Text(b""),
+    };
+    let reply = answer(key, &validators, outcome, body, Source::Secondary);
+    (reply, Source::Secondary)
 }
 
 /// The reply for an object with these validators, as `outcome` decided.
@@ -320,13 +429,15 @@ fn answer(key: &str, v: &Validators, outcome: Outcome, body: Body, source: Sourc
         Outcome::NotModified => (304, v.len),
         Outcome::Full => (200, v.len),
         Outcome::Partial { start, len } => {
-            let range = format!("bytes {start}-{}/{}", start + len - 1, v.len);
+            let total = v.len.expect("ranges apply to objects of known length");
+            let range = format!("bytes {start}-{}/{total}", start + len - 1);
             headers.push(("Content-Range", range));
-            (206, len)
+            (206, Some(len))
         }
         Outcome::Unsatisfiable => {
+            let total = v.len.unwrap_or(0);
             return Reply::text(416, "416 Range Not Satisfiable\n")
-                .with_header("Content-Range", format!("bytes */{}", v.len));
+                .with_header("Content-Range", format!("bytes */{total}"));
         }
     };
     if status != 304 {
@@ -344,15 +455,29 @@ fn answer(key: &str, v: &Validators, outcome: Outcome, body: Body, source: Sourc
     }
 }
 
-/// Percent-encodes a decoded path for a `Location` header.
-fn percent_encode_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for &b in path.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+/// `/-/stats` (JSON) or `/-/metrics` (Prometheus): the proxy's counters and the cache's.
+fn stats_page(ctx: &Context, prometheus: bool) -> Reply {
+    let proxy = ctx.stats.values(ctx.pool.wait_stats());
+    let cache = ctx
+        .cache
+        .stats()
+        .ok()
+        .map(|text| stats::parse_cache_stats(&text));
+    let (text, content_type) = if prometheus {
+        (
+            stats::to_prometheus(&proxy, cache.as_deref()),
+            "text/plain; version=0.0.4",
+        )
+    } else {
+        (stats::to_json(&proxy, cache.as_deref()), "application/json")
+    };
+    Reply {
+        status: 200,
+        headers: vec![
+            ("Content-Type", content_type.to_owned()),
+            ("Cache-Control", "no-store".to_owned()),
+        ],
+        length: Some(text.len() as u64),
+        body: Body::Owned(std::io::Cursor::new(text.into_bytes())),
     }
-    out
 }

@@ -53,6 +53,20 @@ pub fn key_from_target(target: &str) -> Result<String, PathError> {
     Ok(key)
 }
 
+/// Percent-encodes a decoded path for a URL or a `Location` header: everything but
+/// unreserved characters, `/` and the sub-delimiters that are safe in a path.
+pub fn percent_encode(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for &b in path.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn percent_decode(s: &str) -> Result<String, PathError> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -97,6 +111,18 @@ mod tests {
         ];
         for (target, key) in cases {
             assert_eq!(key_from_target(target).as_deref(), Ok(key), "{target}");
+        }
+    }
+
+    #[test]
+    fn encodes_what_it_decodes() {
+        for key in ["/a b/c%d", "/café?#", "/plain/path.txt"] {
+            let encoded = percent_encode(key);
+            assert!(
+                encoded.is_ascii() && !encoded.contains([' ', '?', '#']),
+                "{encoded}"
+            );
+            assert_eq!(key_from_target(&encoded).as_deref(), Ok(key));
         }
     }
 

@@ -19,9 +19,19 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     /// The Content-Length: the body's length, or for HEAD and 304 the length a GET would
-    /// have sent.
-    pub length: u64,
+    /// have sent. `None` when unknown (an origin sent none): the body then goes chunked to
+    /// HTTP/1.1 clients and runs to the connection's close for HTTP/1.0 ones.
+    pub length: Option<u64>,
     pub body: Body,
+}
+
+/// What [`send`] did.
+pub struct Sent {
+    /// Body bytes written.
+    pub bytes: u64,
+    /// The body's end is the connection's close: the caller must close it, since tiny_http
+    /// would otherwise keep it open.
+    pub must_close: bool,
 }
 
 impl Reply {
@@ -30,7 +40,7 @@ impl Reply {
         Reply {
             status,
             headers: vec![("Content-Type", "text/plain; charset=utf-8".to_owned())],
-            length: text.len() as u64,
+            length: Some(text.len() as u64),
             body: Body::Text(text.as_bytes()),
         }
     }
@@ -72,14 +82,17 @@ fn keeps_alive(request: &Request) -> bool {
     }
 }
 
-/// Writes `reply` as the answer to `request`. Returns the body bytes written.
+/// Writes `reply` as the answer to `request`.
 ///
 /// # Errors
 /// A failed write (the client went away or stalled past the send timeout) or a failed body
 /// read (the cache broke off). Either way the response is incomplete on the wire.
-pub fn send(request: Request, mut reply: Reply) -> io::Result<u64> {
+pub fn send(request: Request, mut reply: Reply) -> io::Result<Sent> {
     let sends_body = reply.sends_body(request.method());
-    let keep_alive = keeps_alive(&request);
+    let http11 = *request.http_version() != HTTPVersion(1, 0);
+    let chunked = reply.length.is_none() && http11;
+    let must_close = reply.length.is_none() && !http11 && sends_body;
+    let keep_alive = keeps_alive(&request) && !must_close;
     let mut head = String::with_capacity(256);
     head.push_str("HTTP/1.1 ");
     head.push_str(&reply.status.to_string());
@@ -95,8 +108,14 @@ pub fn send(request: Request, mut reply: Reply) -> io::Result<u64> {
         head.push_str(": ");
         head.push_str(value);
     }
-    head.push_str("\r\nContent-Length: ");
-    head.push_str(&reply.length.to_string());
+    match reply.length {
+        Some(length) => {
+            head.push_str("\r\nContent-Length: ");
+            head.push_str(&length.to_string());
+        }
+        None if chunked => head.push_str("\r\nTransfer-Encoding: chunked"),
+        None => {}
+    }
     head.push_str(if keep_alive {
         "\r\nConnection: keep-alive\r\n\r\n"
     } else {
@@ -104,18 +123,25 @@ pub fn send(request: Request, mut reply: Reply) -> io::Result<u64> {
     });
     let mut writer = request.into_writer();
     writer.write_all(head.as_bytes())?;
-    let mut sent = 0;
+    let mut bytes = 0;
     if sends_body {
-        sent =
-            BUFFER.with_borrow_mut(|buf| copy(&mut reply.body, &mut writer, reply.length, buf))?;
+        bytes = BUFFER.with_borrow_mut(|buf| match reply.length {
+            Some(length) => copy_exact(&mut reply.body, &mut writer, length, buf),
+            None => copy_to_end(&mut reply.body, &mut writer, chunked, buf),
+        })?;
     }
     writer.flush()?;
-    Ok(sent)
+    Ok(Sent { bytes, must_close })
 }
 
 /// Copies exactly `length` bytes; a body that ends early is an error, never a short
 /// response presented as complete.
-fn copy(body: &mut Body, out: &mut dyn Write, length: u64, buf: &mut [u8]) -> io::Result<u64> {
+fn copy_exact(
+    body: &mut Body,
+    out: &mut dyn Write,
+    length: u64,
+    buf: &mut [u8],
+) -> io::Result<u64> {
     let mut left = length;
     while left > 0 {
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
@@ -130,6 +156,33 @@ fn copy(body: &mut Body, out: &mut dyn Write, length: u64, buf: &mut [u8]) -> io
         left -= n as u64;
     }
     Ok(length)
+}
+
+/// Copies until the body ends, in chunked framing if asked.
+fn copy_to_end(
+    body: &mut Body,
+    out: &mut dyn Write,
+    chunked: bool,
+    buf: &mut [u8],
+) -> io::Result<u64> {
+    let mut total = 0;
+    loop {
+        let n = body.read(buf)?;
+        if chunked {
+            write!(out, "{n:x}\r\n")?;
+        }
+        if n == 0 {
+            if chunked {
+                out.write_all(b"\r\n")?;
+            }
+            return Ok(total);
+        }
+        out.write_all(&buf[..n])?;
+        if chunked {
+            out.write_all(b"\r\n")?;
+        }
+        total += n as u64;
+    }
 }
 
 fn reason(status: u16) -> &'static str {

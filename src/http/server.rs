@@ -1,17 +1,18 @@
 //! The proxy process: a tiny_http accept loop feeding a pool of worker threads.
 
-use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::io::{self, Read};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use threadpool::ThreadPool;
 use tiny_http::Server;
 
 use super::cache_client::CacheClient;
+use super::coalesce::Coalescer;
 use super::handler::{self, Context};
-use super::storage::DirStorage;
+use super::storage::Storage;
 use crate::ipc::pool::SegmentPool;
 use crate::ipc::{remove_stale_segments, segment_prefix, sys};
 use crate::shutdown::{Shutdown, join_within};
@@ -26,13 +27,79 @@ pub struct ProxyConfig {
     pub segments: usize,
     pub segment_size: usize,
     pub slots: usize,
-    pub storage: Option<PathBuf>,
+    /// Secondary storage: a directory, or `http://host:port[/prefix]`.
+    pub storage: Option<String>,
+    /// Connect and per-read timeouts for an HTTP origin.
+    pub origin_connect_timeout: Duration,
+    pub origin_read_timeout: Duration,
+    /// How long a miss waits for another request's fetch of the same key.
+    pub coalesce_timeout: Duration,
     /// Longest wait for the cache: for a free segment, for the head, for each chunk.
     pub cache_timeout: Duration,
     /// Longest a client may keep a connection silent, or stall a write.
     pub client_timeout: Duration,
     /// Requests that may wait for a worker; past this the proxy answers 503 at once.
     pub max_pending: usize,
+}
+
+/// Keeps tiny_http's accept thread alive, and notices when it has died.
+///
+/// The client timeout is set as SO_RCVTIMEO on the listening socket, because that is the
+/// only way to reach the sockets tiny_http accepts (they inherit it). But on Linux the same
+/// option also bounds `accept` itself: after a timeout with no new connection, accept fails
+/// with EAGAIN and tiny_http's accept thread stops for good. So this thread connects to the
+/// listener several times per timeout period and closes its side; tiny_http accepts, reads
+/// EOF and closes too.
+///
+/// The same probe tells whether anyone is still accepting: tiny_http's accept thread can
+/// also die without a word (it panics when cloning an accepted socket fails with EMFILE).
+/// Two probes in a row that are not answered with EOF in time mean nobody accepts; then
+/// `on_dead` runs, so that the proxy exits loudly instead of running on deaf.
+fn spawn_accept_watchdog(
+    addr: SocketAddr,
+    timeout: Duration,
+    shutdown: Shutdown,
+    on_dead: impl Fn() + Send + 'static,
+) -> io::Result<()> {
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(if addr.is_ipv4() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+        });
+    }
+    let interval = timeout / 4;
+    let patience = timeout.max(Duration::from_secs(1));
+    let probe = move || -> io::Result<()> {
+        let mut stream = TcpStream::connect_timeout(&target, patience)?;
+        stream.shutdown(std::net::Shutdown::Write)?;
+        stream.set_read_timeout(Some(patience))?;
+        let mut sink = [0u8; 512];
+        while stream.read(&mut sink)? > 0 {}
+        Ok(())
+    };
+    std::thread::Builder::new()
+        .name("accept-watchdog".into())
+        .spawn(move || {
+            let mut failures = 0;
+            while !shutdown.is_triggered() {
+                std::thread::sleep(interval);
+                match probe() {
+                    Ok(()) => failures = 0,
+                    Err(_) if shutdown.is_triggered() => break,
+                    Err(e) => {
+                        failures += 1;
+                        log::debug!("accept probe: {e}");
+                        if failures == 2 {
+                            on_dead();
+                            break;
+                        }
+                    }
+                }
+            }
+        })?;
+    Ok(())
 }
 
 /// A bound, ready-to-run proxy.
@@ -51,7 +118,17 @@ impl Proxy {
     /// A port in use, a storage directory that does not exist, or segments that cannot be
     /// created (including a segment size below [`min_segment_size`](crate::ipc::segment::min_segment_size)).
     pub fn bind(config: ProxyConfig) -> io::Result<Proxy> {
-        let storage = config.storage.as_ref().map(DirStorage::new).transpose()?;
+        let storage = config
+            .storage
+            .as_deref()
+            .map(|spec| {
+                Storage::open(
+                    spec,
+                    config.origin_connect_timeout,
+                    config.origin_read_timeout,
+                )
+            })
+            .transpose()?;
         let listener = TcpListener::bind(SocketAddr::from((config.bind, config.port)))?;
         sys::tune_listener(&listener, config.client_timeout, config.client_timeout)?;
         let local_addr = listener.local_addr()?;
@@ -72,6 +149,10 @@ impl Proxy {
                 cache,
                 storage,
                 local_addr,
+                coalescer: Coalescer::new(),
+                coalesce_timeout: config.coalesce_timeout,
+                stats: Arc::default(),
+                pool: Arc::clone(&pool),
             }),
             config,
             pool,
@@ -96,6 +177,17 @@ impl Proxy {
     /// resumes, so the proxy must not pretend to run on.
     pub fn run(self, shutdown: &Shutdown) -> io::Result<()> {
         self.ctx.cache.spawn_connector(shutdown.clone())?;
+        let deaf = Arc::new(AtomicBool::new(false));
+        let (flag, server) = (Arc::clone(&deaf), Arc::clone(&self.server));
+        spawn_accept_watchdog(
+            self.local_addr(),
+            self.config.client_timeout,
+            shutdown.clone(),
+            move || {
+                flag.store(true, Ordering::SeqCst);
+                server.unblock();
+            },
+        )?;
         let workers = ThreadPool::with_name("proxy-worker".into(), self.config.threads.max(1));
         log::info!(
             "listening on http://{} ({} segments of {} bytes, {} slot(s) each)",
@@ -116,6 +208,12 @@ impl Proxy {
                 Ok(request) => {
                     let ctx = Arc::clone(&self.ctx);
                     workers.execute(move || handler::handle(&ctx, request));
+                }
+                Err(_) if deaf.load(Ordering::SeqCst) => {
+                    log::error!(
+                        "tiny_http stopped accepting connections: its accept thread is gone"
+                    );
+                    break Err(io::Error::other("the accept thread is gone"));
                 }
                 Err(_) if shutdown.is_triggered() => break Ok(()),
                 Err(e) => {

@@ -1,12 +1,17 @@
-//! The transfer protocol over one segment: an answerer ([`send`]) moves a head and a body
-//! to an asker ([`Receiver`]) through the segment's ring of slots.
+//! The transfer protocol over one segment: a writer ([`Sender`]) moves a head and a body to
+//! a reader ([`Receiver`]) through the segment's ring of slots. For GET the cache writes
+//! and the proxy reads; for STORE (filling the cache on a miss) the roles swap.
 //!
 //! Chunk `j` of a body travels in slot `j % slots`. The writer takes a unit of `free`
 //! before it fills a slot and posts `ready` after; the reader takes `ready` before it
 //! copies a slot out and posts `free` after. The head (status, lengths, generation) is
 //! written before the first chunk, so the first `ready` publishes both. A body of zero
-//! bytes still sends one empty chunk: every transfer is at least one handoff, and when it
-//! ends both semaphores are back at rest (`ready` = 0, `free` = slots).
+//! bytes still sends one empty chunk: every transfer is at least one handoff.
+//!
+//! The reader gives back the last slot only when it is done with the whole transfer
+//! ([`Receiver::finish`]); a writer that needs to know that (STORE: "the entry is in")
+//! waits until every unit of `free` is back ([`Sender::wait_drained`]). Either way, a
+//! transfer that completes leaves both semaphores at rest (`ready` = 0, `free` = slots).
 
 use std::fmt;
 use std::io;
@@ -50,7 +55,9 @@ pub struct Head {
     pub modified: Option<SystemTime>,
     /// The entity tag, quotes included (`"5f3a-15"`), if any. Printable ASCII only.
     pub etag: Option<String>,
-    /// The answering process (filled in by [`send`]), so the asker can watch it.
+    /// On a GET that missed: the largest object the cache would take in a STORE (0: none).
+    pub accept_len: u64,
+    /// The writing process (filled in by [`Sender::start`]), so the reader can watch it.
     pub answerer_pid: u32,
 }
 
@@ -64,6 +71,7 @@ impl Head {
             body_len: 0,
             modified: None,
             etag: None,
+            accept_len: 0,
             answerer_pid: 0,
         }
     }
@@ -84,6 +92,7 @@ impl Head {
                 .modified
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_secs()),
+            accept_len: self.accept_len,
             pid: std::process::id(),
             etag_len: etag.len() as u32,
             etag: [0; ETAG_CAPACITY],
@@ -118,6 +127,7 @@ impl Head {
             body_len: raw.body_len,
             modified: (raw.modified != 0).then(|| UNIX_EPOCH + Duration::from_secs(raw.modified)),
             etag: (!etag.is_empty()).then(|| String::from_utf8_lossy(etag).into_owned()),
+            accept_len: raw.accept_len,
             answerer_pid: raw.pid,
         })
     }
@@ -152,6 +162,16 @@ impl fmt::Display for ChannelError {
 
 impl std::error::Error for ChannelError {}
 
+/// Waits for the next `ready`, then checks that the writer did not abandon the transfer
+/// (an abandoning writer posts `ready` once to wake us).
+fn wait_ready(seg: &Segment, timeout: Duration) -> Result<(), ChannelError> {
+    seg.ready().wait_timeout(timeout)?;
+    if seg.is_cancelled() {
+        return Err(ChannelError::Cancelled);
+    }
+    Ok(())
+}
+
 impl From<WaitError> for ChannelError {
     fn from(e: WaitError) -> Self {
         match e {
@@ -172,12 +192,145 @@ impl From<ChannelError> for io::Error {
     }
 }
 
+/// The writing end of one transfer: the head first, then body bytes as they come, each
+/// slot handed over as soon as it is full.
+///
+/// Each wait for a free slot lasts at most the timeout; after each one the writer checks
+/// that the transfer was not cancelled and that the segment is still on its generation, so
+/// a slow or late writer never writes into someone else's transfer.
+///
+/// Like [`Receiver`], it does not own the segment (the caller's lease or mapping does), so
+/// each call takes it as an argument; it must be the same segment every time.
+#[derive(Debug)]
+pub struct Sender {
+    generation: u64,
+    timeout: Duration,
+    /// Index of the chunk being filled.
+    chunk: u64,
+    /// Bytes in the current slot, if one is held.
+    filled: Option<usize>,
+    /// Body bytes announced in the head and not yet written.
+    remaining: u64,
+}
+
+impl Sender {
+    /// Writes `head` for the transfer numbered `generation`; body bytes follow through
+    /// [`write`](Self::write), exactly `head.body_len` of them.
+    pub fn start(
+        seg: &Segment,
+        generation: u64,
+        head: &Head,
+        timeout: Duration,
+    ) -> Result<Sender, ChannelError> {
+        if seg.generation() != generation {
+            return Err(ChannelError::Stale);
+        }
+        seg.write_head(&head.to_raw(generation));
+        Ok(Sender {
+            generation,
+            timeout,
+            chunk: 0,
+            filled: None,
+            remaining: head.body_len,
+        })
+    }
+
+    fn slot(&self, seg: &Segment) -> usize {
+        (self.chunk % seg.slots() as u64) as usize
+    }
+
+    /// Takes the next free slot, checking that the transfer is still ours.
+    fn take_slot(&mut self, seg: &Segment) -> Result<usize, ChannelError> {
+        seg.free().wait_timeout(self.timeout)?;
+        if seg.is_cancelled() {
+            return Err(ChannelError::Cancelled);
+        }
+        if seg.generation() != self.generation {
+            return Err(ChannelError::Stale);
+        }
+        self.filled = Some(0);
+        Ok(0)
+    }
+
+    fn hand_over(&mut self, seg: &Segment, len: usize) -> Result<(), ChannelError> {
+        seg.set_slot_len(self.slot(seg), len);
+        self.filled = None;
+        self.chunk += 1;
+        seg.ready().post().map_err(ChannelError::Os)
+    }
+
+    /// Body bytes announced in the head and not written yet.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// Appends body bytes.
+    ///
+    /// # Errors
+    /// `TimedOut` when the reader does not free a slot in time, `Cancelled` or `Stale` when
+    /// the transfer is no longer ours, `Protocol` when `data` runs past the announced length.
+    pub fn write(&mut self, seg: &Segment, mut data: &[u8]) -> Result<(), ChannelError> {
+        if data.len() as u64 > self.remaining {
+            return Err(ChannelError::Protocol(
+                "more body bytes than the head announced",
+            ));
+        }
+        let capacity = seg.slot_capacity();
+        while !data.is_empty() {
+            let at = match self.filled {
+                Some(at) => at,
+                None => self.take_slot(seg)?,
+            };
+            let n = data.len().min(capacity - at);
+            seg.write_slot(self.slot(seg), at, &data[..n]);
+            self.remaining -= n as u64;
+            data = &data[n..];
+            if at + n == capacity {
+                self.hand_over(seg, capacity)?;
+            } else {
+                self.filled = Some(at + n);
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands over the last, partly filled slot (or the single empty chunk of an empty
+    /// body).
+    ///
+    /// # Errors
+    /// `Protocol` when fewer bytes were written than the head announced; as for `write`.
+    pub fn finish(&mut self, seg: &Segment) -> Result<(), ChannelError> {
+        if self.remaining != 0 {
+            return Err(ChannelError::Protocol(
+                "fewer body bytes than the head announced",
+            ));
+        }
+        match self.filled {
+            Some(len) => self.hand_over(seg, len),
+            None if self.chunk == 0 => {
+                self.take_slot(seg)?;
+                self.hand_over(seg, 0)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// After [`finish`](Self::finish): waits until the reader has given back every slot,
+    /// which it does only once it is done with the transfer, and leaves the semaphores at
+    /// rest. Each wait lasts at most the timeout.
+    pub fn wait_drained(&mut self, seg: &Segment) -> Result<(), ChannelError> {
+        for _ in 0..seg.slots() {
+            seg.free().wait_timeout(self.timeout)?;
+        }
+        for _ in 0..seg.slots() {
+            seg.free().post().map_err(ChannelError::Os)?;
+        }
+        Ok(())
+    }
+}
+
 /// Sends `head` and then `body` (exactly `head.body_len` bytes) through `seg`, for the
 /// transfer numbered `generation`.
-///
-/// Each wait for a free slot lasts at most `timeout`; after each one the sender checks that
-/// the asker has not cancelled and that the segment is still on `generation`, so a slow or
-/// late sender never writes into someone else's transfer.
 pub fn send(
     seg: &Segment,
     generation: u64,
@@ -185,30 +338,14 @@ pub fn send(
     body: &[u8],
     timeout: Duration,
 ) -> Result<(), ChannelError> {
-    debug_assert_eq!(body.len() as u64, head.body_len);
-    if seg.generation() != generation {
-        return Err(ChannelError::Stale);
-    }
-    seg.write_head(&head.to_raw(generation));
-    // An empty body still takes one (empty) chunk so that the head gets published.
-    let mut chunks = body.chunks(seg.slot_capacity());
-    let first = chunks.next().unwrap_or(&[]);
-    for (index, chunk) in std::iter::once(first).chain(chunks).enumerate() {
-        seg.free().wait_timeout(timeout)?;
-        if seg.is_cancelled() {
-            return Err(ChannelError::Cancelled);
-        }
-        if seg.generation() != generation {
-            return Err(ChannelError::Stale);
-        }
-        seg.write_slot(index % seg.slots(), chunk);
-        seg.ready().post().map_err(ChannelError::Os)?;
-    }
-    Ok(())
+    let mut tx = Sender::start(seg, generation, head, timeout)?;
+    tx.write(seg, body)?;
+    tx.finish(seg)
 }
 
-/// The asker's end of one transfer: waits for the head, then hands out body bytes as they
-/// arrive, freeing each slot as soon as it is drained.
+/// The reading end of one transfer: waits for the head, then hands out body bytes as they
+/// arrive, freeing each slot as soon as it is drained, except the last, which
+/// [`finish`](Self::finish) gives back.
 ///
 /// It does not own the segment (the caller's lease does), so each call takes it as an
 /// argument; it must be the same segment every time.
@@ -236,7 +373,7 @@ impl Receiver {
         generation: u64,
         timeout: Duration,
     ) -> Result<(Head, Receiver), ChannelError> {
-        seg.ready().wait_timeout(timeout)?;
+        wait_ready(seg, timeout)?;
         let raw = seg.read_head();
         if raw.generation != generation {
             return Err(ChannelError::Protocol("answer for another generation"));
@@ -262,9 +399,6 @@ impl Receiver {
             return Err(ChannelError::Protocol("chunk length out of bounds"));
         }
         self.held = Some((0, len as usize));
-        if len == 0 {
-            self.release(seg)?;
-        }
         Ok(())
     }
 
@@ -284,19 +418,38 @@ impl Receiver {
             return Ok(0);
         }
         if self.held.is_none() {
-            seg.ready().wait_timeout(self.timeout)?;
+            wait_ready(seg, self.timeout)?;
             self.hold(seg)?;
         }
         let (at, len) = self.held.expect("a slot is held");
         let n = buf.len().min(len - at);
         seg.read_slot(self.slot(seg), at, &mut buf[..n]);
         self.remaining -= n as u64;
-        if at + n == len {
+        if at + n == len && self.remaining > 0 {
             self.release(seg)?;
         } else {
             self.held = Some((at + n, len));
         }
         Ok(n)
+    }
+
+    /// Body bytes not read yet.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// Gives back the last slot once the whole body has been read: this tells the writer
+    /// that the transfer is over (see [`Sender::wait_drained`]).
+    pub fn finish(&mut self, seg: &Segment) -> Result<(), ChannelError> {
+        if self.remaining != 0 {
+            return Err(ChannelError::Protocol(
+                "finished before the end of the body",
+            ));
+        }
+        if self.held.is_some() {
+            self.release(seg)?;
+        }
+        Ok(())
     }
 
     /// True when every body byte was read and every slot given back: the segment is at
@@ -324,6 +477,7 @@ mod properties {
                 body_offset,
                 body_len,
                 modified: 0,
+                accept_len: 0,
                 pid: 1,
                 etag_len,
                 etag: [fill; ETAG_CAPACITY],

@@ -23,6 +23,9 @@ pub struct SegmentPool {
     segment_size: usize,
     slots: usize,
     next_generation: AtomicU64,
+    /// Checkouts that had to wait for a free segment, and their total wait in microseconds.
+    waits: AtomicU64,
+    wait_micros: AtomicU64,
 }
 
 struct PoolState {
@@ -61,14 +64,18 @@ impl SegmentPool {
             segment_size: size,
             slots,
             next_generation: AtomicU64::new(1),
+            waits: AtomicU64::new(0),
+            wait_micros: AtomicU64::new(0),
         }))
     }
 
     /// Takes a free segment, waiting at most `wait` for one, and starts a new generation
     /// on it.
     pub fn checkout(self: &Arc<Self>, wait: Duration) -> Result<Lease, CheckoutError> {
-        let deadline = Instant::now() + wait;
+        let started = Instant::now();
+        let deadline = started + wait;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut waited = false;
         let seg = loop {
             if let Some(seg) = state.free.pop() {
                 break seg;
@@ -80,6 +87,7 @@ impl SegmentPool {
             if left.is_zero() {
                 return Err(CheckoutError::TimedOut);
             }
+            waited = true;
             state = self
                 .available
                 .wait_timeout(state, left)
@@ -87,6 +95,11 @@ impl SegmentPool {
                 .0;
         };
         drop(state);
+        if waited {
+            self.waits.fetch_add(1, Ordering::Relaxed);
+            let micros = started.elapsed().as_micros() as u64;
+            self.wait_micros.fetch_add(micros, Ordering::Relaxed);
+        }
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         seg.begin_transfer(generation);
         Ok(Lease {
@@ -95,6 +108,14 @@ impl SegmentPool {
             generation,
             at_rest: false,
         })
+    }
+
+    /// Checkouts that had to wait for a segment, and the microseconds they waited in all.
+    pub fn wait_stats(&self) -> (u64, u64) {
+        (
+            self.waits.load(Ordering::Relaxed),
+            self.wait_micros.load(Ordering::Relaxed),
+        )
     }
 
     /// Every segment name this pool uses.
@@ -129,10 +150,11 @@ impl SegmentPool {
     }
 
     fn rebuild(&self, seg: Segment) -> Option<Segment> {
-        // Stop a writer that is still on the old object: it checks `cancelled` after every
-        // wait for a free slot, and this post ends such a wait at once.
+        // Stop a peer that is still on the old object: it checks `cancelled` after every
+        // wait, and these posts end a writer's wait for `free` or a reader's for `ready`.
         seg.cancel();
         let _ = seg.free().post();
+        let _ = seg.ready().post();
         let name = seg.name().to_owned();
         drop(seg); // unmaps and unlinks
         match Segment::create(&name, self.segment_size, self.slots) {
@@ -162,6 +184,11 @@ impl Lease {
     /// The number this transfer's request must carry.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Whether [`set_at_rest`](Self::set_at_rest) was called.
+    pub fn is_at_rest(&self) -> bool {
+        self.at_rest
     }
 
     /// Declares that the transfer ended with both semaphores at rest and no writer left

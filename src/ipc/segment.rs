@@ -29,8 +29,9 @@ use super::sem::Semaphore;
 pub const SEGMENT_MAGIC: u32 = u32::from_be_bytes(*b"SHMS");
 /// Layout version of the header; bumped whenever a field changes meaning or place.
 /// Version 2 added the validators (`modified`, `etag`) for HTTP conditional requests;
-/// version 3 the answerer's pid, so the asker can tell when the cache has died.
-pub const SEGMENT_VERSION: u32 = 3;
+/// version 3 the answerer's pid, so the asker can tell when the cache has died; version 4
+/// `accept_len`, so that a miss tells the proxy whether to fill.
+pub const SEGMENT_VERSION: u32 = 4;
 /// Bytes reserved for an entity tag, quotes included.
 pub const ETAG_CAPACITY: usize = 128;
 /// The smallest slot we agree to carve: below this the header costs more than it carries.
@@ -64,6 +65,8 @@ struct Header {
     body_len: AtomicU64,
     /// Last modification of the object, seconds since the Unix epoch; 0 when unknown.
     modified: AtomicU64,
+    /// On a miss: the largest object the answerer would take in a STORE (0: none).
+    accept_len: AtomicU64,
     /// Bytes of `etag` in use; 0 when the object has no entity tag.
     etag_len: AtomicU32,
     /// Process id of the answerer, written with the head.
@@ -342,6 +345,7 @@ impl Segment {
         u64_at(offset_of!(Header, body_offset)).store(head.body_offset, Ordering::Relaxed);
         u64_at(offset_of!(Header, body_len)).store(head.body_len, Ordering::Relaxed);
         u64_at(offset_of!(Header, modified)).store(head.modified, Ordering::Relaxed);
+        u64_at(offset_of!(Header, accept_len)).store(head.accept_len, Ordering::Relaxed);
         u64_at(offset_of!(Header, reply_generation)).store(head.generation, Ordering::Relaxed);
         self.field::<AtomicU32>(offset_of!(Header, answerer_pid))
             .store(head.pid, Ordering::Relaxed);
@@ -385,6 +389,7 @@ impl Segment {
             body_offset: u64_at(offset_of!(Header, body_offset)),
             body_len: u64_at(offset_of!(Header, body_len)),
             modified: u64_at(offset_of!(Header, modified)),
+            accept_len: u64_at(offset_of!(Header, accept_len)),
             pid: self
                 .field::<AtomicU32>(offset_of!(Header, answerer_pid))
                 .load(Ordering::Acquire),
@@ -414,16 +419,23 @@ impl Segment {
         }
     }
 
-    /// Copies `src` into `slot` and records its length. The caller must own the slot
-    /// (it took a unit of `free` for it). Panics if `src` is larger than a slot.
-    pub fn write_slot(&self, slot: usize, src: &[u8]) {
-        assert!(src.len() <= self.slot_capacity);
+    /// Copies `src` into `slot` at byte `at`. The caller must own the slot (it took a unit
+    /// of `free` for it). Panics if the range passes the slot's end.
+    pub fn write_slot(&self, slot: usize, at: usize, src: &[u8]) {
+        assert!(
+            at.checked_add(src.len())
+                .is_some_and(|end| end <= self.slot_capacity)
+        );
         // SAFETY: the destination range lies inside the slot (asserted), inside our mapping;
         // `src` is a local buffer that cannot overlap shared memory we are writing. The
         // protocol gives us the slot exclusively until we post `ready`.
-        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), self.slot_ptr(slot), src.len()) };
+        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), self.slot_ptr(slot).add(at), src.len()) };
+    }
+
+    /// Records how many bytes `slot` holds, for the reader to check and copy.
+    pub fn set_slot_len(&self, slot: usize, len: usize) {
         self.slot_len_field(slot)
-            .store(src.len() as u64, Ordering::Release);
+            .store(len as u64, Ordering::Release);
     }
 
     /// Copies bytes `at..at + dst.len()` of `slot` into `dst`. The caller must own the slot
@@ -454,6 +466,8 @@ pub struct RawHead {
     pub body_len: u64,
     /// Seconds since the Unix epoch; 0 when unknown.
     pub modified: u64,
+    /// On a miss: the largest object the answerer would take in a STORE.
+    pub accept_len: u64,
     /// The answerer's process id.
     pub pid: u32,
     /// As written by the peer: may exceed [`ETAG_CAPACITY`] if the peer is faulty.

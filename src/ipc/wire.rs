@@ -26,8 +26,9 @@ use std::mem::size_of;
 
 /// "SHMQ".
 pub const WIRE_MAGIC: u32 = u32::from_be_bytes(*b"SHMQ");
-/// Version 2 added `flags` (suffix ranges) for HTTP Range requests.
-pub const WIRE_VERSION: u16 = 2;
+/// Version 2 added `flags` (suffix ranges) for HTTP Range requests; version 3 the STORE
+/// and STATS operations.
+pub const WIRE_VERSION: u16 = 3;
 /// `offset` counts back from the end of the object: "the last `offset` bytes".
 pub const FROM_END: u32 = 1;
 /// Bytes reserved for the key, its NUL terminator included.
@@ -41,14 +42,21 @@ pub const MAX_KEY_LEN: usize = KEY_CAPACITY - 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u16)]
 pub enum Op {
-    /// Write bytes `offset..offset + length` of `key` into the segment.
+    /// The cache writes bytes `offset..offset + length` of `key` into the segment.
     Get = 1,
+    /// The proxy writes an object for `key` into the segment (head first, then the body)
+    /// and the cache stores it: filling the cache on a miss. `length` is the object's size.
+    Store = 2,
+    /// The cache writes its counters into the segment as text, `name value` per line.
+    Stats = 3,
 }
 
 impl Op {
     fn from_u16(v: u16) -> Option<Op> {
         match v {
             1 => Some(Op::Get),
+            2 => Some(Op::Store),
+            3 => Some(Op::Stats),
             _ => None,
         }
     }

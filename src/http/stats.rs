@@ -1,0 +1,220 @@
+//! Counters, and the reserved paths that show them: `/-/stats` (JSON) and `/-/metrics`
+//! (Prometheus text format). Each shows the proxy's counters and the cache's, which the
+//! cache sends over the channel (a STATS request) as `name value` lines.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// The proxy's counters. Every request for an object is exactly one hit or one miss, so
+/// `hits + misses = requests`; requests refused before a lookup (bad method, bad path,
+/// overload) are counted only by their status.
+#[derive(Debug)]
+pub struct ProxyStats {
+    started: Instant,
+    pub requests: AtomicU64,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub fills: AtomicU64,
+    pub fills_aborted: AtomicU64,
+    pub coalesced_waits: AtomicU64,
+    pub coalesce_timeouts: AtomicU64,
+    pub bytes_served: AtomicU64,
+    pub responses_aborted: AtomicU64,
+    pub connections_dropped: AtomicU64,
+    /// Responses by status class and the error statuses that matter to an operator.
+    pub status_2xx: AtomicU64,
+    pub status_3xx: AtomicU64,
+    pub status_400: AtomicU64,
+    pub status_404: AtomicU64,
+    pub status_405: AtomicU64,
+    pub status_414: AtomicU64,
+    pub status_416: AtomicU64,
+    pub status_500: AtomicU64,
+    pub status_502: AtomicU64,
+    pub status_503: AtomicU64,
+}
+
+impl Default for ProxyStats {
+    fn default() -> Self {
+        let zero = || AtomicU64::new(0);
+        ProxyStats {
+            started: Instant::now(),
+            requests: zero(),
+            hits: zero(),
+            misses: zero(),
+            fills: zero(),
+            fills_aborted: zero(),
+            coalesced_waits: zero(),
+            coalesce_timeouts: zero(),
+            bytes_served: zero(),
+            responses_aborted: zero(),
+            connections_dropped: zero(),
+            status_2xx: zero(),
+            status_3xx: zero(),
+            status_400: zero(),
+            status_404: zero(),
+            status_405: zero(),
+            status_414: zero(),
+            status_416: zero(),
+            status_500: zero(),
+            status_502: zero(),
+            status_503: zero(),
+        }
+    }
+}
+
+/// Adds one to a counter.
+pub fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl ProxyStats {
+    pub fn count_status(&self, status: u16) {
+        let counter = match status {
+            200..=299 => &self.status_2xx,
+            300..=399 => &self.status_3xx,
+            400 => &self.status_400,
+            404 => &self.status_404,
+            405 => &self.status_405,
+            414 => &self.status_414,
+            416 => &self.status_416,
+            502 => &self.status_502,
+            503 => &self.status_503,
+            _ => &self.status_500,
+        };
+        bump(counter);
+    }
+
+    /// Every counter with its name, plus the segment pool's wait counters.
+    pub fn values(&self, segment_waits: (u64, u64)) -> Vec<(&'static str, u64)> {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            ("uptime_seconds", self.started.elapsed().as_secs()),
+            ("requests", load(&self.requests)),
+            ("hits", load(&self.hits)),
+            ("misses", load(&self.misses)),
+            ("fills", load(&self.fills)),
+            ("fills_aborted", load(&self.fills_aborted)),
+            ("coalesced_waits", load(&self.coalesced_waits)),
+            ("coalesce_timeouts", load(&self.coalesce_timeouts)),
+            ("bytes_served", load(&self.bytes_served)),
+            ("segment_waits", segment_waits.0),
+            ("segment_wait_microseconds", segment_waits.1),
+            ("responses_aborted", load(&self.responses_aborted)),
+            ("connections_dropped", load(&self.connections_dropped)),
+            ("status_2xx", load(&self.status_2xx)),
+            ("status_3xx", load(&self.status_3xx)),
+            ("status_400", load(&self.status_400)),
+            ("status_404", load(&self.status_404)),
+            ("status_405", load(&self.status_405)),
+            ("status_414", load(&self.status_414)),
+            ("status_416", load(&self.status_416)),
+            ("status_500", load(&self.status_500)),
+            ("status_502", load(&self.status_502)),
+            ("status_503", load(&self.status_503)),
+        ]
+    }
+}
+
+/// Parses the cache's `name value` lines; malformed lines are skipped.
+pub fn parse_cache_stats(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once(' ')?;
+            let valid =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+            Some((name.to_owned(), value.trim().parse().ok()?)).filter(|_| valid)
+        })
+        .collect()
+}
+
+/// `{"proxy": {...}, "cache": {...}}`; `"cache": null` when the cache did not answer.
+pub fn to_json(proxy: &[(&str, u64)], cache: Option<&[(String, u64)]>) -> String {
+    let mut out = String::from("{\n  \"proxy\": {");
+    write_object(&mut out, proxy.iter().map(|(k, v)| (*k, *v)));
+    out.push_str("},\n  \"cache\": ");
+    match cache {
+        Some(cache) => {
+            out.push('{');
+            write_object(&mut out, cache.iter().map(|(k, v)| (k.as_str(), *v)));
+            out.push('}');
+        }
+        None => out.push_str("null"),
+    }
+    out.push_str("\n}\n");
+    out
+}
+
+fn write_object<'a>(out: &mut String, pairs: impl Iterator<Item = (&'a str, u64)>) {
+    for (i, (name, value)) in pairs.enumerate() {
+        let sep = if i == 0 { "" } else { "," };
+        let _ = write!(out, "{sep}\n    \"{name}\": {value}");
+    }
+    out.push_str("\n  ");
+}
+
+/// Names that are levels rather than running totals.
+const GAUGES: &[&str] = &[
+    "uptime_seconds",
+    "objects",
+    "bytes_held",
+    "capacity_bytes",
+    "max_object_bytes",
+];
+
+/// The Prometheus text exposition format: `shmcache_proxy_hits_total 12` and so on;
+/// counters end in `_total`, gauges do not.
+pub fn to_prometheus(proxy: &[(&str, u64)], cache: Option<&[(String, u64)]>) -> String {
+    let mut out = String::new();
+    let mut section = |process: &str, pairs: &mut dyn Iterator<Item = (&str, u64)>| {
+        for (name, value) in pairs {
+            let (kind, suffix) = if GAUGES.contains(&name) {
+                ("gauge", "")
+            } else {
+                ("counter", "_total")
+            };
+            let metric = format!("shmcache_{process}_{name}{suffix}");
+            let _ = writeln!(out, "# TYPE {metric} {kind}\n{metric} {value}");
+        }
+    };
+    section("proxy", &mut proxy.iter().map(|(k, v)| (*k, *v)));
+    if let Some(cache) = cache {
+        section("cache", &mut cache.iter().map(|(k, v)| (k.as_str(), *v)));
+    }
+    let up = u64::from(cache.is_some());
+    let _ = writeln!(
+        out,
+        "# TYPE shmcache_cache_up gauge\nshmcache_cache_up {up}"
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        let cache = parse_cache_stats("hits 3\nobjects 2\nbad line here\nWeird 1\n");
+        assert_eq!(
+            cache,
+            vec![("hits".to_owned(), 3), ("objects".to_owned(), 2)]
+        );
+        let proxy = [("requests", 5), ("uptime_seconds", 9)];
+        let json = to_json(&proxy, Some(&cache));
+        assert!(
+            json.contains("\"proxy\": {\n    \"requests\": 5,\n    \"uptime_seconds\": 9\n  }"),
+            "{json}"
+        );
+        assert!(json.contains("\"cache\": {\n    \"hits\": 3,"), "{json}");
+        assert!(to_json(&proxy, None).contains("\"cache\": null"));
+        let prom = to_prometheus(&proxy, Some(&cache));
+        assert!(prom.contains(
+            "# TYPE shmcache_proxy_requests_total counter\nshmcache_proxy_requests_total 5\n"
+        ));
+        assert!(prom.contains("shmcache_proxy_uptime_seconds 9\n"));
+        assert!(prom.contains("# TYPE shmcache_cache_objects gauge\nshmcache_cache_objects 2\n"));
+        assert!(prom.contains("shmcache_cache_up 1\n"));
+    }
+}
