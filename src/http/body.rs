@@ -56,10 +56,20 @@ impl FillBody {
         ticket: Ticket,
         stats: Arc<ProxyStats>,
     ) -> FillBody {
-        FillBody {
+        let mut body = FillBody {
             source,
             fill: Some((fill, ticket)),
             stats,
+        };
+        body.settle();
+        body
+    }
+
+    /// Counts and lets go of a fill that is complete (an empty object is, from the start).
+    fn settle(&mut self) {
+        if self.fill.as_ref().is_some_and(|(fill, _)| fill.is_done()) {
+            bump(&self.stats.fills);
+            self.fill = None;
         }
     }
 }
@@ -67,20 +77,14 @@ impl FillBody {
 impl Read for FillBody {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.source.read(buf)?;
-        if let Some((fill, _)) = &mut self.fill {
-            match fill.write(&buf[..n]) {
-                Ok(()) if fill.is_done() => {
-                    bump(&self.stats.fills);
-                    self.fill = None;
-                }
-                Ok(()) => {}
-                Err(e) => {
-                    log::warn!("filling the cache: {e}; serving on without it");
-                    bump(&self.stats.fills_aborted);
-                    self.fill = None;
-                }
-            }
+        if let Some((fill, _)) = &mut self.fill
+            && let Err(e) = fill.write(&buf[..n])
+        {
+            log::warn!("filling the cache: {e}; serving on without it");
+            bump(&self.stats.fills_aborted);
+            self.fill = None;
         }
+        self.settle();
         Ok(n)
     }
 }

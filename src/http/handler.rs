@@ -135,9 +135,11 @@ fn finish(ctx: &Context, request: Request, reply: Reply, source: Source, started
             {
                 let _ = abort_connection(ctx.local_addr, peer);
             }
-            ctx.stats
-                .bytes_served
-                .fetch_add(sent.bytes, std::sync::atomic::Ordering::Relaxed);
+            if source != Source::Proxy {
+                ctx.stats
+                    .bytes_served
+                    .fetch_add(sent.bytes, std::sync::atomic::Ordering::Relaxed);
+            }
             log::info!(
                 target: "access",
                 "{client} \"{line}\" {status} {} {micros} {}",

@@ -19,6 +19,7 @@ pub struct ProxyStats {
     pub fills_aborted: AtomicU64,
     pub coalesced_waits: AtomicU64,
     pub coalesce_timeouts: AtomicU64,
+    /// Object body bytes sent (errors and the stats pages are not counted).
     pub bytes_served: AtomicU64,
     pub responses_aborted: AtomicU64,
     pub connections_dropped: AtomicU64,

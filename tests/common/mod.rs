@@ -267,11 +267,37 @@ pub fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &
         if let Some(len) = headers.get("content-length") {
             assert_eq!(body.len(), len.parse::<usize>().unwrap(), "short body");
         }
+        if headers
+            .get("transfer-encoding")
+            .is_some_and(|te| te == "chunked")
+        {
+            body = dechunk(&body);
+        }
     }
     Response {
         status,
         headers,
         body,
+    }
+}
+
+/// Decodes a complete chunked body; panics on a malformed or unterminated one.
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..end]).unwrap(), 16).unwrap();
+        raw = &raw[end + 2..];
+        if size == 0 {
+            assert_eq!(raw, b"\r\n", "chunked body ends with an empty chunk");
+            return out;
+        }
+        out.extend_from_slice(&raw[..size]);
+        assert_eq!(&raw[size..size + 2], b"\r\n");
+        raw = &raw[size + 2..];
     }
 }
 
@@ -337,4 +363,158 @@ impl Connection {
         self.reader.read_exact(&mut body).unwrap();
         (status, headers.get("x-cache").cloned(), body)
     }
+}
+
+/// What a test origin serves for one path.
+#[derive(Clone)]
+pub struct OriginFile {
+    pub body: Vec<u8>,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// Send the body chunked, without Content-Length.
+    pub chunked: bool,
+}
+
+impl OriginFile {
+    pub fn new(body: Vec<u8>) -> OriginFile {
+        OriginFile {
+            body,
+            etag: None,
+            last_modified: None,
+            chunked: false,
+        }
+    }
+}
+
+/// A tiny HTTP origin on loopback, run by the test on its own threads: serves `files`
+/// (404 for anything else, 500 for `/fail`), counts requests per path, and can wait
+/// before each answer so that concurrent misses overlap.
+pub struct Origin {
+    pub addr: SocketAddr,
+    files: Arc<Mutex<HashMap<String, OriginFile>>>,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Origin {
+    pub fn start(delay: Duration) -> Origin {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let files: Arc<Mutex<HashMap<String, OriginFile>>> = Arc::default();
+        let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let (f, h) = (Arc::clone(&files), Arc::clone(&hits));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let (f, h) = (Arc::clone(&f), Arc::clone(&h));
+                std::thread::spawn(move || serve_origin(stream, &f, &h, delay));
+            }
+        });
+        Origin { addr, files, hits }
+    }
+
+    pub fn put(&self, path: &str, file: OriginFile) {
+        self.files.lock().unwrap().insert(path.to_owned(), file);
+    }
+
+    /// Requests seen for `path`.
+    pub fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+fn serve_origin(
+    stream: TcpStream,
+    files: &Mutex<HashMap<String, OriginFile>>,
+    hits: &Mutex<HashMap<String, usize>>,
+    delay: Duration,
+) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                break;
+            }
+            headers.push(h.trim().to_owned());
+        }
+        *hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+        std::thread::sleep(delay);
+        let file = files.lock().unwrap().get(&path).cloned();
+        let result = match file {
+            _ if path == "/fail" => {
+                writer.write_all(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n")
+            }
+            None => writer.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+            Some(f) => {
+                let inm = headers.iter().find_map(|h| {
+                    h.strip_prefix("If-None-Match: ")
+                        .or(h.strip_prefix("if-none-match: "))
+                });
+                if f.etag.is_some() && inm == f.etag.as_deref() {
+                    writer.write_all(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n")
+                } else {
+                    let mut head = String::from("HTTP/1.1 200 OK\r\n");
+                    if let Some(e) = &f.etag {
+                        head.push_str(&format!("ETag: {e}\r\n"));
+                    }
+                    if let Some(m) = &f.last_modified {
+                        head.push_str(&format!("Last-Modified: {m}\r\n"));
+                    }
+                    if f.chunked {
+                        head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+                        let mut out = head.into_bytes();
+                        for part in f.body.chunks(1000) {
+                            out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+                            out.extend_from_slice(part);
+                            out.extend_from_slice(b"\r\n");
+                        }
+                        out.extend_from_slice(b"0\r\n\r\n");
+                        writer.write_all(&out)
+                    } else {
+                        head.push_str(&format!("Content-Length: {}\r\n\r\n", f.body.len()));
+                        writer
+                            .write_all(head.as_bytes())
+                            .and_then(|()| writer.write_all(&f.body))
+                    }
+                }
+            }
+        };
+        if result.is_err() {
+            return;
+        }
+    }
+}
+
+/// The proxy's `/-/stats`, flattened to `proxy.name` and `cache.name` keys.
+pub fn stats(addr: SocketAddr) -> HashMap<String, u64> {
+    let r = get(addr, "/-/stats");
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body).unwrap();
+    let mut out = HashMap::new();
+    let mut section = "";
+    for line in text.lines() {
+        let line = line.trim().trim_end_matches(',');
+        if let Some(name) = line.strip_suffix(": {") {
+            section = if name.contains("proxy") {
+                "proxy"
+            } else {
+                "cache"
+            };
+        } else if let Some((k, v)) = line.split_once(": ") {
+            if let Ok(v) = v.parse() {
+                out.insert(format!("{section}.{}", k.trim_matches('"')), v);
+            }
+        }
+    }
+    out
 }
