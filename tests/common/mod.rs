@@ -510,10 +510,10 @@ pub fn stats(addr: SocketAddr) -> HashMap<String, u64> {
             } else {
                 "cache"
             };
-        } else if let Some((k, v)) = line.split_once(": ") {
-            if let Ok(v) = v.parse() {
-                out.insert(format!("{section}.{}", k.trim_matches('"')), v);
-            }
+        } else if let Some((k, v)) = line.split_once(": ")
+            && let Ok(v) = v.parse()
+        {
+            out.insert(format!("{section}.{}", k.trim_matches('"')), v);
         }
     }
     out
