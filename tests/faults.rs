@@ -25,7 +25,8 @@ fn start_download(
 ) -> (TcpStream, usize, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
-    write!(s, "GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    s.write_all(format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .unwrap();
     let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
     let (status, headers) = read_head(&mut reader);
     assert_eq!(status, 200);

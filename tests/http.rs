@@ -368,7 +368,9 @@ fn keep_alive_and_connection_close() {
         ("HEAD", "/big.bin", 200),
         ("GET", "/index.html", 200),
     ] {
-        write!(w, "{method} {target} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        // One write per request: several small ones would stall on Nagle's algorithm.
+        w.write_all(format!("{method} {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
         let (got, body, _) = read_response(&mut reader, method);
         assert_eq!(got, status, "{method} {target}");
         if target == "/big.bin" && method == "GET" {

@@ -348,6 +348,7 @@ impl Connection {
     pub fn open(addr: SocketAddr) -> Connection {
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_nodelay(true).unwrap();
         Connection {
             reader: BufReader::new(stream.try_clone().unwrap()),
             writer: stream,
@@ -356,7 +357,9 @@ impl Connection {
 
     /// GETs `target`; returns the status, the `x-cache` header and the body.
     pub fn get(&mut self, target: &str) -> (u16, Option<String>, Vec<u8>) {
-        write!(self.writer, "GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        // One write: a request split over several small writes stalls on Nagle's algorithm.
+        let request = format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n");
+        self.writer.write_all(request.as_bytes()).unwrap();
         let (status, headers) = read_head(&mut self.reader);
         let len: usize = headers["content-length"].parse().unwrap();
         let mut body = vec![0; len];
