@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::sync::Arc;
 
 use crate::ipc::channel::Receiver;
 use crate::ipc::pool::Lease;
@@ -14,6 +15,11 @@ pub enum Body {
     File(io::Take<File>),
     /// A short fixed text (error pages).
     Text(&'static [u8]),
+    /// Bytes this process holds in memory, shared by every response that sends them. The
+    /// proxy does not use it; it lets `examples/memserve.rs` serve files through the same
+    /// response path as a cache hit minus the channel, the ceiling the benchmarks compare
+    /// webproxy with.
+    Memory(io::Cursor<Arc<[u8]>>),
 }
 
 impl Read for Body {
@@ -22,6 +28,7 @@ impl Read for Body {
             Body::Cache(b) => b.read(buf),
             Body::File(f) => f.read(buf),
             Body::Text(t) => t.read(buf),
+            Body::Memory(m) => m.read(buf),
         }
     }
 }
