@@ -6,7 +6,7 @@
 #
 # Usage (from anywhere in the repository):
 #
-#   bench/http.sh                                   # REPEAT=3 DURATION=5: about 8 minutes
+#   bench/http.sh                                   # REPEAT=3 DURATION=5: about 6 minutes
 #   REPEAT=1 DURATION=2 bench/http.sh               # a smoke run, about 1 minute
 #   PROXY_ARGS="-z 256K -k 4" bench/http.sh         # extra webproxy flags
 #
