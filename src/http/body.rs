@@ -20,8 +20,10 @@ pub enum Body {
     Fill(FillBody),
     /// A short fixed text (error pages).
     Text(&'static [u8]),
-    /// A generated text (the stats pages).
-    Owned(io::Cursor<Vec<u8>>),
+    /// Bytes this process holds in memory: the stats pages, and the files of
+    /// `examples/memserve.rs`, which serves them through the same response path as a cache
+    /// hit minus the channel (the ceiling the benchmarks compare webproxy with).
+    Memory(io::Cursor<Arc<[u8]>>),
 }
 
 impl Read for Body {
@@ -31,7 +33,7 @@ impl Read for Body {
             Body::Storage(s) => s.read(buf),
             Body::Fill(f) => f.read(buf),
             Body::Text(t) => t.read(buf),
-            Body::Owned(o) => o.read(buf),
+            Body::Memory(m) => m.read(buf),
         }
     }
 }

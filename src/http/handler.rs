@@ -480,6 +480,6 @@ fn stats_page(ctx: &Context, prometheus: bool) -> Reply {
             ("Cache-Control", "no-store".to_owned()),
         ],
         length: Some(text.len() as u64),
-        body: Body::Owned(std::io::Cursor::new(text.into_bytes())),
+        body: Body::Memory(std::io::Cursor::new(text.into_bytes().into())),
     }
 }

@@ -1,0 +1,329 @@
+#!/usr/bin/env bash
+# End-to-end HTTP benchmark: webproxy's hit path beside (b) memserve, webproxy's own HTTP
+# stack serving the same files from memory (the ceiling of this stack), and (c) nginx
+# serving the same directory when it is installed. All three run in the same run, so the
+# ratios printed at the end compare like with like.
+#
+# Usage (from anywhere in the repository):
+#
+#   bench/http.sh                                   # REPEAT=3 DURATION=5: about 6 minutes
+#   REPEAT=1 DURATION=2 bench/http.sh               # a smoke run, about 1 minute
+#   PROXY_ARGS="-z 256K -k 4" bench/http.sh         # extra webproxy flags
+#
+# Needs wrk and curl; nginx is optional:   apt-get install -y wrk curl nginx-light
+#
+# Environment:
+#   REPEAT      runs of each case; the table shows the median run (default 3)
+#   DURATION    seconds of each wrk run (default 5)
+#   CONNS       connection counts to try (default "1 16"); wrk uses 1 thread for 1
+#               connection and 2 threads (the machine's 2 cores) otherwise
+#   PROXY_ARGS  extra flags for webproxy, e.g. "-z 1M -n 16 -k 4" (default: none, so
+#               webproxy's defaults: 8 threads, 8 segments of 256K, 1 slot)
+#   NO_BUILD=1  skip `cargo build --release` (use the binaries already built)
+#
+# What it does: builds webproxy, shmcached and the memserve example in release mode; writes
+# 1 KiB, 64 KiB, 1 MiB and 16 MiB files of random bytes into a fresh temporary directory;
+# starts
+#   (a) webproxy --name benchPID --port 0 --spawn-cache DIR $PROXY_ARGS   (no -s: a miss is
+#       a 503, so every 200 counted is a cache hit through shared memory),
+#   (b) memserve DIR 0                        (same threads, listener tuning, response path),
+#   (c) nginx with a private config in the temporary directory, when nginx is installed:
+#       worker_processes auto, sendfile, tcp_nopush, tcp_nodelay, no access log, keep-alive
+#       without a request limit (tiny_http has none);
+# checks that each serves every file byte for byte; then, REPEAT times, for each file, each
+# connection count and each server in turn, runs `wrk -tT -cN -dDURATION` on
+# http://127.0.0.1:PORT/FILE. Access logs are off everywhere (webproxy runs with
+# RUST_LOG=info,access=off). Everything listens on 127.0.0.1 only.
+#
+# Output: per file and connection count, the median requests/s and MB/s (body bytes,
+# 10^6 bytes per MB, i.e. requests/s x file size) of each server, and the ratios
+# webproxy/memserve and webproxy/nginx. A cell marked `!` had errors (non-2xx answers,
+# socket errors or timeouts) in at least one run; the wrk outputs are kept in the
+# temporary directory only when KEEP=1.
+#
+# wrk runs on the same 2 cores as the server it measures, as it would on the machine this
+# was written on; numbers are only comparable within one run.
+#
+# Cleanup: every process started here is stopped by its pid (SIGTERM, then SIGKILL after
+# 10 s) when the script exits for any reason; webproxy stops its cache and unlinks its
+# segments itself, and the script then checks /dev/shm for objects of its instance name
+# and removes any it finds (with a warning).
+
+set -euo pipefail
+
+REPEAT=${REPEAT:-3}
+DURATION=${DURATION:-5}
+CONNS=${CONNS:-"1 16"}
+PROXY_ARGS=${PROXY_ARGS:-}
+KEEP=${KEEP:-0}
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+for tool in wrk curl; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "http.sh: $tool is not installed (apt-get install -y wrk curl nginx-light)" >&2
+        exit 1
+    fi
+done
+have_nginx=0
+if command -v nginx >/dev/null 2>&1; then
+    have_nginx=1
+fi
+
+if [ "${NO_BUILD:-0}" != 1 ]; then
+    cargo build --release --bins --example memserve >&2
+fi
+bin=${CARGO_TARGET_DIR:-$root/target}/release
+for exe in "$bin/webproxy" "$bin/shmcached" "$bin/examples/memserve"; do
+    [ -x "$exe" ] || { echo "http.sh: $exe is missing; run without NO_BUILD" >&2; exit 1; }
+done
+
+name=bench$$
+tmp=$(mktemp -d /tmp/shmcache-http-bench.XXXXXX)
+# nginx's workers run as another user when started as root: they must read the files.
+chmod 755 "$tmp"
+www=$tmp/www
+mkdir -m 755 "$www"
+
+pids=()
+
+alive() {
+    # A zombie is gone for our purposes (it is reaped by `wait` below).
+    [ -e "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+}
+
+stop() {
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for i in $(seq 100); do
+        alive "$pid" || break
+        sleep 0.1
+    done
+    if alive "$pid"; then
+        echo "http.sh: pid $pid ignored SIGTERM for 10 s; killing it" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$? pid left
+    trap - EXIT INT TERM
+    for pid in "${pids[@]}"; do
+        stop "$pid"
+    done
+    left=$(ls /dev/shm | grep -E "^${name}\." || true)
+    if [ -n "$left" ]; then
+        echo "http.sh: warning: objects left in /dev/shm, removing them:" $left >&2
+        for obj in $left; do rm -f "/dev/shm/$obj"; done
+        [ "$rc" -ne 0 ] || rc=1
+    fi
+    if [ "$KEEP" = 1 ]; then
+        echo "http.sh: logs and wrk outputs kept in $tmp" >&2
+    else
+        rm -rf "$tmp"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# The files: name and size in bytes, smallest first.
+files=(1KiB.bin 64KiB.bin 1MiB.bin 16MiB.bin)
+declare -A size=([1KiB.bin]=1024 [64KiB.bin]=65536 [1MiB.bin]=1048576 [16MiB.bin]=16777216)
+for f in "${files[@]}"; do
+    head -c "${size[$f]}" /dev/urandom >"$www/$f"
+    chmod 644 "$www/$f"
+done
+
+# Waits for "listening on http://127.0.0.1:PORT" in log $2 of pid $1; prints PORT.
+wait_port() {
+    local pid=$1 log=$2 i port
+    for i in $(seq 200); do
+        port=$(grep -o 'listening on http://127\.0\.0\.1:[0-9]*' "$log" 2>/dev/null |
+            head -1 | sed 's/.*://')
+        if [ -n "$port" ]; then
+            echo "$port"
+            return 0
+        fi
+        alive "$pid" || break
+        sleep 0.1
+    done
+    echo "http.sh: server pid $pid did not start; its log:" >&2
+    cat "$log" >&2
+    return 1
+}
+
+# A port nobody listens on (nginx needs one in its config).
+free_port() {
+    local p
+    for p in $(shuf -i 20000-60000 -n 100); do
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+
+declare -A port
+servers=(webproxy memserve)
+
+# (a) webproxy with its cache.
+# shellcheck disable=SC2086 # PROXY_ARGS is a list of flags
+RUST_LOG=info,access=off "$bin/webproxy" --name "$name" --port 0 --spawn-cache "$www" \
+    $PROXY_ARGS 2>"$tmp/webproxy.log" &
+pids+=($!)
+port[webproxy]=$(wait_port "$!" "$tmp/webproxy.log")
+
+# (b) memserve.
+"$bin/examples/memserve" "$www" 0 2>"$tmp/memserve.log" &
+pids+=($!)
+port[memserve]=$(wait_port "$!" "$tmp/memserve.log")
+
+# (c) nginx.
+if [ "$have_nginx" = 1 ]; then
+    port[nginx]=$(free_port)
+    mkdir -p "$tmp/nginx"
+    cat >"$tmp/nginx/nginx.conf" <<EOF
+daemon off;
+worker_processes auto;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 1000000000;
+    keepalive_timeout 65s;
+    open_file_cache max=64 inactive=60s;
+    client_body_temp_path $tmp/nginx/body;
+    proxy_temp_path $tmp/nginx/proxy;
+    fastcgi_temp_path $tmp/nginx/fastcgi;
+    uwsgi_temp_path $tmp/nginx/uwsgi;
+    scgi_temp_path $tmp/nginx/scgi;
+    server {
+        listen 127.0.0.1:${port[nginx]};
+        root $www;
+    }
+}
+EOF
+    nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" -e "$tmp/nginx/error.log" \
+        2>>"$tmp/nginx/error.log" &
+    pids+=($!)
+    servers+=(nginx)
+fi
+
+# Every server must answer every file correctly before anything is measured; webproxy's
+# answers must be cache hits (it may take a moment to find its cache).
+check() {
+    local server=$1 f i headers
+    for f in "${files[@]}"; do
+        for i in $(seq 100); do
+            if headers=$(curl -sf -o "$tmp/body" -D - "http://127.0.0.1:${port[$server]}/$f"); then
+                break
+            fi
+            sleep 0.1
+        done
+        if ! cmp -s "$tmp/body" "$www/$f"; then
+            echo "http.sh: $server does not serve $f correctly" >&2
+            return 1
+        fi
+        if [ "$server" = webproxy ] && ! grep -qi '^X-Cache: HIT' <<<"$headers"; then
+            echo "http.sh: webproxy answered $f without a cache hit" >&2
+            return 1
+        fi
+    done
+    rm -f "$tmp/body"
+}
+for s in "${servers[@]}"; do
+    check "$s"
+done
+
+# Results: "SERVER FILE CONNS" -> space-separated requests/s of each run, and error counts.
+declare -A rps errors
+total=$((REPEAT * ${#files[@]} * $(wc -w <<<"$CONNS") * ${#servers[@]}))
+echo "http.sh: $total wrk runs of ${DURATION}s each; servers: ${servers[*]}" >&2
+n=0
+for rep in $(seq "$REPEAT"); do
+    for f in "${files[@]}"; do
+        for c in $CONNS; do
+            t=$((c < 2 ? 1 : 2))
+            for s in "${servers[@]}"; do
+                n=$((n + 1))
+                out=$tmp/wrk.$s.$f.c$c.$rep.txt
+                wrk -t"$t" -c"$c" -d"${DURATION}s" --timeout 10s \
+                    "http://127.0.0.1:${port[$s]}/$f" >"$out" 2>&1 || true
+                r=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+                e=$(awk '/Non-2xx or 3xx responses:/ {n += $NF}
+                         /Socket errors:/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10}
+                         END {print n + 0}' "$out")
+                [ -n "$r" ] || { r=0; e=$((e + 1)); }
+                key="$s $f $c"
+                rps[$key]="${rps[$key]:-} $r"
+                errors[$key]=$((${errors[$key]:-0} + e))
+                printf 'http.sh: [%d/%d] run %d %-8s %-10s c%-3s %10.1f req/s%s\n' \
+                    "$n" "$total" "$rep" "$s" "$f" "$c" "$r" \
+                    "$([ "$e" = 0 ] || echo "  ($e errors)")" >&2
+            done
+        done
+    done
+done
+
+median() {
+    tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'
+}
+
+echo
+echo "shmcache end-to-end HTTP benchmark ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs)"
+echo "median of $REPEAT run(s) of wrk -d${DURATION}s on 127.0.0.1; MB/s = req/s x file size / 10^6"
+echo "webproxy: --spawn-cache${PROXY_ARGS:+ $PROXY_ARGS} (no -s: only cache hits count)"
+echo "memserve: webproxy's HTTP stack serving from memory (the ceiling of this stack)"
+if [ "$have_nginx" = 1 ]; then
+    echo "nginx:    $(nginx -v 2>&1 | sed 's/.*: //'), worker_processes auto, sendfile"
+else
+    echo "nginx:    not installed (apt-get install -y nginx-light), column left out"
+fi
+echo
+header="file        conns"
+for s in "${servers[@]}"; do
+    header+=$(printf ' %12s %9s' "$s req/s" "MB/s")
+done
+header+=$(printf ' %10s' "/memserve")
+[ "$have_nginx" = 0 ] || header+=$(printf ' %10s' "/nginx")
+echo "$header"
+marked=0
+for f in "${files[@]}"; do
+    for c in $CONNS; do
+        line=$(printf '%-11s %5s' "${f%.bin}" "$c")
+        declare -A med=()
+        for s in "${servers[@]}"; do
+            key="$s $f $c"
+            med[$s]=$(median "${rps[$key]}")
+            mark=" "
+            if [ "${errors[$key]}" != 0 ]; then
+                mark="!"
+                marked=1
+            fi
+            line+=$(awk -v r="${med[$s]}" -v b="${size[$f]}" -v m="$mark" \
+                'BEGIN {printf " %11.1f%s %9.1f", r, m, r * b / 1e6}')
+        done
+        for s in memserve nginx; do
+            [ -n "${med[$s]:-}" ] || continue
+            line+=$(awk -v a="${med[webproxy]}" -v b="${med[$s]}" \
+                'BEGIN {if (b > 0) printf " %9.2fx", a / b; else printf " %10s", "-"}')
+        done
+        unset med
+        echo "$line"
+    done
+done
+echo
+echo "/memserve and /nginx: webproxy's requests/s divided by theirs (1.00x = as fast)."
+if [ "$marked" = 1 ]; then
+    echo "!: errors (non-2xx, socket errors or timeouts) in at least one run; KEEP=1 keeps wrk's output."
+fi
