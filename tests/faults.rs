@@ -285,6 +285,39 @@ fn no_new_connection_for_longer_than_the_client_timeout_is_fine() {
 }
 
 #[test]
+fn a_burst_of_kept_alive_connections_is_all_served() {
+    let name = instance("burst");
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), &[("f.txt", b"content")]);
+    let cache = Proc::cache(&name, &["-c", dir.path().to_str().unwrap()]);
+    let (proxy, addr) = Proc::proxy(&name, &[]);
+    // Opened back to back, faster than tiny_http's idle threads wake up: without the
+    // probes, some would wait in its pool's queue until another connection ended.
+    let openers: Vec<_> = (0..4)
+        .map(|_| thread::spawn(move || (0..50).map(|_| Connection::open(addr)).collect::<Vec<_>>()))
+        .collect();
+    let conns: Vec<Connection> = openers
+        .into_iter()
+        .flat_map(|o| o.join().unwrap())
+        .collect();
+    let clients: Vec<_> = conns
+        .into_iter()
+        .map(|mut c| {
+            thread::spawn(move || {
+                for _ in 0..3 {
+                    assert_eq!(c.get("/f.txt").2, b"content");
+                }
+                c // keep every connection open until all are served
+            })
+        })
+        .collect();
+    let kept: Vec<Connection> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    assert_eq!(kept.len(), 200);
+    drop(kept);
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
 fn running_out_of_descriptors_fails_loudly() {
     let name = instance("emfile");
     let dir = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@ use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use threadpool::ThreadPool;
 use tiny_http::Server;
@@ -42,25 +42,32 @@ pub struct ProxyConfig {
     pub max_pending: usize,
 }
 
-/// Keeps tiny_http's accept thread alive, and notices when it has died.
+/// Works around three ways tiny_http 0.12 stops serving, by connecting to our own
+/// listener (a "probe") every few hundred milliseconds and closing at once; tiny_http
+/// accepts, reads EOF and closes too.
 ///
-/// The client timeout is set as SO_RCVTIMEO on the listening socket, because that is the
-/// only way to reach the sockets tiny_http accepts (they inherit it). But on Linux the same
-/// option also bounds `accept` itself: after a timeout with no new connection, accept fails
-/// with EAGAIN and tiny_http's accept thread stops for good. So this thread connects to the
-/// listener several times per timeout period and closes its side; tiny_http accepts, reads
-/// EOF and closes too.
-///
-/// The same probe tells whether anyone is still accepting: tiny_http's accept thread can
-/// also die without a word (it panics when cloning an accepted socket fails with EMFILE).
-/// Two probes in a row that are not answered with EOF in time mean nobody accepts; then
-/// `on_dead` runs, so that the proxy exits loudly instead of running on deaf.
+/// - The client timeout is set as SO_RCVTIMEO on the listening socket, because that is the
+///   only way to reach the sockets tiny_http accepts (they inherit it). But on Linux it
+///   also bounds `accept` itself: after a timeout with no new connection, accept fails with
+///   EAGAIN and tiny_http's accept thread stops for good. Probes keep accept busy.
+/// - tiny_http hands each connection to a thread pool that loses wake-ups: when two
+///   connections arrive before an idle thread has woken for the first, the second waits in
+///   the pool's queue until some other connection ends, which with keep-alive clients can
+///   be never. Each probe is a connection that ends at once, so the thread that served it
+///   goes on to the queue. Probes come a few at a time, and a probe that is slow to be
+///   answered (it is queued itself) is followed by the next without a pause.
+/// - The accept thread can also die without a word (it panics when cloning an accepted
+///   socket fails with EMFILE). When no probe has been answered for `patience`, `on_dead`
+///   runs, so that the proxy exits loudly instead of running on deaf.
 fn spawn_accept_watchdog(
     addr: SocketAddr,
-    timeout: Duration,
+    patience: Duration,
     shutdown: Shutdown,
     on_dead: impl Fn() + Send + 'static,
 ) -> io::Result<()> {
+    const INTERVAL: Duration = Duration::from_millis(200);
+    const ANSWER: Duration = Duration::from_millis(100);
+    const PROBES_PER_ROUND: u32 = 4;
     let mut target = addr;
     if target.ip().is_unspecified() {
         target.set_ip(if addr.is_ipv4() {
@@ -69,33 +76,38 @@ fn spawn_accept_watchdog(
             IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
         });
     }
-    let interval = timeout / 4;
-    let patience = timeout.max(Duration::from_secs(1));
+    // Whether the probe was answered (EOF) within ANSWER.
     let probe = move || -> io::Result<()> {
-        let mut stream = TcpStream::connect_timeout(&target, patience)?;
+        let mut stream = TcpStream::connect_timeout(&target, ANSWER)?;
         stream.shutdown(std::net::Shutdown::Write)?;
-        stream.set_read_timeout(Some(patience))?;
+        stream.set_read_timeout(Some(ANSWER))?;
         let mut sink = [0u8; 512];
         while stream.read(&mut sink)? > 0 {}
         Ok(())
     };
+    let interval = INTERVAL.min(patience / 4);
     std::thread::Builder::new()
         .name("accept-watchdog".into())
         .spawn(move || {
-            let mut failures = 0;
+            let mut answered = Instant::now();
+            let mut round = 0;
             while !shutdown.is_triggered() {
-                std::thread::sleep(interval);
                 match probe() {
-                    Ok(()) => failures = 0,
-                    Err(_) if shutdown.is_triggered() => break,
-                    Err(e) => {
-                        failures += 1;
-                        log::debug!("accept probe: {e}");
-                        if failures == 2 {
-                            on_dead();
-                            break;
+                    Ok(()) => {
+                        answered = Instant::now();
+                        // A few probes per round: each lets at most one queued connection go.
+                        round = (round + 1) % PROBES_PER_ROUND;
+                        if round == 0 {
+                            std::thread::sleep(interval);
                         }
                     }
+                    Err(_) if shutdown.is_triggered() => break,
+                    Err(e) if answered.elapsed() > patience => {
+                        log::debug!("accept probe: {e}");
+                        on_dead();
+                        break;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         })?;
