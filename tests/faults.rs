@@ -121,9 +121,10 @@ fn late_answers_never_land_in_the_next_transfer() {
     let r = get(addr, "/f.bin");
     assert_eq!(r.status, 503, "a stalled cache and no storage: 503");
     cache.signal("CONT");
-    // The stalled cache now answers the old request: it finds a segment on another
-    // generation and drops it instead of writing.
-    cache.wait_log("dropped a stale request");
+    // The stalled cache now answers the old request. It still has the old object mapped
+    // (the proxy rebuilt the segment as a new object under the same name), finds it
+    // cancelled and stops; nothing it writes can reach the new object.
+    cache.wait_log("/f.bin: the proxy cancelled");
     eventually("a correct answer after the stall", || {
         let r = get(addr, "/f.bin");
         r.status == 200 && r.body == body

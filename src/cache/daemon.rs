@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use threadpool::ThreadPool;
 
+use super::mappings::Mappings;
 use super::store::{Entry, Store, file_etag};
 use crate::ipc::channel::{self, ChannelError, Head, Receiver, Status};
 use crate::ipc::queue::MessageQueue;
@@ -42,6 +43,7 @@ pub struct Daemon {
 struct Shared {
     config: DaemonConfig,
     store: Arc<Store>,
+    mappings: Mappings,
     started: Instant,
     dropped: AtomicU64,
     stores_aborted: AtomicU64,
@@ -63,6 +65,7 @@ impl Daemon {
             log::warn!("replaced a stale queue {name}");
         }
         let shared = Arc::new(Shared {
+            mappings: Mappings::new(&config.name),
             config,
             store,
             started: Instant::now(),
@@ -136,7 +139,7 @@ impl Daemon {
 impl Shared {
     /// Serves one request: opens its segment, checks its generation, and does what it asks.
     fn serve(&self, request: Request) {
-        let seg = match Segment::open(&request.segment) {
+        let seg = match self.mappings.get(&request.segment, request.generation) {
             Ok(seg) => seg,
             Err(e) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);

@@ -44,7 +44,7 @@
 //!   ------------                          -------                       ------------
 //!   checkout: generation = g
 //!   mq_send {GET, key, seg, g, range} ---- /NAME.req ---->  mq_receive (main thread)
-//!                                                            -> pool: open seg, check g
+//!                                                            -> pool: map seg, check g
 //!                                                            write head (status, lengths, g)
 //!                                        wait free  <------- (free = slots at rest)
 //!                                        slot 0 <---------- copy chunk 0, set its length
@@ -109,36 +109,34 @@ pub fn segment_prefix(name: &str) -> String {
     format!("/{name}.seg.")
 }
 
+/// The pid of the proxy that created `segment`, if it is a well-formed segment name of
+/// instance `name` (`/NAME.seg.<pid>.<i>`).
+pub fn segment_owner(name: &str, segment: &str) -> Option<u32> {
+    let rest = segment.strip_prefix(&segment_prefix(name))?;
+    let (pid, index) = rest.split_once('.')?;
+    let numeric = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    if numeric(pid) && numeric(index) {
+        pid.parse().ok()
+    } else {
+        None
+    }
+}
+
 /// Whether `segment` is a well-formed segment name of instance `name`.
 pub fn is_instance_segment(name: &str, segment: &str) -> bool {
-    segment
-        .strip_prefix(&segment_prefix(name))
-        .is_some_and(|rest| {
-            let mut parts = rest.split('.');
-            let numeric = |p: Option<&str>| {
-                p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-            };
-            numeric(parts.next()) && numeric(parts.next()) && parts.next().is_none()
-        })
+    segment_owner(name, segment).is_some()
 }
 
 /// Unlinks the segments of instance `name` whose creating process is gone (its pid is in
 /// the name). Returns the names removed.
 pub fn remove_stale_segments(name: &str) -> io::Result<Vec<String>> {
-    let prefix = segment_prefix(name);
     let mut removed = Vec::new();
     for entry in std::fs::read_dir("/dev/shm")? {
         let file = entry?.file_name();
         let Some(file) = file.to_str() else { continue };
         let object = format!("/{file}");
-        if !is_instance_segment(name, &object) {
-            continue;
-        }
-        let pid = object[prefix.len()..]
-            .split('.')
-            .next()
-            .and_then(|p| p.parse::<u32>().ok());
-        if pid.is_some_and(|pid| !sys::process_alive(pid)) && segment::unlink_segment(&object)? {
+        let gone = segment_owner(name, &object).is_some_and(|pid| !sys::process_alive(pid));
+        if gone && segment::unlink_segment(&object)? {
             removed.push(object);
         }
     }

@@ -9,7 +9,8 @@
 //!  +------------------------+--------------------+---------+---------+-----+
 //! ```
 //!
-//! The proxy creates, owns and unlinks segments; the cache opens one per request by name.
+//! The proxy creates, owns and unlinks segments; the cache opens them by name and keeps
+//! the mappings between requests (see `cache::mappings`).
 //! Both map the same object, so nothing here is a Rust reference to shared data: fields
 //! are atomics reached through raw pointers, the semaphores are handed out as
 //! [`Semaphore`] views, and slot bytes are copied in and out with `ptr::copy_nonoverlapping`.
@@ -136,6 +137,13 @@ pub struct Segment {
 // to shared memory goes through atomics, semaphores or explicit copies whose exclusivity the
 // protocol (not Rust aliasing) guarantees. Moving the handle to another thread is sound.
 unsafe impl Send for Segment {}
+
+// SAFETY: every `&self` method touches shared memory only through atomics, POSIX semaphores
+// (safe to use from any thread) or raw copies of slot bytes whose exclusivity the protocol
+// arranges, exactly as it does between the two processes. Threads of one process sharing a
+// mapping are no different from processes sharing the object, so `&Segment` may cross
+// threads (the cache keeps its mappings in an `Arc` between requests).
+unsafe impl Sync for Segment {}
 
 impl Segment {
     /// Creates a new segment `name` of `size` bytes split into `slots` slots, mode 0600.
