@@ -124,10 +124,11 @@ fn finish(ctx: &Context, request: Request, reply: Reply, source: Source, started
         request.url(),
         request.http_version()
     );
+    // Counted before the response goes out, so a client that has read it sees it counted.
+    ctx.stats.count_status(status);
     let outcome = response::send(request, reply);
     let client = peer.map_or_else(|| "-".to_owned(), |p| p.ip().to_string());
     let micros = started.elapsed().as_micros();
-    ctx.stats.count_status(status);
     match outcome {
         Ok(sent) => {
             if sent.must_close
