@@ -1,4 +1,4 @@
-//! Turning SIGINT and SIGTERM into an orderly stop.
+//! Turning SIGINT and SIGTERM into an orderly stop (and SIGHUP into a reload).
 //!
 //! Signal handlers may not take locks or join threads, and here they do not even interrupt
 //! blocking calls (signal-hook installs them with SA_RESTART). So a dedicated thread waits
@@ -10,7 +10,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 /// A flag raised once when the process should stop; cheap to clone and to check.
@@ -31,18 +31,34 @@ impl Shutdown {
     }
 }
 
-/// Registers SIGINT and SIGTERM and starts the thread that, on the first of them, triggers
-/// `shutdown` and then calls `wake`. Call it before starting other threads, so that none of
-/// them runs with the default (killing) disposition.
-pub fn on_signals(shutdown: Shutdown, wake: impl Fn() + Send + 'static) -> io::Result<()> {
+/// Registers SIGINT and SIGTERM (and SIGHUP when `reload` is given) and starts the thread
+/// that, on the first SIGINT or SIGTERM, triggers `shutdown` and then calls `wake`, and on
+/// each SIGHUP calls `reload`. Call it before starting other threads, so that none of them
+/// runs with the default (killing) disposition.
+pub fn on_signals(
+    shutdown: Shutdown,
+    wake: impl Fn() + Send + 'static,
+    reload: Option<Box<dyn Fn() + Send>>,
+) -> io::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    if reload.is_some() {
+        signals.add_signal(SIGHUP)?;
+    }
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
+            for sig in signals.forever() {
+                if sig == SIGHUP {
+                    log::info!("SIGHUP: reloading");
+                    if let Some(reload) = &reload {
+                        reload();
+                    }
+                    continue;
+                }
                 log::info!("signal {sig}: shutting down");
                 shutdown.trigger();
                 wake();
+                break;
             }
         })?;
     Ok(())

@@ -78,10 +78,16 @@ fn malformed_messages_are_dropped_and_the_cache_keeps_serving() {
     let mut messages: Vec<Vec<u8>> = vec![
         Vec::new(),
         valid[..100].to_vec(),
-        good(&format!("/{name}x.seg.1.0"), 0).encode().unwrap(),
-        good("/other.seg.1.0", 0).encode().unwrap(),
-        good(&format!("/{name}.seg.424242.0"), 0).encode().unwrap(),
-        good(&seg_name, 7).encode().unwrap(),
+        good(&format!("/{name}x.seg.1.0"), 0)
+            .encode()
+            .unwrap()
+            .to_vec(),
+        good("/other.seg.1.0", 0).encode().unwrap().to_vec(),
+        good(&format!("/{name}.seg.424242.0"), 0)
+            .encode()
+            .unwrap()
+            .to_vec(),
+        good(&seg_name, 7).encode().unwrap().to_vec(),
     ];
     for (at, byte) in [
         (0, 0x00),
@@ -91,11 +97,11 @@ fn malformed_messages_are_dropped_and_the_cache_keeps_serving() {
         (KEY + 1, 0x00),
         (KEY + 4095, b'x'),
     ] {
-        let mut m = valid.clone();
+        let mut m = valid.to_vec();
         m[at] = byte;
         messages.push(m);
     }
-    let mut key_with_nul = valid.clone();
+    let mut key_with_nul = valid.to_vec();
     key_with_nul[KEY + 3] = 0; // "/ok\0txt": bytes after the terminator
     messages.push(key_with_nul);
     assert!(messages.iter().all(|m| m.len() <= MESSAGE_SIZE));

@@ -489,6 +489,8 @@ fn malformed_segment_heads_are_refused_without_reading_out_of_bounds() {
         body_len: 100,
         modified: 0,
         accept_len: 0,
+        stored_at: 0,
+        max_age: u64::MAX,
         pid: std::process::id(),
         etag_len: 0,
         etag: [0; ETAG_CAPACITY],

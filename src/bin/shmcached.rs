@@ -35,6 +35,10 @@ struct Args {
     /// The largest object kept; larger ones are served from secondary storage every time.
     #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_size)]
     max_object: usize,
+    /// Seconds a preloaded file stays fresh; after that the proxy revalidates it against its
+    /// secondary storage. SIGHUP reloads the preload set.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    ttl: u64,
     /// Seconds a worker waits for the proxy to free a slot before giving up.
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
     cache_timeout: Duration,
@@ -44,14 +48,21 @@ fn main() -> ExitCode {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let shutdown = Shutdown::new();
+    let store = Arc::new(Store::new(args.capacity as u64, args.max_object as u64));
     let name = args.name.clone();
-    if let Err(e) = on_signals(shutdown.clone(), move || Daemon::wake(&name)) {
+    let reload = args.cache.clone().map(|path| {
+        let (store, ttl) = (Arc::clone(&store), args.ttl);
+        Box::new(move || match preload(&store, &path, ttl) {
+            Ok(n) => log::info!("reloaded {n} files from {}", path.display()),
+            Err(e) => log::error!("reloading {}: {e}; keeping what is loaded", path.display()),
+        }) as Box<dyn Fn() + Send>
+    });
+    if let Err(e) = on_signals(shutdown.clone(), move || Daemon::wake(&name), reload) {
         log::error!("installing signal handlers: {e}");
         return ExitCode::FAILURE;
     }
-    let store = Arc::new(Store::new(args.capacity as u64, args.max_object as u64));
     if let Some(path) = &args.cache {
-        match preload(&store, path) {
+        match preload(&store, path, args.ttl) {
             Ok(n) => log::info!("preloaded {n} files from {}", path.display()),
             Err(e) => {
                 log::error!("preloading {}: {e}", path.display());

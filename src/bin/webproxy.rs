@@ -53,6 +53,17 @@ struct Args {
     /// on its own.
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
     coalesce_timeout: Duration,
+    /// Seconds what secondary storage serves stays fresh in the cache, unless an origin's
+    /// Cache-Control or Expires says otherwise; then it is revalidated before use.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    ttl: u64,
+    /// Seconds past its lifetime an entry may still be served while secondary storage
+    /// cannot be reached to revalidate it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    stale_if_error: u64,
+    /// An address allowed to PURGE, besides 127.0.0.1 and ::1 (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    purge_allow: Vec<IpAddr>,
     /// Start shmcached preloaded from PATH under the same --name, and stop it on exit.
     #[arg(long, value_name = "PATH")]
     spawn_cache: Option<PathBuf>,
@@ -97,12 +108,13 @@ fn run(args: Args) -> Result<(), String> {
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<Box<dyn Fn() + Send>>();
     // Register the handlers before any other thread exists; the proxy's stopper is handed
     // over once the proxy is bound.
-    on_signals(shutdown.clone(), move || {
+    let stop = move || {
         if let Ok(stop) = stop_rx.try_recv() {
             stop();
         }
-    })
-    .map_err(|e| format!("installing signal handlers: {e}"))?;
+    };
+    on_signals(shutdown.clone(), stop, None)
+        .map_err(|e| format!("installing signal handlers: {e}"))?;
     match sys::raise_nofile_limit() {
         Ok(n) => log::debug!("open file limit: {n}"),
         Err(e) => log::warn!("could not raise the open file limit: {e}"),
@@ -123,6 +135,9 @@ fn run(args: Args) -> Result<(), String> {
         origin_connect_timeout: args.origin_connect_timeout,
         origin_read_timeout: args.origin_read_timeout,
         coalesce_timeout: args.coalesce_timeout,
+        ttl: args.ttl,
+        stale_if_error: args.stale_if_error,
+        purge_allow: args.purge_allow,
         cache_timeout: args.cache_timeout,
         client_timeout: args.client_timeout,
         max_pending: args.max_pending,

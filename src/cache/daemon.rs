@@ -13,7 +13,7 @@ use super::store::{Entry, Store, file_etag};
 use crate::ipc::channel::{self, ChannelError, Head, Receiver, Status};
 use crate::ipc::queue::MessageQueue;
 use crate::ipc::segment::Segment;
-use crate::ipc::wire::{FROM_END, MESSAGE_SIZE, Op, Request};
+use crate::ipc::wire::{ALLOW_STALE, FROM_END, MESSAGE_SIZE, Op, Request};
 use crate::ipc::{is_instance_segment, queue_name};
 use crate::shutdown::{Shutdown, join_within};
 
@@ -48,6 +48,9 @@ struct Shared {
     dropped: AtomicU64,
     stores_aborted: AtomicU64,
     transfers_failed: AtomicU64,
+    expired: AtomicU64,
+    renewed: AtomicU64,
+    purged: AtomicU64,
 }
 
 /// Messages the queue holds: the kernel's default (and unprivileged maximum) `msg_max`.
@@ -72,6 +75,9 @@ impl Daemon {
             dropped: AtomicU64::new(0),
             stores_aborted: AtomicU64::new(0),
             transfers_failed: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            renewed: AtomicU64::new(0),
+            purged: AtomicU64::new(0),
         });
         Ok(Daemon { shared, queue })
     }
@@ -169,6 +175,8 @@ impl Shared {
             Op::Get => self.answer_get(&seg, &request),
             Op::Store => self.take_store(&seg, &request),
             Op::Stats => self.answer_stats(&seg, &request),
+            Op::Renew => self.renew(&seg, &request),
+            Op::Purge => self.purge(&seg, &request),
         };
         match outcome {
             Ok(()) => {}
@@ -194,17 +202,34 @@ impl Shared {
             return channel::send(seg, request.generation, &head, &[], self.config.timeout);
         };
         let total = entry.body.len() as u64;
-        let (start, len) = body_range(total, request);
+        let expired = !entry.is_fresh() && request.flags & ALLOW_STALE == 0;
+        let (start, len) = if expired {
+            (0, 0)
+        } else {
+            body_range(total, request)
+        };
         let head = Head {
-            status: Status::Found,
+            status: if expired {
+                Status::Expired
+            } else {
+                Status::Found
+            },
             total_len: total,
             body_offset: start,
             body_len: len,
             modified: entry.modified,
             etag: Some(entry.etag.clone()),
-            accept_len: 0,
+            // An expired entry may be replaced by a fill, like a miss.
+            accept_len: if expired { self.store.accept_len() } else { 0 },
+            stored_at: entry.stored_at(),
+            max_age: entry.max_age(),
             answerer_pid: 0,
         };
+        if expired {
+            // The proxy revalidates it against secondary storage and then renews or
+            // replaces it.
+            self.expired.fetch_add(1, Ordering::Relaxed);
+        }
         let body = &entry.body[start as usize..(start + len) as usize];
         channel::send(seg, request.generation, &head, body, self.config.timeout)?;
         // Tests read this line to see how many bytes crossed the channel.
@@ -253,16 +278,50 @@ impl Shared {
             }
         }
         let len = body.len() as u64;
-        let entry = Entry {
-            etag: head.etag.unwrap_or_else(|| file_etag(head.modified, len)),
-            body: body.into_boxed_slice(),
-            modified: head.modified,
-        };
+        let etag = head.etag.unwrap_or_else(|| file_etag(head.modified, len));
+        let entry = Entry::new(body.into_boxed_slice(), head.modified, etag, head.max_age);
         match self.store.insert(&request.key, entry) {
             Ok(evicted) => log::debug!("stored {}: {len} bytes, {evicted} evicted", request.key),
             Err(e) => log::warn!("could not store {} ({len} bytes): {e:?}", request.key),
         }
         rx.finish(seg)
+    }
+
+    /// Makes an expired entry fresh again for `request.length` seconds.
+    fn renew(&self, seg: &Segment, request: &Request) -> Result<(), ChannelError> {
+        let status = match self.store.peek(&request.key) {
+            Some(entry) => {
+                entry.renew(request.length);
+                self.renewed.fetch_add(1, Ordering::Relaxed);
+                Status::Found
+            }
+            None => Status::NotFound,
+        };
+        channel::send(
+            seg,
+            request.generation,
+            &Head::empty(status),
+            &[],
+            self.config.timeout,
+        )
+    }
+
+    /// Removes an entry; the status says whether it was there.
+    fn purge(&self, seg: &Segment, request: &Request) -> Result<(), ChannelError> {
+        let status = if self.store.remove(&request.key) {
+            self.purged.fetch_add(1, Ordering::Relaxed);
+            log::info!("purged {}", request.key);
+            Status::Found
+        } else {
+            Status::NotFound
+        };
+        channel::send(
+            seg,
+            request.generation,
+            &Head::empty(status),
+            &[],
+            self.config.timeout,
+        )
     }
 
     /// Writes the counters as `name value` lines.
@@ -300,6 +359,9 @@ impl Shared {
             ("stores_refused", load(&s.refused)),
             ("stores_aborted", load(&self.stores_aborted)),
             ("evictions", load(&s.evictions)),
+            ("expired", load(&self.expired)),
+            ("renewed", load(&self.renewed)),
+            ("purged", load(&self.purged)),
             ("messages_dropped", load(&self.dropped)),
             ("transfers_failed", load(&self.transfers_failed)),
         ] {

@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 
 use super::store::{Entry, Store, file_etag};
 
-/// Loads `path` (a directory or a manifest) into `store`; returns the number of entries.
-pub fn preload(store: &Store, path: &Path) -> io::Result<usize> {
+/// Loads `path` (a directory or a manifest) into `store`, each entry fresh for `ttl`
+/// seconds; returns the number of entries. Loading again (SIGHUP) replaces entries in place
+/// and adds new files; transfers in progress keep the bytes they started with.
+pub fn preload(store: &Store, path: &Path, ttl: u64) -> io::Result<usize> {
     let files = if path.is_dir() {
         let mut files = Vec::new();
         walk(path, path, &mut files)?;
@@ -24,7 +26,7 @@ pub fn preload(store: &Store, path: &Path) -> io::Result<usize> {
     };
     let mut loaded = 0;
     for (key, file) in files {
-        match load(&file).map(|entry| store.insert(&key, entry)) {
+        match load(&file, ttl).map(|entry| store.insert(&key, entry)) {
             Ok(Ok(evicted)) => {
                 loaded += 1;
                 if evicted > 0 {
@@ -38,14 +40,11 @@ pub fn preload(store: &Store, path: &Path) -> io::Result<usize> {
     Ok(loaded)
 }
 
-fn load(file: &Path) -> io::Result<Entry> {
+fn load(file: &Path, ttl: u64) -> io::Result<Entry> {
     let body = fs::read(file)?.into_boxed_slice();
     let modified = fs::metadata(file)?.modified().ok();
-    Ok(Entry {
-        etag: file_etag(modified, body.len() as u64),
-        body,
-        modified,
-    })
+    let etag = file_etag(modified, body.len() as u64);
+    Ok(Entry::new(body, modified, etag, ttl))
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> io::Result<()> {
@@ -106,12 +105,12 @@ mod tests {
         let manifest = dir.path().join("locals.txt");
         fs::write(&manifest, "# comment\n\n/x/a a.txt\nb missing.txt\n").unwrap();
         let store = Store::new(1 << 20, 1 << 20);
-        assert_eq!(preload(&store, &manifest).unwrap(), 1);
+        assert_eq!(preload(&store, &manifest, 60).unwrap(), 1);
         assert_eq!(&*store.get("/x/a").unwrap().body, b"alpha");
         assert!(store.get("/b").is_none());
 
         fs::write(&manifest, "/ok a.txt\n/too many words\n").unwrap();
-        let err = preload(&Store::new(1 << 20, 1 << 20), &manifest).unwrap_err();
+        let err = preload(&Store::new(1 << 20, 1 << 20), &manifest, 60).unwrap_err();
         assert!(err.to_string().contains(":2:"), "{err}");
     }
 
@@ -121,7 +120,7 @@ mod tests {
         fs::create_dir(dir.path().join("sub")).unwrap();
         fs::write(dir.path().join("sub/b.bin"), b"").unwrap();
         let store = Store::new(1 << 20, 1 << 20);
-        assert_eq!(preload(&store, dir.path()).unwrap(), 1);
+        assert_eq!(preload(&store, dir.path(), 60).unwrap(), 1);
         assert_eq!(store.get("/sub/b.bin").unwrap().body.len(), 0);
     }
 }

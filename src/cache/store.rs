@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use crate::ipc::channel::unix_now;
+
 /// One cached object. Shared by `Arc` so that a transfer in progress keeps its bytes alive
 /// even if the entry is evicted or replaced meanwhile, without holding any lock while it
 /// copies.
@@ -15,6 +17,43 @@ pub struct Entry {
     pub modified: Option<SystemTime>,
     /// Entity tag, quotes included; see [`file_etag`].
     pub etag: String,
+    /// When it was stored or last found unchanged, seconds since the Unix epoch; renewed in
+    /// place, so it is an atomic.
+    stored_at: AtomicU64,
+    /// Freshness lifetime in seconds from `stored_at` (`u64::MAX`: forever).
+    max_age: AtomicU64,
+}
+
+impl Entry {
+    /// A new entry, fresh from now for `max_age` seconds.
+    pub fn new(body: Box<[u8]>, modified: Option<SystemTime>, etag: String, max_age: u64) -> Entry {
+        Entry {
+            body,
+            modified,
+            etag,
+            stored_at: AtomicU64::new(unix_now()),
+            max_age: AtomicU64::new(max_age),
+        }
+    }
+
+    pub fn stored_at(&self) -> u64 {
+        self.stored_at.load(Ordering::Relaxed)
+    }
+
+    pub fn max_age(&self) -> u64 {
+        self.max_age.load(Ordering::Relaxed)
+    }
+
+    /// Whether its lifetime has not yet passed.
+    pub fn is_fresh(&self) -> bool {
+        unix_now().saturating_sub(self.stored_at()) < self.max_age()
+    }
+
+    /// Makes it fresh again for `max_age` seconds from now (it was found unchanged).
+    pub fn renew(&self, max_age: u64) {
+        self.max_age.store(max_age, Ordering::Relaxed);
+        self.stored_at.store(unix_now(), Ordering::Relaxed);
+    }
 }
 
 /// The entity tag of a file, in nginx's format: `"<mtime hex>-<length hex>"`. Computed from
@@ -223,6 +262,14 @@ impl Store {
         found
     }
 
+    /// Looks `key` up without counting a hit or marking it used (for bookkeeping such as
+    /// renewal).
+    pub fn peek(&self, key: &str) -> Option<Arc<Entry>> {
+        let lru = self.lock();
+        let i = *lru.index.get(key)?;
+        lru.nodes[i].entry.clone()
+    }
+
     /// Removes `key`; returns whether it was there.
     pub fn remove(&self, key: &str) -> bool {
         self.lock().remove(key).is_some()
@@ -240,11 +287,21 @@ mod tests {
     use super::*;
 
     fn entry(len: usize) -> Entry {
-        Entry {
-            body: vec![7; len].into_boxed_slice(),
-            modified: None,
-            etag: String::new(),
-        }
+        Entry::new(
+            vec![7; len].into_boxed_slice(),
+            None,
+            String::new(),
+            u64::MAX,
+        )
+    }
+
+    #[test]
+    fn freshness_and_renewal() {
+        let e = Entry::new(Box::new([]), None, String::new(), 0);
+        assert!(!e.is_fresh(), "a zero lifetime is stale at once (no-cache)");
+        e.renew(60);
+        assert!(e.is_fresh());
+        assert!(entry(1).is_fresh(), "forever");
     }
 
     /// Capacity for exactly `n` entries of `len` bytes under one-letter keys.

@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::ipc::channel::{ChannelError, Head, Receiver, Sender, Status};
+use crate::ipc::channel::{ChannelError, Head, Receiver, Sender, Status, unix_now};
 use crate::ipc::pool::{CheckoutError, Lease, SegmentPool};
 use crate::ipc::queue::MessageQueue;
-use crate::ipc::wire::{FROM_END, Op, Request};
+use crate::ipc::wire::{ALLOW_STALE, FROM_END, Op, Request};
 use crate::ipc::{queue_name, sys};
 use crate::shutdown::Shutdown;
 
@@ -53,6 +53,10 @@ pub enum Answer {
     /// The cache does not hold it, and would take a STORE of up to `accept_len` bytes.
     NotFound {
         accept_len: u64,
+    },
+    /// The cache holds it but its lifetime has passed: validators only, no body.
+    Expired {
+        head: Head,
     },
 }
 
@@ -177,10 +181,12 @@ impl CacheClient {
         op: Op,
         key: &str,
         part: Part,
+        extra_flags: u32,
     ) -> Result<(Arc<MessageQueue>, Lease), CacheError> {
         let queue = self.current().ok_or(CacheError::Unavailable)?;
         let mut lease = self.pool.checkout(self.timeout).map_err(CacheError::Busy)?;
         let (offset, length, flags) = part.wire();
+        let flags = flags | extra_flags;
         let request = Request {
             op,
             generation: lease.generation(),
@@ -203,10 +209,11 @@ impl CacheClient {
         Ok((queue, lease))
     }
 
-    /// Asks the cache for `part` of `key`. `key` must be a normalised key short enough for
-    /// the wire format.
-    pub fn get(&self, key: &str, part: Part) -> Result<Answer, CacheError> {
-        let (queue, mut lease) = self.send(Op::Get, key, part)?;
+    /// Asks the cache for `part` of `key`; with `allow_stale`, even if it has expired.
+    /// `key` must be a normalised key short enough for the wire format.
+    pub fn get(&self, key: &str, part: Part, allow_stale: bool) -> Result<Answer, CacheError> {
+        let extra = if allow_stale { ALLOW_STALE } else { 0 };
+        let (queue, mut lease) = self.send(Op::Get, key, part, extra)?;
         let (head, mut rx) =
             match Receiver::recv_head(lease.segment(), lease.generation(), self.timeout) {
                 Ok(answer) => answer,
@@ -233,6 +240,7 @@ impl CacheClient {
             Status::NotFound => Ok(Answer::NotFound {
                 accept_len: head.accept_len,
             }),
+            Status::Expired => Ok(Answer::Expired { head }),
             Status::Error => Err(CacheError::Failed(ChannelError::Protocol(
                 "the cache reported an error",
             ))),
@@ -275,12 +283,13 @@ impl CacheClient {
         len: u64,
         modified: Option<SystemTime>,
         etag: Option<String>,
+        max_age: u64,
     ) -> Result<Fill, CacheError> {
         let part = Part::Range {
             offset: 0,
             length: len,
         };
-        let (_, lease) = self.send(Op::Store, key, part)?;
+        let (_, lease) = self.send(Op::Store, key, part, 0)?;
         let head = Head {
             status: Status::Found,
             total_len: len,
@@ -289,6 +298,8 @@ impl CacheClient {
             modified,
             etag,
             accept_len: 0,
+            stored_at: unix_now(),
+            max_age,
             answerer_pid: 0,
         };
         let tx = Sender::start(lease.segment(), lease.generation(), &head, self.timeout)
@@ -300,9 +311,34 @@ impl CacheClient {
         Ok(fill)
     }
 
+    /// Makes an expired entry fresh again for `max_age` seconds. Returns whether the
+    /// cache still held it.
+    pub fn renew(&self, key: &str, max_age: u64) -> Result<bool, CacheError> {
+        let part = Part::Range {
+            offset: 0,
+            length: max_age,
+        };
+        self.command(Op::Renew, key, part)
+    }
+
+    /// Removes `key` from the cache. Returns whether it was there.
+    pub fn purge(&self, key: &str) -> Result<bool, CacheError> {
+        self.command(Op::Purge, key, Part::Head)
+    }
+
+    /// Sends an operation whose answer is a status alone.
+    fn command(&self, op: Op, key: &str, part: Part) -> Result<bool, CacheError> {
+        let (_, mut lease) = self.send(op, key, part, 0)?;
+        let (head, mut rx) = Receiver::recv_head(lease.segment(), lease.generation(), self.timeout)
+            .map_err(CacheError::Failed)?;
+        rx.finish(lease.segment()).map_err(CacheError::Failed)?;
+        lease.set_at_rest();
+        Ok(head.status == Status::Found)
+    }
+
     /// The cache's counters, as `name value` lines.
     pub fn stats(&self) -> Result<String, CacheError> {
-        let (_, mut lease) = self.send(Op::Stats, "/", Part::ALL)?;
+        let (_, mut lease) = self.send(Op::Stats, "/", Part::ALL, 0)?;
         let (head, mut rx) = Receiver::recv_head(lease.segment(), lease.generation(), self.timeout)
             .map_err(CacheError::Failed)?;
         if head.body_len > 1 << 20 {

@@ -14,21 +14,26 @@ use super::conditional::{ByteRange, Conditions, Outcome, Validators};
 use super::path::{PathError, key_from_target, percent_encode};
 use super::response::{self, Reply};
 use super::stats::{self, ProxyStats, bump};
-use super::storage::{Lookup, Storage, StorageError};
-use crate::ipc::channel::ChannelError;
+use super::storage::{Cached as StoredValidators, Lookup, Revalidation, StorageError};
+use crate::ipc::channel::{ChannelError, Head};
 use crate::ipc::pool::SegmentPool;
 use crate::ipc::sys::abort_connection;
 
 /// What every request handler shares.
 pub struct Context {
     pub cache: Arc<CacheClient>,
-    pub storage: Option<Storage>,
+    pub storage: Option<super::storage::Storage>,
     pub local_addr: SocketAddr,
     pub coalescer: Arc<Coalescer>,
     /// How long a miss waits for another request's fetch of the same key.
     pub coalesce_timeout: Duration,
     pub stats: Arc<ProxyStats>,
     pub pool: Arc<SegmentPool>,
+    /// How long past its lifetime an entry may still be served while secondary storage
+    /// cannot be reached to revalidate it (stale-if-error), in seconds.
+    pub stale_if_error: u64,
+    /// Addresses allowed to PURGE besides 127.0.0.1 and ::1.
+    pub purge_allow: Vec<std::net::IpAddr>,
 }
 
 /// Paths the proxy answers itself; files of these names cannot be served.
@@ -118,12 +123,17 @@ fn drop_connection(ctx: &Context, request: Request, declared: usize) {
 fn finish(ctx: &Context, request: Request, reply: Reply, source: Source, started: Instant) {
     let status = reply.status;
     let peer = request.remote_addr().copied();
-    let line = format!(
-        "{} {} HTTP/{}",
-        request.method(),
-        request.url(),
-        request.http_version()
-    );
+    // Built only when the access log is on: the hit path should not allocate for nothing.
+    let line = if log::log_enabled!(target: "access", log::Level::Warn) {
+        format!(
+            "{} {} HTTP/{}",
+            request.method(),
+            request.url(),
+            request.http_version()
+        )
+    } else {
+        String::new()
+    };
     // Counted before the response goes out, so a client that has read it sees it counted.
     ctx.stats.count_status(status);
     let outcome = response::send(request, reply);
@@ -170,6 +180,9 @@ fn respond_to(ctx: &Context, request: &Request) -> (Reply, Source) {
     let head_only = match request.method() {
         Method::Get => false,
         Method::Head => true,
+        Method::NonStandard(m) if m.as_str() == "PURGE" => {
+            return (purge(ctx, request), Source::Proxy);
+        }
         _ => {
             let reply =
                 Reply::text(405, "405 Method Not Allowed\n").with_header("Allow", "GET, HEAD");
@@ -216,9 +229,20 @@ fn lookup(
     conditions: &Conditions,
     head_only: bool,
 ) -> (Reply, Source) {
-    let accept_len = match from_cache(ctx, key, conditions, head_only) {
+    // With no secondary storage there is nothing to revalidate against: whatever the cache
+    // holds is served, expired or not.
+    let allow_stale = ctx.storage.is_none();
+    let accept_len = match from_cache(ctx, key, conditions, head_only, allow_stale) {
         Ok(Cached::Hit(reply)) => return (reply, Source::Hit),
         Ok(Cached::Miss { accept_len }) => Some(accept_len),
+        Ok(Cached::Expired(head)) => {
+            return match &ctx.storage {
+                Some(storage) => {
+                    revalidate(ctx, storage, key, target, conditions, head_only, &head)
+                }
+                None => serve_stale(ctx, key, conditions, head_only),
+            };
+        }
         Err(e) => {
             log::debug!("{key}: cache: {e}");
             None
@@ -244,7 +268,9 @@ fn lookup(
             Role::Follower(flight) => {
                 bump(&ctx.stats.coalesced_waits);
                 if flight.wait(ctx.coalesce_timeout) {
-                    if let Ok(Cached::Hit(reply)) = from_cache(ctx, key, conditions, head_only) {
+                    if let Ok(Cached::Hit(reply)) =
+                        from_cache(ctx, key, conditions, head_only, false)
+                    {
                         return (reply, Source::Hit);
                     }
                 } else {
@@ -255,7 +281,149 @@ fn lookup(
         },
         _ => None,
     };
-    from_storage(ctx, storage, key, target, conditions, head_only, fill)
+    from_storage(
+        ctx,
+        storage.lookup(key),
+        key,
+        target,
+        conditions,
+        head_only,
+        fill,
+    )
+}
+
+/// Serves an entry whose lifetime has passed: checks it against secondary storage first
+/// (one request per key does, the others wait for it), then renews and serves it, or
+/// replaces it with the new version, or (storage unreachable) serves it stale for a while.
+fn revalidate(
+    ctx: &Context,
+    storage: &super::storage::Storage,
+    key: &str,
+    target: &str,
+    conditions: &Conditions,
+    head_only: bool,
+    head: &Head,
+) -> (Reply, Source) {
+    let ticket = match ctx.coalescer.join(key) {
+        Role::Leader(ticket) => ticket,
+        Role::Follower(flight) => {
+            bump(&ctx.stats.coalesced_waits);
+            if flight.wait(ctx.coalesce_timeout)
+                && let Ok(Cached::Hit(reply)) = from_cache(ctx, key, conditions, head_only, false)
+            {
+                return (reply, Source::Hit);
+            }
+            return from_storage(
+                ctx,
+                storage.lookup(key),
+                key,
+                target,
+                conditions,
+                head_only,
+                None,
+            );
+        }
+    };
+    let cached = StoredValidators {
+        len: head.total_len,
+        modified: head.modified,
+        etag: head.etag.as_deref(),
+    };
+    match storage.revalidate(key, &cached) {
+        Ok(Revalidation::Unchanged { max_age }) => {
+            bump(&ctx.stats.revalidated);
+            let renewed = ctx.cache.renew(key, max_age);
+            drop(ticket);
+            if let (Ok(true), Ok(Cached::Hit(reply))) =
+                (renewed, from_cache(ctx, key, conditions, head_only, false))
+            {
+                return (reply, Source::Hit);
+            }
+            from_storage(
+                ctx,
+                storage.lookup(key),
+                key,
+                target,
+                conditions,
+                head_only,
+                None,
+            )
+        }
+        Ok(Revalidation::Changed(object)) => {
+            bump(&ctx.stats.replaced);
+            let fill = Some((head.accept_len, ticket));
+            from_storage(
+                ctx,
+                Ok(Lookup::Found(object)),
+                key,
+                target,
+                conditions,
+                head_only,
+                fill,
+            )
+        }
+        Ok(Revalidation::Missing) => {
+            let _ = ctx.cache.purge(key);
+            (Reply::text(404, "404 Not Found\n"), Source::Proxy)
+        }
+        Err(e) if head.age() < head.max_age.saturating_add(ctx.stale_if_error) => {
+            log::warn!("{key}: cannot revalidate ({e}); serving it stale");
+            drop(ticket);
+            serve_stale(ctx, key, conditions, head_only)
+        }
+        Err(e) => from_storage(ctx, Err(e), key, target, conditions, head_only, None),
+    }
+}
+
+/// Serves an expired entry as it is, because secondary storage could not revalidate it.
+fn serve_stale(
+    ctx: &Context,
+    key: &str,
+    conditions: &Conditions,
+    head_only: bool,
+) -> (Reply, Source) {
+    match from_cache(ctx, key, conditions, head_only, true) {
+        Ok(Cached::Hit(reply)) => {
+            bump(&ctx.stats.stale_served);
+            (reply, Source::Hit)
+        }
+        _ => (Reply::text(502, "502 Bad Gateway\n"), Source::Proxy),
+    }
+}
+
+/// `PURGE /path`: removes one entry from the cache; 200 if it was there, 404 if not.
+/// Only from 127.0.0.1, ::1 and the `--purge-allow` addresses.
+fn purge(ctx: &Context, request: &Request) -> Reply {
+    let allowed = request.remote_addr().is_some_and(|peer| {
+        let ip = peer.ip();
+        ip == std::net::IpAddr::from([127, 0, 0, 1])
+            || ip == std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+            || ctx.purge_allow.contains(&ip)
+    });
+    if !allowed {
+        return Reply::text(
+            403,
+            "403 Forbidden: PURGE is not allowed from this address\n",
+        );
+    }
+    let key = match key_from_target(request.url()) {
+        Ok(key) if key.ends_with('/') => format!("{key}index.html"),
+        Ok(key) => key,
+        Err(PathError::TooLong) => return Reply::text(414, "414 URI Too Long\n"),
+        Err(PathError::Bad(_)) => return Reply::text(400, "400 Bad Request\n"),
+    };
+    match ctx.cache.purge(&key) {
+        Ok(true) => {
+            bump(&ctx.stats.purged);
+            Reply::text(200, "200 Purged\n")
+        }
+        Ok(false) => Reply::text(404, "404 Not Found in the cache\n"),
+        Err(e) => {
+            log::debug!("{key}: purge: {e}");
+            Reply::text(503, "503 Service Unavailable: the cache is not answering\n")
+                .with_header("Retry-After", "1")
+        }
+    }
 }
 
 /// The first thing to ask the cache for. When a precondition may make the body
@@ -289,20 +457,25 @@ enum Cached {
     Miss {
         accept_len: u64,
     },
+    /// There, but past its lifetime: to be revalidated.
+    Expired(Head),
 }
 
+/// Asks the cache; `allow_stale` takes an entry even past its lifetime.
 fn from_cache(
     ctx: &Context,
     key: &str,
     conditions: &Conditions,
     head_only: bool,
+    allow_stale: bool,
 ) -> Result<Cached, CacheError> {
     let mut part = first_part(conditions, head_only);
     // Twice is enough unless the object changes between the two asks; then ask again.
     for _ in 0..3 {
-        let (head, body) = match ctx.cache.get(key, part)? {
+        let (head, body) = match ctx.cache.get(key, part, allow_stale)? {
             Answer::Found { head, body } => (head, body),
             Answer::NotFound { accept_len } => return Ok(Cached::Miss { accept_len }),
+            Answer::Expired { head } => return Ok(Cached::Expired(head)),
         };
         let validators = Validators {
             len: Some(head.total_len),
@@ -323,29 +496,28 @@ fn from_cache(
                 continue;
             }
         };
-        return Ok(Cached::Hit(answer(
-            key,
-            &validators,
-            outcome,
-            body,
-            Source::Hit,
-        )));
+        let mut reply = answer(key, &validators, outcome, body, Source::Hit);
+        // How long ago the cache stored or revalidated it (RFC 9111 §5.1).
+        reply.headers.push(("Age", head.age().to_string()));
+        return Ok(Cached::Hit(reply));
     }
     Err(CacheError::Failed(ChannelError::Protocol(
         "the object changed at every ask",
     )))
 }
 
+/// Answers from what secondary storage found, filling the cache on the way when `fill`
+/// says it may.
 fn from_storage(
     ctx: &Context,
-    storage: &Storage,
+    found: Result<Lookup, StorageError>,
     key: &str,
     target: &str,
     conditions: &Conditions,
     head_only: bool,
     fill: Option<(u64, Ticket)>,
 ) -> (Reply, Source) {
-    let mut object = match storage.lookup(key) {
+    let mut object = match found {
         Ok(Lookup::Found(object)) => object,
         // Like nginx: a directory named without its trailing slash is redirected to it.
         Ok(Lookup::Directory) => {
@@ -391,13 +563,15 @@ fn from_storage(
                 log::warn!("{key}: secondary storage: {e}");
                 return (Reply::text(502, "502 Bad Gateway\n"), Source::Proxy);
             }
-            let (len, modified) = (object.len, object.modified);
+            let (len, modified, max_age) = (object.len, object.modified, object.max_age);
             let source = object.body.take(n);
-            match fill {
-                Some((accept_len, ticket))
-                    if outcome == Outcome::Full && len.is_some_and(|l| l <= accept_len) =>
-                {
-                    match ctx.cache.store(key, n, modified, etag.clone()) {
+            // Only the whole object, of known length within the cache's limit, and
+            // storable (not no-store or private) goes in.
+            let storable =
+                outcome == Outcome::Full && len.is_some_and(|l| l <= accept_len_of(&fill));
+            match (fill, max_age) {
+                (Some((_, ticket)), Some(max_age)) if storable => {
+                    match ctx.cache.store(key, n, modified, etag.clone(), max_age) {
                         Ok(f) => {
                             Body::Fill(FillBody::new(source, f, ticket, Arc::clone(&ctx.stats)))
                         }
@@ -414,6 +588,10 @@ fn from_storage(
     };
     let reply = answer(key, &validators, outcome, body, Source::Secondary);
     (reply, Source::Secondary)
+}
+
+fn accept_len_of(fill: &Option<(u64, Ticket)>) -> u64 {
+    fill.as_ref().map_or(0, |(accept_len, _)| *accept_len)
 }
 
 /// The reply for an object with these validators, as `outcome` decided.

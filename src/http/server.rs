@@ -34,6 +34,12 @@ pub struct ProxyConfig {
     pub origin_read_timeout: Duration,
     /// How long a miss waits for another request's fetch of the same key.
     pub coalesce_timeout: Duration,
+    /// Freshness lifetime of what secondary storage serves, unless an origin says otherwise.
+    pub ttl: u64,
+    /// How long past its lifetime an entry may be served while storage is unreachable.
+    pub stale_if_error: u64,
+    /// Addresses allowed to PURGE besides 127.0.0.1 and ::1.
+    pub purge_allow: Vec<IpAddr>,
     /// Longest wait for the cache: for a free segment, for the head, for each chunk.
     pub cache_timeout: Duration,
     /// Longest a client may keep a connection silent, or stall a write.
@@ -138,6 +144,7 @@ impl Proxy {
                     spec,
                     config.origin_connect_timeout,
                     config.origin_read_timeout,
+                    config.ttl,
                 )
             })
             .transpose()?;
@@ -165,6 +172,8 @@ impl Proxy {
                 coalesce_timeout: config.coalesce_timeout,
                 stats: Arc::default(),
                 pool: Arc::clone(&pool),
+                stale_if_error: config.stale_if_error,
+                purge_allow: config.purge_allow.clone(),
             }),
             config,
             pool,

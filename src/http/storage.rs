@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cache::store::file_etag;
 
@@ -11,6 +11,13 @@ use crate::cache::store::file_etag;
 pub enum Storage {
     Dir(DirStorage),
     Origin(Origin),
+}
+
+/// Storage's view of an object the cache holds: the validators to compare.
+pub struct Cached<'a> {
+    pub len: u64,
+    pub modified: Option<SystemTime>,
+    pub etag: Option<&'a str>,
 }
 
 /// What a key names in secondary storage.
@@ -46,6 +53,19 @@ pub struct Object {
     pub len: Option<u64>,
     pub modified: Option<SystemTime>,
     pub etag: Option<String>,
+    /// How many seconds a cached copy stays fresh; `None`: it must not be stored at all
+    /// (`Cache-Control: no-store` or `private`).
+    pub max_age: Option<u64>,
+}
+
+/// What revalidating a cached object against secondary storage found.
+pub enum Revalidation {
+    /// Unchanged: fresh again for `max_age` seconds.
+    Unchanged { max_age: u64 },
+    /// Changed: here is the new object.
+    Changed(Object),
+    /// Gone from secondary storage.
+    Missing,
 }
 
 /// An object's bytes: a file, or an origin's response body.
@@ -82,7 +102,9 @@ impl Object {
 }
 
 impl Storage {
-    /// A directory, or an origin when `spec` starts with `http://`.
+    /// A directory, or an origin when `spec` starts with `http://`. Objects from a
+    /// directory stay fresh for `ttl` seconds in the cache; so do an origin's, unless its
+    /// `Cache-Control` or `Expires` says otherwise.
     ///
     /// # Errors
     /// A directory that does not exist; a URL that is not `http://host:port[/prefix]`.
@@ -90,16 +112,17 @@ impl Storage {
         spec: &str,
         connect_timeout: Duration,
         read_timeout: Duration,
+        ttl: u64,
     ) -> io::Result<Storage> {
         if spec.starts_with("http://") {
-            Origin::new(spec, connect_timeout, read_timeout).map(Storage::Origin)
+            Origin::new(spec, connect_timeout, read_timeout, ttl).map(Storage::Origin)
         } else if spec.contains("://") {
             Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{spec}: only http:// origins are supported"),
             ))
         } else {
-            DirStorage::new(spec).map(Storage::Dir)
+            DirStorage::new(spec, ttl).map(Storage::Dir)
         }
     }
 
@@ -107,9 +130,40 @@ impl Storage {
     pub fn lookup(&self, key: &str) -> Result<Lookup, StorageError> {
         match self {
             Storage::Dir(dir) => dir.lookup(key).map_err(StorageError::Io),
-            Storage::Origin(origin) => origin.lookup(key),
+            Storage::Origin(origin) => origin.fetch(key, None),
         }
     }
+
+    /// Checks an expired cached object: for a directory, one stat (same length and
+    /// modification second); for an origin, a conditional GET with the cached validators.
+    pub fn revalidate(&self, key: &str, cached: &Cached) -> Result<Revalidation, StorageError> {
+        let found = match self {
+            Storage::Dir(dir) => {
+                let found = dir.lookup(key).map_err(StorageError::Io)?;
+                if let Lookup::Found(object) = &found {
+                    let same_second = |t: Option<SystemTime>| t.map(whole_seconds);
+                    if object.len == Some(cached.len)
+                        && same_second(object.modified) == same_second(cached.modified)
+                    {
+                        return Ok(Revalidation::Unchanged { max_age: dir.ttl });
+                    }
+                }
+                found
+            }
+            Storage::Origin(origin) => match origin.fetch_conditional(key, Some(cached))? {
+                Fetched::NotModified { max_age } => return Ok(Revalidation::Unchanged { max_age }),
+                Fetched::Lookup(found) => found,
+            },
+        };
+        Ok(match found {
+            Lookup::Found(object) => Revalidation::Changed(object),
+            Lookup::Directory | Lookup::Missing => Revalidation::Missing,
+        })
+    }
+}
+
+fn whole_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// A directory that serves files by key, never anything outside it.
@@ -118,12 +172,13 @@ pub struct DirStorage {
     /// Canonical (symlink-free, absolute) root, so a prefix check on a canonical path is
     /// enough to stay inside.
     root: PathBuf,
+    ttl: u64,
 }
 
 impl DirStorage {
     /// # Errors
     /// When `root` does not exist or is not a directory.
-    pub fn new(root: impl Into<PathBuf>) -> io::Result<DirStorage> {
+    pub fn new(root: impl Into<PathBuf>, ttl: u64) -> io::Result<DirStorage> {
         let root = root.into().canonicalize()?;
         if !root.is_dir() {
             return Err(io::Error::new(
@@ -131,7 +186,7 @@ impl DirStorage {
                 format!("{} is not a directory", root.display()),
             ));
         }
-        Ok(DirStorage { root })
+        Ok(DirStorage { root, ttl })
     }
 
     /// A symlink that leads outside the root counts as missing.
@@ -166,6 +221,7 @@ impl DirStorage {
             len: Some(meta.len()),
             modified,
             etag: Some(file_etag(modified, meta.len())),
+            max_age: Some(self.ttl),
         }))
     }
 }
@@ -174,10 +230,22 @@ impl DirStorage {
 pub struct Origin {
     base: String,
     agent: ureq::Agent,
+    ttl: u64,
+}
+
+/// What a (conditional) GET to the origin found.
+enum Fetched {
+    NotModified { max_age: u64 },
+    Lookup(Lookup),
 }
 
 impl Origin {
-    fn new(url: &str, connect_timeout: Duration, read_timeout: Duration) -> io::Result<Origin> {
+    fn new(
+        url: &str,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+        ttl: u64,
+    ) -> io::Result<Origin> {
         let rest = &url["http://".len()..];
         let (authority, prefix) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         if authority.is_empty() || authority.contains(['?', '#', '@']) {
@@ -194,22 +262,39 @@ impl Origin {
         Ok(Origin {
             base: format!("http://{authority}{}", prefix.trim_end_matches('/')),
             agent: config.into(),
+            ttl,
         })
     }
 
-    fn lookup(&self, key: &str) -> Result<Lookup, StorageError> {
+    /// GETs `key`; with `cached`, conditionally on its validators.
+    fn fetch(&self, key: &str, cached: Option<&Cached>) -> Result<Lookup, StorageError> {
+        match self.fetch_conditional(key, cached)? {
+            Fetched::Lookup(found) => Ok(found),
+            Fetched::NotModified { .. } => {
+                Err(StorageError::Origin(format!("{key}: unexpected 304")))
+            }
+        }
+    }
+
+    fn fetch_conditional(
+        &self,
+        key: &str,
+        cached: Option<&Cached>,
+    ) -> Result<Fetched, StorageError> {
         let url = format!("{}{}", self.base, super::path::percent_encode(key));
-        let response = self
-            .agent
-            .get(&url)
+        let mut request = self.agent.get(&url);
+        if let Some(cached) = cached {
+            if let Some(etag) = cached.etag {
+                request = request.header("If-None-Match", etag);
+            }
+            if let Some(modified) = cached.modified {
+                request = request.header("If-Modified-Since", httpdate::fmt_http_date(modified));
+            }
+        }
+        let response = request
             .call()
             .map_err(|e| StorageError::Origin(e.to_string()))?;
         let status = response.status().as_u16();
-        match status {
-            200 => {}
-            404 | 410 => return Ok(Lookup::Missing),
-            _ => return Err(StorageError::Origin(format!("{url} answered {status}"))),
-        }
         let header = |name: &str| {
             response
                 .headers()
@@ -217,16 +302,73 @@ impl Origin {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
+        let max_age = lifetime(
+            header("cache-control").as_deref(),
+            header("expires").as_deref(),
+            header("date").as_deref(),
+            self.ttl,
+        );
+        match status {
+            200 => {}
+            304 if cached.is_some() => {
+                return Ok(Fetched::NotModified {
+                    max_age: max_age.unwrap_or(0),
+                });
+            }
+            404 | 410 => return Ok(Fetched::Lookup(Lookup::Missing)),
+            _ => return Err(StorageError::Origin(format!("{url} answered {status}"))),
+        }
         let modified = header("last-modified").and_then(|d| httpdate::parse_http_date(&d).ok());
         let etag = header("etag").filter(|e| valid_etag(e));
         let len = response.body().content_length();
-        Ok(Lookup::Found(Object {
+        Ok(Fetched::Lookup(Lookup::Found(Object {
             body: Source::Origin(response.into_body().into_reader()),
             len,
             modified,
             etag,
-        }))
+            max_age,
+        })))
     }
+}
+
+/// The freshness lifetime an origin's response grants, in seconds: `s-maxage`, else
+/// `max-age`, else `Expires` (against the response's `Date`), else `ttl`; 0 for
+/// `no-cache` (store, but revalidate every use); `None` for `no-store` and `private`
+/// (never store).
+fn lifetime(
+    cache_control: Option<&str>,
+    expires: Option<&str>,
+    date: Option<&str>,
+    ttl: u64,
+) -> Option<u64> {
+    let mut max_age = None;
+    let mut s_maxage = None;
+    for directive in cache_control.unwrap_or("").split(',') {
+        let directive = directive.trim().to_ascii_lowercase();
+        let (name, value) = directive.split_once('=').unwrap_or((&directive, ""));
+        let seconds = || value.trim_matches('"').parse::<u64>().ok();
+        match name.trim() {
+            "no-store" | "private" => return None,
+            "no-cache" => return Some(0),
+            "s-maxage" => s_maxage = seconds(),
+            "max-age" => max_age = seconds(),
+            _ => {}
+        }
+    }
+    if let Some(seconds) = s_maxage.or(max_age) {
+        return Some(seconds);
+    }
+    if let Some(expires) = expires {
+        // An invalid Expires (such as "0") means "already expired".
+        let Ok(at) = httpdate::parse_http_date(expires) else {
+            return Some(0);
+        };
+        let now = date
+            .and_then(|d| httpdate::parse_http_date(d).ok())
+            .unwrap_or_else(SystemTime::now);
+        return Some(at.duration_since(now).map_or(0, |d| d.as_secs()));
+    }
+    Some(ttl)
 }
 
 /// An entity tag we can store and send on: quoted (maybe weak), printable ASCII, and short
@@ -238,4 +380,30 @@ fn valid_etag(tag: &str) -> bool {
         && opaque.starts_with('"')
         && opaque.ends_with('"')
         && tag.bytes().all(|b| (0x21..0x7f).contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lifetime;
+
+    #[test]
+    fn lifetimes() {
+        assert_eq!(lifetime(None, None, None, 60), Some(60));
+        assert_eq!(lifetime(Some("max-age=5"), None, None, 60), Some(5));
+        assert_eq!(
+            lifetime(Some("public, max-age=5, s-maxage=9"), None, None, 60),
+            Some(9)
+        );
+        assert_eq!(lifetime(Some("no-cache"), None, None, 60), Some(0));
+        assert_eq!(lifetime(Some("private, max-age=5"), None, None, 60), None);
+        assert_eq!(lifetime(Some("No-Store"), None, None, 60), None);
+        let date = "Wed, 21 Oct 2015 07:28:00 GMT";
+        let later = "Wed, 21 Oct 2015 07:29:40 GMT";
+        assert_eq!(lifetime(None, Some(later), Some(date), 60), Some(100));
+        assert_eq!(lifetime(None, Some("0"), Some(date), 60), Some(0));
+        assert_eq!(
+            lifetime(Some("max-age=1"), Some(later), Some(date), 60),
+            Some(1)
+        );
+    }
 }

@@ -28,6 +28,9 @@ pub enum Status {
     NotFound = 2,
     /// The answerer failed (e.g. could not read its copy): the asker should not retry here.
     Error = 3,
+    /// The object is there but its freshness lifetime has passed: the head carries its
+    /// validators and no body, so the asker can revalidate it.
+    Expired = 4,
 }
 
 impl Status {
@@ -36,6 +39,7 @@ impl Status {
             1 => Some(Status::Found),
             2 => Some(Status::NotFound),
             3 => Some(Status::Error),
+            4 => Some(Status::Expired),
             _ => None,
         }
     }
@@ -57,6 +61,10 @@ pub struct Head {
     pub etag: Option<String>,
     /// On a GET that missed: the largest object the cache would take in a STORE (0: none).
     pub accept_len: u64,
+    /// When the object was stored or last revalidated, seconds since the Unix epoch.
+    pub stored_at: u64,
+    /// Its freshness lifetime in seconds from `stored_at` (`u64::MAX`: forever).
+    pub max_age: u64,
     /// The writing process (filled in by [`Sender::start`]), so the reader can watch it.
     pub answerer_pid: u32,
 }
@@ -72,8 +80,15 @@ impl Head {
             modified: None,
             etag: None,
             accept_len: 0,
+            stored_at: 0,
+            max_age: u64::MAX,
             answerer_pid: 0,
         }
+    }
+
+    /// Seconds since the object was stored or revalidated, as of now.
+    pub fn age(&self) -> u64 {
+        unix_now().saturating_sub(self.stored_at)
     }
 
     fn to_raw(&self, generation: u64) -> RawHead {
@@ -93,6 +108,8 @@ impl Head {
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_secs()),
             accept_len: self.accept_len,
+            stored_at: self.stored_at,
+            max_age: self.max_age,
             pid: std::process::id(),
             etag_len: etag.len() as u32,
             etag: [0; ETAG_CAPACITY],
@@ -128,9 +145,18 @@ impl Head {
             modified: (raw.modified != 0).then(|| UNIX_EPOCH + Duration::from_secs(raw.modified)),
             etag: (!etag.is_empty()).then(|| String::from_utf8_lossy(etag).into_owned()),
             accept_len: raw.accept_len,
+            stored_at: raw.stored_at,
+            max_age: raw.max_age,
             answerer_pid: raw.pid,
         })
     }
+}
+
+/// Seconds since the Unix epoch: the clock that `stored_at` is on.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Why a transfer did not complete.
@@ -478,6 +504,8 @@ mod properties {
                 body_len,
                 modified: 0,
                 accept_len: 0,
+                stored_at: 0,
+                max_age: 0,
                 pid: 1,
                 etag_len,
                 etag: [fill; ETAG_CAPACITY],

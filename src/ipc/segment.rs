@@ -31,8 +31,9 @@ pub const SEGMENT_MAGIC: u32 = u32::from_be_bytes(*b"SHMS");
 /// Layout version of the header; bumped whenever a field changes meaning or place.
 /// Version 2 added the validators (`modified`, `etag`) for HTTP conditional requests;
 /// version 3 the answerer's pid, so the asker can tell when the cache has died; version 4
-/// `accept_len`, so that a miss tells the proxy whether to fill.
-pub const SEGMENT_VERSION: u32 = 4;
+/// `accept_len`, so that a miss tells the proxy whether to fill; version 5 the freshness
+/// fields `stored_at` and `max_age`.
+pub const SEGMENT_VERSION: u32 = 5;
 /// Bytes reserved for an entity tag, quotes included.
 pub const ETAG_CAPACITY: usize = 128;
 /// The smallest slot we agree to carve: below this the header costs more than it carries.
@@ -68,6 +69,10 @@ struct Header {
     modified: AtomicU64,
     /// On a miss: the largest object the answerer would take in a STORE (0: none).
     accept_len: AtomicU64,
+    /// When the object was stored or last revalidated, seconds since the Unix epoch.
+    stored_at: AtomicU64,
+    /// Its freshness lifetime in seconds from `stored_at` (`u64::MAX`: forever).
+    max_age: AtomicU64,
     /// Bytes of `etag` in use; 0 when the object has no entity tag.
     etag_len: AtomicU32,
     /// Process id of the answerer, written with the head.
@@ -354,6 +359,8 @@ impl Segment {
         u64_at(offset_of!(Header, body_len)).store(head.body_len, Ordering::Relaxed);
         u64_at(offset_of!(Header, modified)).store(head.modified, Ordering::Relaxed);
         u64_at(offset_of!(Header, accept_len)).store(head.accept_len, Ordering::Relaxed);
+        u64_at(offset_of!(Header, stored_at)).store(head.stored_at, Ordering::Relaxed);
+        u64_at(offset_of!(Header, max_age)).store(head.max_age, Ordering::Relaxed);
         u64_at(offset_of!(Header, reply_generation)).store(head.generation, Ordering::Relaxed);
         self.field::<AtomicU32>(offset_of!(Header, answerer_pid))
             .store(head.pid, Ordering::Relaxed);
@@ -398,6 +405,8 @@ impl Segment {
             body_len: u64_at(offset_of!(Header, body_len)),
             modified: u64_at(offset_of!(Header, modified)),
             accept_len: u64_at(offset_of!(Header, accept_len)),
+            stored_at: u64_at(offset_of!(Header, stored_at)),
+            max_age: u64_at(offset_of!(Header, max_age)),
             pid: self
                 .field::<AtomicU32>(offset_of!(Header, answerer_pid))
                 .load(Ordering::Acquire),
@@ -476,6 +485,10 @@ pub struct RawHead {
     pub modified: u64,
     /// On a miss: the largest object the answerer would take in a STORE.
     pub accept_len: u64,
+    /// Seconds since the Unix epoch when the object was stored or revalidated.
+    pub stored_at: u64,
+    /// Freshness lifetime in seconds (`u64::MAX`: forever).
+    pub max_age: u64,
     /// The answerer's process id.
     pub pid: u32,
     /// As written by the peer: may exceed [`ETAG_CAPACITY`] if the peer is faulty.

@@ -8,7 +8,7 @@
 //! | 8      | 8    | `generation` | the segment's generation at checkout                  |
 //! | 16     | 8    | `offset`     | first byte wanted; with [`FROM_END`]: how many of the last bytes |
 //! | 24     | 8    | `length`     | bytes wanted from `offset` (`u64::MAX`: to the end; 0: head only) |
-//! | 32     | 4    | `flags`      | [`FROM_END`]; other bits must be 0                    |
+//! | 32     | 4    | `flags`      | [`FROM_END`], [`ALLOW_STALE`]; other bits must be 0   |
 //! | 36     | 4    | `reserved`   | must be 0                                             |
 //! | 40     | 4096 | `key`        | UTF-8 key starting with `/`, NUL-padded               |
 //! | 4136   | 256  | `segment`    | segment name, NUL-padded                              |
@@ -27,10 +27,12 @@ use std::mem::size_of;
 /// "SHMQ".
 pub const WIRE_MAGIC: u32 = u32::from_be_bytes(*b"SHMQ");
 /// Version 2 added `flags` (suffix ranges) for HTTP Range requests; version 3 the STORE
-/// and STATS operations.
-pub const WIRE_VERSION: u16 = 3;
+/// and STATS operations; version 4 RENEW, PURGE and [`ALLOW_STALE`].
+pub const WIRE_VERSION: u16 = 4;
 /// `offset` counts back from the end of the object: "the last `offset` bytes".
 pub const FROM_END: u32 = 1;
+/// Serve the object even if its freshness lifetime has passed (stale-if-error).
+pub const ALLOW_STALE: u32 = 2;
 /// Bytes reserved for the key, its NUL terminator included.
 pub const KEY_CAPACITY: usize = 4096;
 /// Bytes reserved for the segment name, its NUL terminator included.
@@ -49,6 +51,11 @@ pub enum Op {
     Store = 2,
     /// The cache writes its counters into the segment as text, `name value` per line.
     Stats = 3,
+    /// The proxy found an expired object unchanged in secondary storage: the cache makes
+    /// it fresh again for `length` seconds. The answer has no body.
+    Renew = 4,
+    /// Remove `key`. The answer's status says whether it was there.
+    Purge = 5,
 }
 
 impl Op {
@@ -57,6 +64,8 @@ impl Op {
             1 => Some(Op::Get),
             2 => Some(Op::Store),
             3 => Some(Op::Stats),
+            4 => Some(Op::Renew),
+            5 => Some(Op::Purge),
             _ => None,
         }
     }
@@ -130,8 +139,8 @@ impl std::error::Error for WireError {}
 
 impl Request {
     /// Encodes into exactly [`MESSAGE_SIZE`] bytes, refusing strings that do not fit or
-    /// that contain NUL.
-    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+    /// that contain NUL. The result lives on the stack: no allocation per request.
+    pub fn encode(&self) -> Result<[u8; MESSAGE_SIZE], WireError> {
         let mut raw = RawRequest {
             magic: WIRE_MAGIC,
             version: WIRE_VERSION,
@@ -149,7 +158,7 @@ impl Request {
         }
         put_str(&mut raw.key, &self.key, "key")?;
         put_str(&mut raw.segment, &self.segment, "segment")?;
-        let mut out = vec![0u8; MESSAGE_SIZE];
+        let mut out = [0u8; MESSAGE_SIZE];
         // SAFETY: RawRequest is repr(C) with no padding (asserted above: its size is the sum
         // of its fields), so all MESSAGE_SIZE bytes are initialised; `out` has that length
         // and u8 has no alignment requirement.
@@ -179,7 +188,7 @@ impl Request {
             return Err(WireError::Version(raw.version));
         }
         let op = Op::from_u16(raw.op).ok_or(WireError::Op(raw.op))?;
-        if raw.flags & !FROM_END != 0 || raw.reserved != 0 {
+        if raw.flags & !(FROM_END | ALLOW_STALE) != 0 || raw.reserved != 0 {
             return Err(WireError::Flags(raw.flags));
         }
         let key = get_str(&raw.key, "key")?;
@@ -253,7 +262,7 @@ mod tests {
     fn refuses_each_broken_rule() {
         let good = sample().encode().unwrap();
         let broken = |f: &dyn Fn(&mut Vec<u8>)| {
-            let mut b = good.clone();
+            let mut b = good.to_vec();
             f(&mut b);
             Request::decode(&b).unwrap_err()
         };
@@ -261,7 +270,7 @@ mod tests {
         assert!(matches!(broken(&|b| b[0] ^= 1), WireError::Magic(_)));
         assert!(matches!(broken(&|b| b[4] = 99), WireError::Version(_)));
         assert!(matches!(broken(&|b| b[6] = 99), WireError::Op(_)));
-        assert!(matches!(broken(&|b| b[32] = 2), WireError::Flags(_)));
+        assert!(matches!(broken(&|b| b[32] = 4), WireError::Flags(_)));
         assert!(matches!(broken(&|b| b[36] = 1), WireError::Flags(_)));
         // A NUL inside the key followed by more text.
         assert_eq!(broken(&|b| b[KEY + 4] = 0), WireError::BadString("key"));

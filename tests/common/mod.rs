@@ -376,6 +376,8 @@ pub struct OriginFile {
     pub last_modified: Option<String>,
     /// Send the body chunked, without Content-Length.
     pub chunked: bool,
+    /// A `Cache-Control` header to send, if any.
+    pub cache_control: Option<String>,
 }
 
 impl OriginFile {
@@ -385,6 +387,7 @@ impl OriginFile {
             etag: None,
             last_modified: None,
             chunked: false,
+            cache_control: None,
         }
     }
 }
@@ -396,22 +399,49 @@ pub struct Origin {
     pub addr: SocketAddr,
     files: Arc<Mutex<HashMap<String, OriginFile>>>,
     hits: Arc<Mutex<HashMap<String, usize>>>,
+    /// Responses that carried a body, by path.
+    bodies: Arc<Mutex<HashMap<String, usize>>>,
+    /// While set, every connection is closed without an answer: the origin is "down".
+    down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Origin {
     pub fn start(delay: Duration) -> Origin {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let files: Arc<Mutex<HashMap<String, OriginFile>>> = Arc::default();
-        let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-        let (f, h) = (Arc::clone(&files), Arc::clone(&hits));
+        let origin = Origin {
+            addr,
+            files: Arc::default(),
+            hits: Arc::default(),
+            bodies: Arc::default(),
+            down: Arc::default(),
+        };
+        let shared = origin.shared();
         std::thread::spawn(move || {
             for stream in listener.incoming().map_while(Result::ok) {
-                let (f, h) = (Arc::clone(&f), Arc::clone(&h));
-                std::thread::spawn(move || serve_origin(stream, &f, &h, delay));
+                let shared = shared.clone();
+                std::thread::spawn(move || serve_origin(stream, &shared, delay));
             }
         });
-        Origin { addr, files, hits }
+        origin
+    }
+
+    fn shared(&self) -> OriginState {
+        OriginState {
+            files: Arc::clone(&self.files),
+            hits: Arc::clone(&self.hits),
+            bodies: Arc::clone(&self.bodies),
+            down: Arc::clone(&self.down),
+        }
+    }
+
+    /// Responses with a body sent for `path`.
+    pub fn bodies(&self, path: &str) -> usize {
+        self.bodies.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn put(&self, path: &str, file: OriginFile) {
@@ -428,17 +458,31 @@ impl Origin {
     }
 }
 
-fn serve_origin(
-    stream: TcpStream,
-    files: &Mutex<HashMap<String, OriginFile>>,
-    hits: &Mutex<HashMap<String, usize>>,
-    delay: Duration,
-) {
+#[derive(Clone)]
+struct OriginState {
+    files: Arc<Mutex<HashMap<String, OriginFile>>>,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+    bodies: Arc<Mutex<HashMap<String, usize>>>,
+    down: Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn serve_origin(stream: TcpStream, state: &OriginState, delay: Duration) {
+    let OriginState {
+        files,
+        hits,
+        bodies,
+        down,
+    } = state;
+    if down.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     loop {
         let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        if reader.read_line(&mut line).unwrap_or(0) == 0
+            || down.load(std::sync::atomic::Ordering::SeqCst)
+        {
             return;
         }
         let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
@@ -463,10 +507,19 @@ fn serve_origin(
                     h.strip_prefix("If-None-Match: ")
                         .or(h.strip_prefix("if-none-match: "))
                 });
+                let cache_control = f
+                    .cache_control
+                    .as_ref()
+                    .map(|cc| format!("Cache-Control: {cc}\r\n"))
+                    .unwrap_or_default();
                 if f.etag.is_some() && inm == f.etag.as_deref() {
-                    writer.write_all(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n")
+                    let head = format!(
+                        "HTTP/1.1 304 Not Modified\r\n{cache_control}Content-Length: 0\r\n\r\n"
+                    );
+                    writer.write_all(head.as_bytes())
                 } else {
-                    let mut head = String::from("HTTP/1.1 200 OK\r\n");
+                    *bodies.lock().unwrap().entry(path.clone()).or_default() += 1;
+                    let mut head = format!("HTTP/1.1 200 OK\r\n{cache_control}");
                     if let Some(e) = &f.etag {
                         head.push_str(&format!("ETag: {e}\r\n"));
                     }
@@ -492,7 +545,7 @@ fn serve_origin(
                 }
             }
         };
-        if result.is_err() {
+        if result.is_err() || down.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
     }
