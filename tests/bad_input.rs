@@ -93,7 +93,7 @@ fn malformed_messages_are_dropped_and_the_cache_keeps_serving() {
         (0, 0x00),
         (4, 0x77),
         (6, 0x09),
-        (32, 0x02),
+        (32, 0x04),
         (KEY + 1, 0x00),
         (KEY + 4095, b'x'),
     ] {
