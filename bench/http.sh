@@ -18,7 +18,7 @@
 #   CONNS       connection counts to try (default "1 16"); wrk uses 1 thread for 1
 #               connection and 2 threads (the machine's 2 cores) otherwise
 #   PROXY_ARGS  extra flags for webproxy, e.g. "-z 1M -n 16 -k 4" (default: none, so
-#               webproxy's defaults: 8 threads, 8 segments of 256K, 1 slot)
+#               webproxy's defaults: 8 threads, 8 segments of 256K, 4 slots)
 #   NO_BUILD=1  skip `cargo build --release` (use the binaries already built)
 #
 # What it does: builds webproxy, shmcached and the memserve example in release mode; writes

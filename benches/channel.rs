@@ -16,8 +16,9 @@
 //!   of S bytes (4 KiB, 64 KiB, 1 MiB, header included, as `webproxy -z` counts) with one
 //!   slot. It starts a new generation with `begin_transfer`, orders the transfer, then
 //!   `Receiver::recv_head` and `read` into a 64 KiB buffer (the proxy's copy buffer) until
-//!   the body is complete. The writer (the child, in the cache's role) opens the segment by
-//!   name for each transfer and calls `channel::send`, as shmcached does.
+//!   the body is complete. The writer (the child, in the cache's role) maps the segment by
+//!   name once and keeps the mapping (`cache::mappings`, the code shmcached uses), then
+//!   calls `channel::send` for each transfer, as shmcached does.
 //! - `transfer_N/unix_socket`: the same N bytes written by the child with one `write_all`
 //!   on a connected `UnixStream` and read here into the same 64 KiB buffer: the design a
 //!   user would pick instead of shared memory.
@@ -65,6 +66,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use shmcache::ipc::channel::{self, Head, Receiver, Status};
+use shmcache::cache::mappings::Mappings;
 use shmcache::ipc::segment::{Segment, unlink_segment};
 use shmcache::ipc::{remove_stale_segments, segment_prefix};
 
@@ -209,6 +211,8 @@ impl Writer {
             sink(&self.buf[..n]);
             got += n;
         }
+        // Give the last slot back: the segment is then at rest for the next transfer.
+        rx.finish(seg).expect("the end of the transfer");
         assert!(
             got == len && rx.is_complete(),
             "short transfer: {got} of {len}"
@@ -331,6 +335,7 @@ mod writer {
     }
 
     fn serve(socket: &str, names: &mut Vec<String>) -> Result<(), String> {
+        let mappings = Mappings::new(INSTANCE);
         let addr = SocketAddr::from_abstract_name(socket.as_bytes()).map_err(|e| e.to_string())?;
         let mut socket = UnixStream::connect_addr(&addr).map_err(|e| format!("connecting: {e}"))?;
         let data = pattern(LARGEST);
@@ -341,7 +346,10 @@ mod writer {
                 ["seg", name] => names.push((*name).to_owned()),
                 ["shm", name, generation, len] => {
                     let (generation, len) = (number(generation)? as u64, number(len)?);
-                    let seg = Segment::open(name).map_err(|e| format!("opening {name}: {e}"))?;
+                    // Kept between transfers, exactly as shmcached keeps its mappings.
+                    let seg = mappings
+                        .get(name, generation)
+                        .map_err(|e| format!("opening {name}: {e}"))?;
                     let head = Head {
                         total_len: len as u64,
                         body_len: len as u64,

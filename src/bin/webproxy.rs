@@ -34,11 +34,13 @@ struct Args {
     /// Shared-memory segments (transfers in flight at once).
     #[arg(short = 'n', long, default_value = "8")]
     segments: NonZeroUsize,
-    /// Bytes per segment, header included; K and M suffixes accepted.
+    /// Bytes per segment, header included; K and M suffixes accepted (see BENCHMARKS.md
+    /// for why 256K).
     #[arg(short = 'z', long, default_value = "256K", value_parser = parse_size)]
     segment_size: usize,
-    /// Slots per segment: 1 is the classic lock-step handoff, more let the cache run ahead.
-    #[arg(short = 'k', long, default_value = "1")]
+    /// Slots per segment: 1 is the classic lock-step handoff, more let the cache run ahead
+    /// (see BENCHMARKS.md for why 4).
+    #[arg(short = 'k', long, default_value = "4")]
     slots: NonZeroUsize,
     /// Secondary storage for misses: a directory, or an origin `http://host:port[/prefix]`.
     #[arg(short = 's', long = "server", value_name = "DIR|URL")]
