@@ -65,8 +65,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
-use shmcache::ipc::channel::{self, Head, Receiver, Status};
 use shmcache::cache::mappings::Mappings;
+use shmcache::ipc::channel::{self, Head, Receiver, Status};
 use shmcache::ipc::segment::{Segment, unlink_segment};
 use shmcache::ipc::{remove_stale_segments, segment_prefix};
 
