@@ -221,10 +221,9 @@ fn overload_is_refused_at_once_with_retry_after() {
             other => panic!("unexpected status {other}"),
         }
     }
-    assert_eq!(
-        served, 2,
-        "one in service and one waiting are served; the rest refused"
-    );
+    // One in service and at most one waiting (one fewer if the second request came before
+    // the worker had taken the first off the backlog); every other request is refused.
+    assert!((1..=2).contains(&served), "{served} served");
     stop_and_check_clean(&name, vec![proxy, cache]);
 }
 
