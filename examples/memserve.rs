@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Cursor};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -79,10 +79,8 @@ fn main() -> ExitCode {
 }
 
 fn run(dir: &Path, port: u16, threads: usize) -> io::Result<()> {
-    let mut paths = Vec::new();
-    walk(dir, dir, &mut paths)?;
     let mut files = Files::new();
-    for (key, path) in paths {
+    for (key, path) in shmcache::cache::preload::list(dir)? {
         let bytes = fs::read(&path)?;
         let modified = fs::metadata(&path)?.modified().ok();
         let etag = file_etag(modified, bytes.len() as u64);
@@ -166,20 +164,4 @@ fn respond(files: &Files, request: &Request) -> Reply {
         length: Some(file.bytes.len() as u64),
         body,
     }
-}
-
-/// Collects every file under `dir` with its key, as shmcached's preload does.
-fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> io::Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            walk(root, &path, out)?;
-        } else if path.is_file() {
-            let rel = path.strip_prefix(root).expect("walked below root");
-            if let Some(rel) = rel.to_str() {
-                out.push((format!("/{rel}"), path));
-            }
-        }
-    }
-    Ok(())
 }

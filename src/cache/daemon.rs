@@ -297,13 +297,7 @@ impl Shared {
             }
             None => Status::NotFound,
         };
-        channel::send(
-            seg,
-            request.generation,
-            &Head::empty(status),
-            &[],
-            self.config.timeout,
-        )
+        self.answer_status(seg, request, status)
     }
 
     /// Removes an entry; the status says whether it was there.
@@ -315,13 +309,18 @@ impl Shared {
         } else {
             Status::NotFound
         };
-        channel::send(
-            seg,
-            request.generation,
-            &Head::empty(status),
-            &[],
-            self.config.timeout,
-        )
+        self.answer_status(seg, request, status)
+    }
+
+    /// An answer that is a status alone, with no body.
+    fn answer_status(
+        &self,
+        seg: &Segment,
+        request: &Request,
+        status: Status,
+    ) -> Result<(), ChannelError> {
+        let head = Head::empty(status);
+        channel::send(seg, request.generation, &head, &[], self.config.timeout)
     }
 
     /// Writes the counters as `name value` lines.

@@ -17,15 +17,8 @@ use super::store::{Entry, Store, file_etag};
 /// seconds; returns the number of entries. Loading again (SIGHUP) replaces entries in place
 /// and adds new files; transfers in progress keep the bytes they started with.
 pub fn preload(store: &Store, path: &Path, ttl: u64) -> io::Result<usize> {
-    let files = if path.is_dir() {
-        let mut files = Vec::new();
-        walk(path, path, &mut files)?;
-        files
-    } else {
-        read_manifest(path)?
-    };
     let mut loaded = 0;
-    for (key, file) in files {
+    for (key, file) in list(path)? {
         match load(&file, ttl).map(|entry| store.insert(&key, entry)) {
             Ok(Ok(evicted)) => {
                 loaded += 1;
@@ -38,6 +31,17 @@ pub fn preload(store: &Store, path: &Path, ttl: u64) -> io::Result<usize> {
         }
     }
     Ok(loaded)
+}
+
+/// The files a preload of `path` (a directory or a manifest) reads, with their keys.
+pub fn list(path: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+    if path.is_dir() {
+        let mut files = Vec::new();
+        walk(path, path, &mut files)?;
+        Ok(files)
+    } else {
+        read_manifest(path)
+    }
 }
 
 fn load(file: &Path, ttl: u64) -> io::Result<Entry> {
