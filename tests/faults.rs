@@ -6,6 +6,7 @@ mod common;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::FileExt;
+use std::process::Command;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -315,6 +316,54 @@ fn a_burst_of_kept_alive_connections_is_all_served() {
     assert_eq!(kept.len(), 200);
     drop(kept);
     stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    let name = instance("nofile");
+    // "unlimited" does not parse: then any raise will do.
+    let hard: Option<u64> = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "ulimit -H -n"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .ok();
+    // Start with a soft limit of 64 under that hard limit.
+    let script = "ulimit -S -n 64 && exec \"$0\" \"$@\"";
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            script,
+            env!("CARGO_BIN_EXE_webproxy"),
+            "--name",
+            &name,
+            "--port",
+            "0",
+        ])
+        .env("RUST_LOG", "debug")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    use std::io::BufRead;
+    let line = stderr
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("open file limit: "))
+        .expect("the proxy logs its limit");
+    shmcache::ipc::sys::terminate(child.id()).unwrap();
+    assert!(child.wait().unwrap().success());
+    let raised: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(raised > 64, "{line}");
+    if let Some(hard) = hard {
+        assert_eq!(raised, hard, "raised to the hard limit");
+    }
+    assert_clean(&name);
 }
 
 #[test]

@@ -85,6 +85,50 @@ fn an_origin_304_renews_without_moving_the_body_and_max_age_beats_ttl() {
 }
 
 #[test]
+fn concurrent_revalidations_of_one_key_make_one_check() {
+    let name = instance("revalcoalesce");
+    // A slow origin, so all requests arrive while the first revalidation is under way.
+    let origin = Origin::start(Duration::from_millis(300));
+    let mut f = OriginFile::new(pattern(50_000, 81));
+    f.etag = Some("\"v1\"".into());
+    f.cache_control = Some("max-age=1".into());
+    origin.put("/c.bin", f.clone());
+    let cache = Proc::cache(&name, &[]);
+    let (proxy, addr) = Proc::proxy(&name, &["-s", &origin.url(), "-t", "32"]);
+    let stored = unix_seconds();
+    assert_eq!(get(addr, "/c.bin").status, 200);
+    // Lifetimes count whole seconds from when the entry was stored: wait for the clock.
+    while unix_seconds() < stored + 2 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            let body = f.body.clone();
+            std::thread::spawn(move || {
+                let r = get(addr, "/c.bin");
+                assert!(r.status == 200 && r.body == body);
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert_eq!(
+        origin.hits("/c.bin"),
+        2,
+        "one fetch, then one conditional check for twenty requests"
+    );
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
 fn no_store_is_never_cached() {
     let name = instance("nostore");
     let origin = Origin::start(Duration::ZERO);
