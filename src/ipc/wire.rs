@@ -22,7 +22,7 @@
 //! terminator, so a key can never smuggle a second string past a C-style reader.
 
 use std::fmt;
-use std::mem::size_of;
+use std::mem::{offset_of, size_of};
 
 /// "SHMQ".
 pub const WIRE_MAGIC: u32 = u32::from_be_bytes(*b"SHMQ");
@@ -141,34 +141,33 @@ impl Request {
     /// Encodes into exactly [`MESSAGE_SIZE`] bytes, refusing strings that do not fit or
     /// that contain NUL. The result lives on the stack: no allocation per request.
     pub fn encode(&self) -> Result<[u8; MESSAGE_SIZE], WireError> {
-        let mut raw = RawRequest {
-            magic: WIRE_MAGIC,
-            version: WIRE_VERSION,
-            op: self.op as u16,
-            generation: self.generation,
-            offset: self.offset,
-            length: self.length,
-            flags: self.flags,
-            reserved: 0,
-            key: [0; KEY_CAPACITY],
-            segment: [0; SEGMENT_NAME_CAPACITY],
-        };
         if !self.key.starts_with('/') {
             return Err(WireError::BadKey);
         }
-        put_str(&mut raw.key, &self.key, "key")?;
-        put_str(&mut raw.segment, &self.segment, "segment")?;
+        // Fields are written straight into the zeroed message at their `repr(C)` offsets:
+        // one pass of zeroing (the NUL padding) and no intermediate copy of the record.
         let mut out = [0u8; MESSAGE_SIZE];
-        // SAFETY: RawRequest is repr(C) with no padding (asserted above: its size is the sum
-        // of its fields), so all MESSAGE_SIZE bytes are initialised; `out` has that length
-        // and u8 has no alignment requirement.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                (&raw as *const RawRequest).cast::<u8>(),
-                out.as_mut_ptr(),
-                MESSAGE_SIZE,
-            )
+        let mut put = |offset: usize, bytes: &[u8]| {
+            out[offset..offset + bytes.len()].copy_from_slice(bytes);
         };
+        put(offset_of!(RawRequest, magic), &WIRE_MAGIC.to_ne_bytes());
+        put(offset_of!(RawRequest, version), &WIRE_VERSION.to_ne_bytes());
+        put(offset_of!(RawRequest, op), &(self.op as u16).to_ne_bytes());
+        put(
+            offset_of!(RawRequest, generation),
+            &self.generation.to_ne_bytes(),
+        );
+        put(offset_of!(RawRequest, offset), &self.offset.to_ne_bytes());
+        put(offset_of!(RawRequest, length), &self.length.to_ne_bytes());
+        put(offset_of!(RawRequest, flags), &self.flags.to_ne_bytes());
+        let key = offset_of!(RawRequest, key);
+        put_str(&mut out[key..key + KEY_CAPACITY], &self.key, "key")?;
+        let segment = offset_of!(RawRequest, segment);
+        put_str(
+            &mut out[segment..segment + SEGMENT_NAME_CAPACITY],
+            &self.segment,
+            "segment",
+        )?;
         Ok(out)
     }
 
