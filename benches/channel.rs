@@ -349,7 +349,8 @@ mod writer {
                     // Kept between transfers, exactly as shmcached keeps its mappings.
                     let seg = mappings
                         .get(name, generation)
-                        .map_err(|e| format!("opening {name}: {e}"))?;
+                        .map_err(|e| format!("opening {name}: {e}"))?
+                        .ok_or_else(|| format!("{name} is in use"))?;
                     let head = Head {
                         total_len: len as u64,
                         body_len: len as u64,

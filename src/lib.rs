@@ -18,8 +18,13 @@
 //!
 //! The binaries in `src/bin` only parse arguments, set up logging and signals, and call in.
 
+// Every `unsafe` block lives in `ipc`; the compiler holds the other modules to that.
+#[deny(unsafe_code)]
 pub mod args;
+#[deny(unsafe_code)]
 pub mod cache;
+#[deny(unsafe_code)]
 pub mod http;
 pub mod ipc;
+#[deny(unsafe_code)]
 pub mod shutdown;

@@ -60,7 +60,7 @@ fn malformed_messages_are_dropped_and_the_cache_keeps_serving() {
     write_files(dir.path(), &[("ok.txt", b"still serving")]);
     let cache = Proc::cache(&name, &["-c", dir.path().to_str().unwrap()]);
     let queue = MessageQueue::open(&queue_name(&name)).unwrap();
-    // A segment of this instance on generation 0, for requests that name a real segment.
+    // A segment of this instance, for requests that name a real segment.
     let seg_name = format!("/{name}.seg.999999.0");
     let seg = Segment::create(&seg_name, 4096, 1).unwrap();
     let good = |segment: &str, generation: u64| Request {
@@ -72,7 +72,9 @@ fn malformed_messages_are_dropped_and_the_cache_keeps_serving() {
         key: "/ok.txt".into(),
         segment: segment.into(),
     };
-    let valid = good(&seg_name, 0).encode().unwrap();
+    // The segment is on generation 3, as after a checkout; requests below name it.
+    seg.begin_transfer(3);
+    let valid = good(&seg_name, 3).encode().unwrap();
     // Offsets from the table in src/ipc/wire.rs: magic, version, op, flags, the key.
     const KEY: usize = 40;
     let mut messages: Vec<Vec<u8>> = vec![

@@ -269,15 +269,27 @@ fn sighup_reloads_the_preload_set_while_a_transfer_completes() {
     let mut first = vec![0u8; 1 << 20];
     s.read_exact(&mut first).unwrap();
     assert_eq!(get(addr, "/new.txt").status, 404);
-    write_files(dir.path(), &[("new.txt", b"arrived")]);
+    // The reload also replaces big.bin with other bytes of the same length.
+    let replaced = pattern(32 << 20, 91);
+    write_files(
+        dir.path(),
+        &[("new.txt", b"arrived"), ("big.bin", &replaced)],
+    );
     cache.signal("HUP");
     cache.wait_log("reloaded 2 files");
     assert_eq!(get(addr, "/new.txt").body, b"arrived");
+    assert!(
+        get(addr, "/big.bin").body == replaced,
+        "new requests get the new bytes"
+    );
     // The transfer that was in flight during the reload completes intact.
     let mut rest = Vec::new();
     s.read_to_end(&mut rest).unwrap();
     first.extend_from_slice(&rest);
     let body_at = first.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    assert!(first[body_at..] == big[..], "the long transfer is intact");
+    assert!(
+        first[body_at..] == big[..],
+        "the transfer in flight kept the old bytes, intact"
+    );
     stop_and_check_clean(&name, vec![proxy, cache]);
 }

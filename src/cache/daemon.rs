@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use threadpool::ThreadPool;
 
 use super::mappings::Mappings;
-use super::store::{Entry, Store, file_etag};
+use super::store::{Entry, Store};
 use crate::ipc::channel::{self, ChannelError, Head, Receiver, Status};
 use crate::ipc::queue::MessageQueue;
 use crate::ipc::segment::Segment;
@@ -145,8 +145,23 @@ impl Daemon {
 impl Shared {
     /// Serves one request: opens its segment, checks its generation, and does what it asks.
     fn serve(&self, request: Request) {
+        if request.generation == 0 {
+            // No checkout ever gives 0: a fresh segment carries it until its first one.
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            log::warn!("dropped a request for {:?}: generation 0", request.key);
+            return;
+        }
         let seg = match self.mappings.get(&request.segment, request.generation) {
-            Ok(seg) => seg,
+            Ok(Some(seg)) => seg,
+            Ok(None) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "dropped a duplicate request for {:?}: segment {} is in use",
+                    request.key,
+                    request.segment
+                );
+                return;
+            }
             Err(e) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 log::warn!(
@@ -218,7 +233,7 @@ impl Shared {
             body_offset: start,
             body_len: len,
             modified: entry.modified,
-            etag: Some(entry.etag.clone()),
+            etag: entry.etag.clone(),
             // An expired entry may be replaced by a fill, like a miss.
             accept_len: if expired { self.store.accept_len() } else { 0 },
             stored_at: entry.stored_at(),
@@ -278,8 +293,12 @@ impl Shared {
             }
         }
         let len = body.len() as u64;
-        let etag = head.etag.unwrap_or_else(|| file_etag(head.modified, len));
-        let entry = Entry::new(body.into_boxed_slice(), head.modified, etag, head.max_age);
+        let entry = Entry::new(
+            body.into_boxed_slice(),
+            head.modified,
+            head.etag,
+            head.max_age,
+        );
         match self.store.insert(&request.key, entry) {
             Ok(evicted) => log::debug!("stored {}: {len} bytes, {evicted} evicted", request.key),
             Err(e) => log::warn!("could not store {} ({len} bytes): {e:?}", request.key),

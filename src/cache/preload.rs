@@ -48,7 +48,7 @@ fn load(file: &Path, ttl: u64) -> io::Result<Entry> {
     let body = fs::read(file)?.into_boxed_slice();
     let modified = fs::metadata(file)?.modified().ok();
     let etag = file_etag(modified, body.len() as u64);
-    Ok(Entry::new(body, modified, etag, ttl))
+    Ok(Entry::new(body, modified, Some(etag), ttl))
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> io::Result<()> {

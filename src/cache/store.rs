@@ -15,8 +15,9 @@ use crate::ipc::channel::unix_now;
 pub struct Entry {
     pub body: Box<[u8]>,
     pub modified: Option<SystemTime>,
-    /// Entity tag, quotes included; see [`file_etag`].
-    pub etag: String,
+    /// Entity tag, quotes included (see [`file_etag`]); `None` for an origin's object that
+    /// came without one, so that hits and misses carry the same validators.
+    pub etag: Option<String>,
     /// When it was stored or last found unchanged, seconds since the Unix epoch; renewed in
     /// place, so it is an atomic.
     stored_at: AtomicU64,
@@ -26,7 +27,12 @@ pub struct Entry {
 
 impl Entry {
     /// A new entry, fresh from now for `max_age` seconds.
-    pub fn new(body: Box<[u8]>, modified: Option<SystemTime>, etag: String, max_age: u64) -> Entry {
+    pub fn new(
+        body: Box<[u8]>,
+        modified: Option<SystemTime>,
+        etag: Option<String>,
+        max_age: u64,
+    ) -> Entry {
         Entry {
             body,
             modified,
@@ -223,16 +229,20 @@ impl Store {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Refused::TooLarge);
         }
+        // Entries leaving the store are freed after the lock is released: freeing a large
+        // body takes time that other lookups should not wait for.
+        let mut leaving = Vec::new();
         let mut lru = self.lock();
-        lru.remove(key);
+        leaving.extend(lru.remove(key));
         lru.insert(Arc::from(key), Arc::new(entry));
         let mut evicted = 0;
         while lru.bytes > self.capacity {
             let victim = Arc::clone(&lru.nodes[lru.tail].key);
-            lru.remove(&victim);
+            leaving.extend(lru.remove(&victim));
             evicted += 1;
         }
         drop(lru);
+        drop(leaving);
         self.stats.inserts.fetch_add(1, Ordering::Relaxed);
         self.stats
             .evictions
@@ -272,7 +282,8 @@ impl Store {
 
     /// Removes `key`; returns whether it was there.
     pub fn remove(&self, key: &str) -> bool {
-        self.lock().remove(key).is_some()
+        let removed = self.lock().remove(key);
+        removed.is_some() // freed here, after the lock
     }
 
     /// Number of entries and bytes charged.
@@ -287,17 +298,12 @@ mod tests {
     use super::*;
 
     fn entry(len: usize) -> Entry {
-        Entry::new(
-            vec![7; len].into_boxed_slice(),
-            None,
-            String::new(),
-            u64::MAX,
-        )
+        Entry::new(vec![7; len].into_boxed_slice(), None, None, u64::MAX)
     }
 
     #[test]
     fn freshness_and_renewal() {
-        let e = Entry::new(Box::new([]), None, String::new(), 0);
+        let e = Entry::new(Box::new([]), None, None, 0);
         assert!(!e.is_fresh(), "a zero lifetime is stale at once (no-cache)");
         e.renew(60);
         assert!(e.is_fresh());

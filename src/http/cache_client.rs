@@ -260,6 +260,8 @@ impl Fill {
     pub fn write(&mut self, data: &[u8]) -> Result<(), ChannelError> {
         let seg = self.lease.segment();
         self.tx.write(seg, data)?;
+        // Whatever came in goes over at once: the cache waits at most its timeout per chunk.
+        self.tx.flush(seg)?;
         if self.tx.remaining() == 0 {
             self.tx.finish(seg)?;
             self.tx.wait_drained(seg)?;

@@ -11,7 +11,7 @@ use super::body::{Body, FillBody};
 use super::cache_client::{Answer, CacheClient, CacheError, Part};
 use super::coalesce::{Coalescer, Role, Ticket};
 use super::conditional::{ByteRange, Conditions, Outcome, Validators};
-use super::path::{PathError, key_from_target, percent_encode};
+use super::path::{PathError, object_key, percent_encode};
 use super::response::{self, Reply};
 use super::stats::{self, ProxyStats, bump};
 use super::storage::{Cached as StoredValidators, Lookup, Revalidation, StorageError};
@@ -190,12 +190,7 @@ fn respond_to(ctx: &Context, request: &Request) -> (Reply, Source) {
         }
     };
     let target = request.url();
-    match target.split('?').next() {
-        Some(STATS_PATH) => return (stats_page(ctx, false), Source::Proxy),
-        Some(METRICS_PATH) => return (stats_page(ctx, true), Source::Proxy),
-        _ => {}
-    }
-    let key = match key_from_target(target) {
+    let key = match object_key(target) {
         Ok(key) => key,
         Err(PathError::TooLong) => return (Reply::text(414, "414 URI Too Long\n"), Source::Proxy),
         Err(PathError::Bad(why)) => {
@@ -203,12 +198,12 @@ fn respond_to(ctx: &Context, request: &Request) -> (Reply, Source) {
             return (Reply::text(400, "400 Bad Request\n"), Source::Proxy);
         }
     };
-    // A directory is asked for with a trailing slash and answered with its index.
-    let key = if key.ends_with('/') {
-        format!("{key}index.html")
-    } else {
-        key
-    };
+    // Matched on the normalised key, so no spelling of the path reaches a file instead.
+    match key.as_str() {
+        STATS_PATH => return (stats_page(ctx, false), Source::Proxy),
+        METRICS_PATH => return (stats_page(ctx, true), Source::Proxy),
+        _ => {}
+    }
     let conditions = Conditions::from_headers(request.headers());
     bump(&ctx.stats.requests);
     let (reply, source) = lookup(ctx, &key, target, &conditions, head_only);
@@ -395,7 +390,8 @@ fn serve_stale(
 /// Only from 127.0.0.1, ::1 and the `--purge-allow` addresses.
 fn purge(ctx: &Context, request: &Request) -> Reply {
     let allowed = request.remote_addr().is_some_and(|peer| {
-        let ip = peer.ip();
+        // ::ffff:127.0.0.1 (a dual-stack listener) is 127.0.0.1.
+        let ip = peer.ip().to_canonical();
         ip == std::net::IpAddr::from([127, 0, 0, 1])
             || ip == std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
             || ctx.purge_allow.contains(&ip)
@@ -406,8 +402,7 @@ fn purge(ctx: &Context, request: &Request) -> Reply {
             "403 Forbidden: PURGE is not allowed from this address\n",
         );
     }
-    let key = match key_from_target(request.url()) {
-        Ok(key) if key.ends_with('/') => format!("{key}index.html"),
+    let key = match object_key(request.url()) {
         Ok(key) => key,
         Err(PathError::TooLong) => return Reply::text(414, "414 URI Too Long\n"),
         Err(PathError::Bad(_)) => return Reply::text(400, "400 Bad Request\n"),

@@ -67,6 +67,19 @@ pub fn percent_encode(path: &str) -> String {
     out
 }
 
+/// The key of the object a request target names: [`key_from_target`], with a directory
+/// (a trailing `/`) answered by its `index.html`, and the length checked after that.
+pub fn object_key(target: &str) -> Result<String, PathError> {
+    let mut key = key_from_target(target)?;
+    if key.ends_with('/') {
+        key.push_str("index.html");
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(PathError::TooLong);
+    }
+    Ok(key)
+}
+
 fn percent_decode(s: &str) -> Result<String, PathError> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -112,6 +125,15 @@ mod tests {
         for (target, key) in cases {
             assert_eq!(key_from_target(target).as_deref(), Ok(key), "{target}");
         }
+    }
+
+    #[test]
+    fn directories_name_their_index_within_the_length_limit() {
+        assert_eq!(object_key("/a/").as_deref(), Ok("/a/index.html"));
+        assert_eq!(object_key("/").as_deref(), Ok("/index.html"));
+        let dir = format!("/{}/", "x".repeat(MAX_KEY_LEN - 5));
+        assert!(key_from_target(&dir).is_ok());
+        assert_eq!(object_key(&dir), Err(PathError::TooLong));
     }
 
     #[test]

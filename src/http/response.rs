@@ -87,7 +87,7 @@ fn keeps_alive(request: &Request) -> bool {
 /// # Errors
 /// A failed write (the client went away or stalled past the send timeout) or a failed body
 /// read (the cache broke off). Either way the response is incomplete on the wire.
-pub fn send(request: Request, mut reply: Reply) -> io::Result<Sent> {
+pub fn send(request: Request, reply: Reply) -> io::Result<Sent> {
     let sends_body = reply.sends_body(request.method());
     let http11 = *request.http_version() != HTTPVersion(1, 0);
     let chunked = reply.length.is_none() && http11;
@@ -122,16 +122,44 @@ pub fn send(request: Request, mut reply: Reply) -> io::Result<Sent> {
         "\r\nConnection: close\r\n\r\n"
     });
     let mut writer = request.into_writer();
-    writer.write_all(head.as_bytes())?;
     let mut bytes = 0;
-    if sends_body {
-        bytes = BUFFER.with_borrow_mut(|buf| match reply.length {
-            Some(length) => copy_exact(&mut reply.body, &mut writer, length, buf),
-            None => copy_to_end(&mut reply.body, &mut writer, chunked, buf),
-        })?;
-    }
+    let body = if sends_body { Some(reply.body) } else { None };
+    BUFFER.with_borrow_mut(|buf| -> io::Result<()> {
+        match (body, reply.length) {
+            // A body that fits the buffer is read whole before anything is written, and
+            // dropped: a segment goes back to the pool at once, whatever pace the client
+            // reads at.
+            (Some(mut body), Some(length)) if length <= buf.len() as u64 => {
+                let length = length as usize;
+                body.read_exact(&mut buf[..length])
+                    .map_err(|e| short_body(e, length))?;
+                drop(body);
+                writer.write_all(head.as_bytes())?;
+                writer.write_all(&buf[..length])?;
+                bytes = length as u64;
+            }
+            (Some(mut body), Some(length)) => {
+                writer.write_all(head.as_bytes())?;
+                bytes = copy_exact(&mut body, &mut writer, length, buf)?;
+            }
+            (Some(mut body), None) => {
+                writer.write_all(head.as_bytes())?;
+                bytes = copy_to_end(&mut body, &mut writer, chunked, buf)?;
+            }
+            (None, _) => writer.write_all(head.as_bytes())?,
+        }
+        Ok(())
+    })?;
     writer.flush()?;
     Ok(Sent { bytes, must_close })
+}
+
+fn short_body(e: io::Error, length: usize) -> io::Error {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        io::Error::new(e.kind(), format!("body ended short of {length} bytes"))
+    } else {
+        e
+    }
 }
 
 /// Copies exactly `length` bytes; a body that ends early is an error, never a short

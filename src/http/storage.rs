@@ -341,19 +341,22 @@ fn lifetime(
     date: Option<&str>,
     ttl: u64,
 ) -> Option<u64> {
-    let mut max_age = None;
-    let mut s_maxage = None;
+    let (mut max_age, mut s_maxage, mut no_cache) = (None, None, false);
     for directive in cache_control.unwrap_or("").split(',') {
         let directive = directive.trim().to_ascii_lowercase();
         let (name, value) = directive.split_once('=').unwrap_or((&directive, ""));
         let seconds = || value.trim_matches('"').parse::<u64>().ok();
         match name.trim() {
+            // Whatever else the header says, these forbid storing.
             "no-store" | "private" => return None,
-            "no-cache" => return Some(0),
+            "no-cache" => no_cache = true,
             "s-maxage" => s_maxage = seconds(),
             "max-age" => max_age = seconds(),
             _ => {}
         }
+    }
+    if no_cache {
+        return Some(0);
     }
     if let Some(seconds) = s_maxage.or(max_age) {
         return Some(seconds);
@@ -397,6 +400,11 @@ mod tests {
         assert_eq!(lifetime(Some("no-cache"), None, None, 60), Some(0));
         assert_eq!(lifetime(Some("private, max-age=5"), None, None, 60), None);
         assert_eq!(lifetime(Some("No-Store"), None, None, 60), None);
+        assert_eq!(lifetime(Some("no-cache, no-store"), None, None, 60), None);
+        assert_eq!(
+            lifetime(Some("no-cache, max-age=60"), None, None, 60),
+            Some(0)
+        );
         let date = "Wed, 21 Oct 2015 07:28:00 GMT";
         let later = "Wed, 21 Oct 2015 07:29:40 GMT";
         assert_eq!(lifetime(None, Some(later), Some(date), 60), Some(100));

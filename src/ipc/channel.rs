@@ -320,6 +320,15 @@ impl Sender {
         Ok(())
     }
 
+    /// Hands over the slot being filled, full or not, so that a reader is not kept
+    /// waiting on bytes that trickle in (a slow origin).
+    pub fn flush(&mut self, seg: &Segment) -> Result<(), ChannelError> {
+        match self.filled {
+            Some(len) if len > 0 => self.hand_over(seg, len),
+            _ => Ok(()),
+        }
+    }
+
     /// Hands over the last, partly filled slot (or the single empty chunk of an empty
     /// body).
     ///
@@ -345,8 +354,11 @@ impl Sender {
     /// which it does only once it is done with the transfer, and leaves the semaphores at
     /// rest. Each wait lasts at most the timeout.
     pub fn wait_drained(&mut self, seg: &Segment) -> Result<(), ChannelError> {
+        // One deadline for all the slots, not a timeout each.
+        let deadline = std::time::Instant::now() + self.timeout;
         for _ in 0..seg.slots() {
-            seg.free().wait_timeout(self.timeout)?;
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            seg.free().wait_timeout(left)?;
         }
         for _ in 0..seg.slots() {
             seg.free().post().map_err(ChannelError::Os)?;

@@ -64,7 +64,8 @@
 //!
 //! Both sides wait with a timeout (`--cache-timeout`), never forever. If the proxy gives up
 //! (its client hung up, the cache is too slow or dead, the head is malformed), it sets the
-//! segment's `cancelled` flag, posts `free` once to wake a cache worker blocked there,
+//! segment's `cancelled` flag, posts `free` and `ready` once each to wake a peer blocked
+//! there (a writer waits on `free`, a reader on `ready`),
 //! unlinks the object and creates a fresh one under the same name with a new generation.
 //! The cache worker checks `cancelled` and the generation after every wait, so it stops at
 //! the next chunk; whatever it writes before that lands in the orphaned object, never in
@@ -128,14 +129,17 @@ pub fn is_instance_segment(name: &str, segment: &str) -> bool {
 }
 
 /// Unlinks the segments of instance `name` whose creating process is gone (its pid is in
-/// the name). Returns the names removed.
+/// the name). Call it at start only. Returns the names removed.
 pub fn remove_stale_segments(name: &str) -> io::Result<Vec<String>> {
     let mut removed = Vec::new();
     for entry in std::fs::read_dir("/dev/shm")? {
         let file = entry?.file_name();
         let Some(file) = file.to_str() else { continue };
         let object = format!("/{file}");
-        let gone = segment_owner(name, &object).is_some_and(|pid| !sys::process_alive(pid));
+        // Our own pid counts as gone too: we are only starting, so such a segment is from
+        // an earlier process that had the same pid (a restarted container, say).
+        let gone = segment_owner(name, &object)
+            .is_some_and(|pid| pid == std::process::id() || !sys::process_alive(pid));
         if gone && segment::unlink_segment(&object)? {
             removed.push(object);
         }

@@ -9,7 +9,7 @@
 //! the old object, so its bytes can never land in the next transfer.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,9 @@ pub struct SegmentPool {
     /// Checkouts that had to wait for a free segment, and their total wait in microseconds.
     waits: AtomicU64,
     wait_micros: AtomicU64,
+    /// Set by [`unlink_all`](SegmentPool::unlink_all): no segment is rebuilt after it, or
+    /// it would be left in /dev/shm at exit.
+    closed: AtomicBool,
 }
 
 struct PoolState {
@@ -63,9 +66,13 @@ impl SegmentPool {
             names,
             segment_size: size,
             slots,
-            next_generation: AtomicU64::new(1),
+            // Seeded from the clock, so a cache that still maps an object of an earlier
+            // proxy of the same name and pid cannot mistake it for one of ours; never 0,
+            // which the cache refuses (a fresh segment carries it until its first checkout).
+            next_generation: AtomicU64::new(clock_seed()),
             waits: AtomicU64::new(0),
             wait_micros: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
         }))
     }
 
@@ -118,14 +125,10 @@ impl SegmentPool {
         )
     }
 
-    /// Every segment name this pool uses.
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
-
     /// Unlinks every segment name, leased or not. For shutdown: a leased segment's memory
     /// stays mapped for whoever holds it, but nothing is left in /dev/shm.
     pub fn unlink_all(&self) {
+        self.closed.store(true, Ordering::SeqCst);
         for name in &self.names {
             if let Err(e) = unlink_segment(name) {
                 log::warn!("unlinking {name}: {e}");
@@ -134,7 +137,7 @@ impl SegmentPool {
     }
 
     fn give_back(&self, seg: Segment, at_rest: bool) {
-        let seg = if at_rest {
+        let seg = if at_rest || self.closed.load(Ordering::SeqCst) {
             Some(seg)
         } else {
             self.rebuild(seg)
@@ -204,4 +207,13 @@ impl Drop for Lease {
             self.pool.give_back(seg, self.at_rest);
         }
     }
+}
+
+/// A starting generation from the clock's nanoseconds: far from any an earlier process
+/// used, and never 0.
+fn clock_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos.max(1)
 }

@@ -199,18 +199,21 @@ impl Segment {
             slots,
             slot_capacity,
         };
+        // The semaphores first, the magic last: a process that opens the name before we are
+        // done (names are predictable) sees no magic and refuses the segment, so it never
+        // touches a semaphore that sem_init is still setting up.
+        seg.ready().init(0)?;
+        seg.free().init(slots as u32)?;
         let h = seg.header();
         // SAFETY: `h` points to the start of our fresh mapping, large enough for a Header
-        // (size >= min_segment_size). Nobody else knows the name yet.
+        // (size >= min_segment_size); the fields written are atomics.
         unsafe {
-            (*h).magic.store(SEGMENT_MAGIC, Ordering::Relaxed);
             (*h).version.store(SEGMENT_VERSION, Ordering::Relaxed);
             (*h).slots.store(slots as u32, Ordering::Relaxed);
             (*h).slot_capacity
                 .store(slot_capacity as u64, Ordering::Relaxed);
+            (*h).magic.store(SEGMENT_MAGIC, Ordering::Release);
         }
-        seg.ready().init(0)?;
-        seg.free().init(slots as u32)?;
         Ok(seg)
     }
 

@@ -39,12 +39,12 @@ impl<'a> Semaphore<'a> {
 
     /// Initialises the semaphore in place, shared between processes, with `value`.
     ///
-    /// Only the segment's creator calls this, before any other process knows the segment
-    /// exists, so nobody can be waiting on it.
+    /// Only the segment's creator calls this, before it writes the segment's magic: a peer
+    /// refuses a segment without its magic, so nobody can be using the semaphore yet.
     pub(super) fn init(&self, value: u32) -> io::Result<()> {
         // SAFETY: `self.sem` points into a live mapping (invariant of `from_raw`), is aligned
         // for sem_t (the header is `repr(C)` at a page-aligned base) and is not in use by any
-        // other thread or process yet (see above).
+        // other thread or process yet: the segment has no magic until this is done (above).
         if unsafe { libc::sem_init(self.sem, 1, value) } == 0 {
             Ok(())
         } else {

@@ -160,8 +160,11 @@ pub fn process_alive(pid: u32) -> bool {
 
 /// Sends SIGTERM to `pid`: the polite stop, which lets the process unlink what it owns.
 pub fn terminate(pid: u32) -> io::Result<()> {
-    let pid =
-        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // kill(0, ...) would signal our own process group.
+    let pid = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: kill has no memory-safety preconditions.
     check(unsafe { libc::kill(pid, libc::SIGTERM) })
 }
