@@ -450,6 +450,17 @@ fn hostile_http_is_refused_and_the_server_keeps_serving() {
         .unwrap();
     let replies = String::from_utf8_lossy(&read_until_closed(c, Vec::new())).into_owned();
     assert_eq!(replies.matches("HTTP/1.1 200 OK").count(), 2, "{replies}");
+    // A small chunked body is read and ignored too.
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(PATIENCE)).unwrap();
+    c.write_all(
+        b"GET /f.txt HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    c.write_all(b"GET /f.txt HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let replies = String::from_utf8_lossy(&read_until_closed(c, Vec::new())).into_owned();
+    assert_eq!(replies.matches("HTTP/1.1 200 OK").count(), 2, "{replies}");
     // A body declared absurdly large gets the connection cut, and nothing else happens.
     let reply = raw(b"GET /f.txt HTTP/1.1\r\nContent-Length: 99999999999999\r\n\r\nabc");
     assert!(reply.is_empty(), "{}", String::from_utf8_lossy(&reply));

@@ -83,14 +83,31 @@ pub fn refuse_overload(ctx: &Context, request: Request) {
 }
 
 /// Lets through the requests that are safe to answer (see [`MAX_DISCARDED_BODY`]).
-fn screen(ctx: &Context, request: Request) -> Option<Request> {
-    match request.body_length() {
-        Some(declared) if declared > MAX_DISCARDED_BODY => {
-            drop_connection(ctx, request, declared);
-            None
-        }
-        _ => Some(request),
+fn screen(ctx: &Context, mut request: Request) -> Option<Request> {
+    if let Some(declared) = request.body_length().filter(|&n| n > MAX_DISCARDED_BODY) {
+        drop_connection(ctx, request, declared);
+        return None;
     }
+    // A chunked body has no declared length and tiny_http does not discard it: read it off
+    // here (within the same limit), or the next request on the connection would be parsed
+    // from its bytes.
+    if request
+        .headers()
+        .iter()
+        .any(|h| h.field.equiv("Transfer-Encoding"))
+    {
+        let limit = MAX_DISCARDED_BODY as u64 + 1;
+        let read = std::io::copy(&mut request.as_reader().take(limit), &mut std::io::sink());
+        if !read.is_ok_and(|n| n < limit) {
+            bump(&ctx.stats.connections_dropped);
+            log::warn!(target: "access", "{:?}: chunked body over {MAX_DISCARDED_BODY} bytes; connection cut", request.remote_addr());
+            if let Some(peer) = request.remote_addr() {
+                let _ = abort_connection(ctx.local_addr, *peer);
+            }
+            return None;
+        }
+    }
+    Some(request)
 }
 
 /// The largest request body the proxy reads and throws away (it serves no method that

@@ -220,9 +220,11 @@ impl Proxy {
         let result = loop {
             match self.server.recv() {
                 // Bounded backlog: past it, refuse at once rather than queue without limit.
-                // The refusal is a few hundred bytes written on this thread; only a client
-                // that pipelines behind a slow response of its own can make it wait, and
-                // then no longer than the client timeout.
+                // The refusal is a few hundred bytes written on this thread. A client that
+                // pipelines a request behind a slow response of its own makes this thread
+                // wait for that response to be written first (tiny_http orders responses
+                // per connection): a known limit, since refusing on a thread of its own
+                // would need threads, which is what overload is short of.
                 Ok(request) if workers.queued_count() >= self.config.max_pending => {
                     handler::refuse_overload(&self.ctx, request);
                 }

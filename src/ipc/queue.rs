@@ -174,11 +174,6 @@ impl Drop for MessageQueue {
     }
 }
 
-/// Removes the queue `name` if it exists. Returns whether there was one.
-pub fn unlink_queue(name: &str) -> io::Result<bool> {
-    unlink(&check_name(name)?)
-}
-
 fn unlink(name: &CString) -> io::Result<bool> {
     // SAFETY: `name` is a NUL-terminated string alive for the call.
     if unsafe { libc::mq_unlink(name.as_ptr()) } == 0 {
