@@ -63,7 +63,7 @@ fn malformed_messages_are_dropped_and_the_cache_keeps_serving() {
     // A segment of this instance, for requests that name a real segment.
     let seg_name = format!("/{name}.seg.999999.0");
     let seg = Segment::create(&seg_name, 4096, 1).unwrap();
-    let good = |segment: &str, generation: u64| Request {
+    let good = |segment: &str, generation: u64| Request::<String> {
         op: Op::Get,
         generation,
         offset: 0,

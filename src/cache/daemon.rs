@@ -233,7 +233,7 @@ impl Shared {
             body_offset: start,
             body_len: len,
             modified: entry.modified,
-            etag: entry.etag.clone(),
+            etag: entry.etag,
             // An expired entry may be replaced by a fill, like a miss.
             accept_len: if expired { self.store.accept_len() } else { 0 },
             stored_at: entry.stored_at(),

@@ -12,6 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::store::{Entry, Store, file_etag};
+use crate::ipc::channel::Etag;
 
 /// Loads `path` (a directory or a manifest) into `store`, each entry fresh for `ttl`
 /// seconds; returns the number of entries. Loading again (SIGHUP) replaces entries in place
@@ -48,7 +49,7 @@ fn load(file: &Path, ttl: u64) -> io::Result<Entry> {
     let body = fs::read(file)?.into_boxed_slice();
     let modified = fs::metadata(file)?.modified().ok();
     let etag = file_etag(modified, body.len() as u64);
-    Ok(Entry::new(body, modified, Some(etag), ttl))
+    Ok(Entry::new(body, modified, Etag::new(&etag), ttl))
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> io::Result<()> {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use crate::ipc::channel::unix_now;
+use crate::ipc::channel::{Etag, unix_now};
 
 /// One cached object. Shared by `Arc` so that a transfer in progress keeps its bytes alive
 /// even if the entry is evicted or replaced meanwhile, without holding any lock while it
@@ -17,7 +17,7 @@ pub struct Entry {
     pub modified: Option<SystemTime>,
     /// Entity tag, quotes included (see [`file_etag`]); `None` for an origin's object that
     /// came without one, so that hits and misses carry the same validators.
-    pub etag: Option<String>,
+    pub etag: Option<Etag>,
     /// When it was stored or last found unchanged, seconds since the Unix epoch; renewed in
     /// place, so it is an atomic.
     stored_at: AtomicU64,
@@ -30,7 +30,7 @@ impl Entry {
     pub fn new(
         body: Box<[u8]>,
         modified: Option<SystemTime>,
-        etag: Option<String>,
+        etag: Option<Etag>,
         max_age: u64,
     ) -> Entry {
         Entry {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::ipc::channel::{ChannelError, Head, Receiver, Sender, Status, unix_now};
+use crate::ipc::channel::{ChannelError, Etag, Head, Receiver, Sender, Status, unix_now};
 use crate::ipc::pool::{CheckoutError, Lease, SegmentPool};
 use crate::ipc::queue::MessageQueue;
 use crate::ipc::wire::{ALLOW_STALE, FROM_END, Op, Request};
@@ -193,8 +193,8 @@ impl CacheClient {
             offset,
             length,
             flags,
-            key: key.to_owned(),
-            segment: lease.segment().name().to_owned(),
+            key,
+            segment: lease.segment().name(),
         };
         let message = request
             .encode()
@@ -298,7 +298,7 @@ impl CacheClient {
             body_offset: 0,
             body_len: len,
             modified,
-            etag,
+            etag: etag.as_deref().and_then(Etag::new),
             accept_len: 0,
             stored_at: unix_now(),
             max_age,

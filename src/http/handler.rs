@@ -15,7 +15,7 @@ use super::path::{PathError, object_key, percent_encode};
 use super::response::{self, Reply};
 use super::stats::{self, ProxyStats, bump};
 use super::storage::{Cached as StoredValidators, Lookup, Revalidation, StorageError};
-use crate::ipc::channel::{ChannelError, Head};
+use crate::ipc::channel::{ChannelError, Etag, Head};
 use crate::ipc::pool::SegmentPool;
 use crate::ipc::sys::abort_connection;
 
@@ -339,7 +339,7 @@ fn revalidate(
     let cached = StoredValidators {
         len: head.total_len,
         modified: head.modified,
-        etag: head.etag.as_deref(),
+        etag: head.etag.as_ref().map(Etag::as_str),
     };
     match storage.revalidate(key, &cached) {
         Ok(Revalidation::Unchanged { max_age }) => {
@@ -492,7 +492,7 @@ fn from_cache(
         let validators = Validators {
             len: Some(head.total_len),
             modified: head.modified,
-            etag: head.etag.as_deref(),
+            etag: head.etag.as_ref().map(Etag::as_str),
         };
         let outcome = conditions.evaluate(&validators);
         let needed = if head_only {

@@ -45,6 +45,47 @@ impl Status {
     }
 }
 
+/// An entity tag as it crosses the channel: up to [`ETAG_CAPACITY`] bytes of printable
+/// ASCII, held inline so that passing one along allocates nothing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Etag {
+    bytes: [u8; ETAG_CAPACITY],
+    len: u8,
+}
+
+const _: () = assert!(ETAG_CAPACITY <= u8::MAX as usize);
+
+impl Etag {
+    /// `None` when `tag` is empty, too long, or not printable ASCII (it could not go into an
+    /// HTTP header).
+    pub fn new(tag: &str) -> Option<Etag> {
+        Etag::from_bytes(tag.as_bytes())
+    }
+
+    fn from_bytes(tag: &[u8]) -> Option<Etag> {
+        let printable = tag.iter().all(|b| (0x21..0x7f).contains(b));
+        if tag.is_empty() || tag.len() > ETAG_CAPACITY || !printable {
+            return None;
+        }
+        let mut bytes = [0; ETAG_CAPACITY];
+        bytes[..tag.len()].copy_from_slice(tag);
+        Some(Etag {
+            bytes,
+            len: tag.len() as u8,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len as usize]).expect("checked ASCII")
+    }
+}
+
+impl fmt::Debug for Etag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.as_str())
+    }
+}
+
 /// The validated head of an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
@@ -57,8 +98,8 @@ pub struct Head {
     pub body_len: u64,
     /// Last modification (whole seconds), if known.
     pub modified: Option<SystemTime>,
-    /// The entity tag, quotes included (`"5f3a-15"`), if any. Printable ASCII only.
-    pub etag: Option<String>,
+    /// The entity tag, quotes included (`"5f3a-15"`), if any.
+    pub etag: Option<Etag>,
     /// On a GET that missed: the largest object the cache would take in a STORE (0: none).
     pub accept_len: u64,
     /// When the object was stored or last revalidated, seconds since the Unix epoch.
@@ -92,7 +133,10 @@ impl Head {
     }
 
     fn to_raw(&self, generation: u64) -> RawHead {
-        let etag = self.etag.as_deref().unwrap_or("").as_bytes();
+        let etag = self
+            .etag
+            .as_ref()
+            .map_or(&[][..], |e| e.as_str().as_bytes());
         assert!(
             etag.len() <= ETAG_CAPACITY,
             "entity tag too long for a segment"
@@ -143,7 +187,7 @@ impl Head {
             body_offset: raw.body_offset,
             body_len: raw.body_len,
             modified: (raw.modified != 0).then(|| UNIX_EPOCH + Duration::from_secs(raw.modified)),
-            etag: (!etag.is_empty()).then(|| String::from_utf8_lossy(etag).into_owned()),
+            etag: Etag::from_bytes(etag),
             accept_len: raw.accept_len,
             stored_at: raw.stored_at,
             max_age: raw.max_age,
@@ -525,7 +569,7 @@ mod properties {
             if let Ok(head) = Head::from_raw(&raw) {
                 prop_assert!(head.body_offset.checked_add(head.body_len).is_some_and(|e| e <= head.total_len));
                 prop_assert!(head.status == Status::Found || head.body_len == 0);
-                let etag = head.etag.unwrap_or_default();
+                let etag = head.etag.map(|e| e.as_str().to_owned()).unwrap_or_default();
                 prop_assert!(etag.len() <= ETAG_CAPACITY);
                 prop_assert!(etag.bytes().all(|b| (0x21..0x7f).contains(&b)));
             }

@@ -91,16 +91,17 @@ pub const MESSAGE_SIZE: usize = size_of::<RawRequest>();
 const _: () = assert!(MESSAGE_SIZE == 40 + KEY_CAPACITY + SEGMENT_NAME_CAPACITY);
 const _: () = assert!(MESSAGE_SIZE <= 8192);
 
-/// A decoded, validated request.
+/// A request: decoded and validated with owned strings, or about to be encoded from
+/// borrowed ones (`Request<&str>`), so that sending one allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
+pub struct Request<S = String> {
     pub op: Op,
     pub generation: u64,
     pub offset: u64,
     pub length: u64,
     pub flags: u32,
-    pub key: String,
-    pub segment: String,
+    pub key: S,
+    pub segment: S,
 }
 
 /// Why a message was refused. Each names the first rule the bytes broke.
@@ -137,11 +138,12 @@ impl fmt::Display for WireError {
 
 impl std::error::Error for WireError {}
 
-impl Request {
+impl<S: AsRef<str>> Request<S> {
     /// Encodes into exactly [`MESSAGE_SIZE`] bytes, refusing strings that do not fit or
     /// that contain NUL. The result lives on the stack: no allocation per request.
     pub fn encode(&self) -> Result<[u8; MESSAGE_SIZE], WireError> {
-        if !self.key.starts_with('/') {
+        let (key_str, segment_str) = (self.key.as_ref(), self.segment.as_ref());
+        if !key_str.starts_with('/') {
             return Err(WireError::BadKey);
         }
         // Fields are written straight into the zeroed message at their `repr(C)` offsets:
@@ -161,16 +163,18 @@ impl Request {
         put(offset_of!(RawRequest, length), &self.length.to_ne_bytes());
         put(offset_of!(RawRequest, flags), &self.flags.to_ne_bytes());
         let key = offset_of!(RawRequest, key);
-        put_str(&mut out[key..key + KEY_CAPACITY], &self.key, "key")?;
+        put_str(&mut out[key..key + KEY_CAPACITY], key_str, "key")?;
         let segment = offset_of!(RawRequest, segment);
         put_str(
             &mut out[segment..segment + SEGMENT_NAME_CAPACITY],
-            &self.segment,
+            segment_str,
             "segment",
         )?;
         Ok(out)
     }
+}
 
+impl Request {
     /// Decodes and validates one message. Never panics, whatever the bytes.
     pub fn decode(bytes: &[u8]) -> Result<Request, WireError> {
         if bytes.len() != MESSAGE_SIZE {
