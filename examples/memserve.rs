@@ -33,8 +33,9 @@ use std::time::{Duration, SystemTime};
 
 use shmcache::cache::store::file_etag;
 use shmcache::http::body::Body;
-use shmcache::http::path::key_from_target;
-use shmcache::http::response::{self, Reply};
+use shmcache::http::path::object_key;
+use shmcache::http::response::{self, Headers, Reply, Value};
+use shmcache::ipc::channel::Etag;
 use shmcache::ipc::sys;
 use threadpool::ThreadPool;
 use tiny_http::{Method, Request, Server};
@@ -132,27 +133,24 @@ fn respond(files: &Files, request: &Request) -> Reply {
             return Reply::text(405, "405 Method Not Allowed\n").with_header("Allow", "GET, HEAD");
         }
     };
-    let Ok(key) = key_from_target(request.url()) else {
+    let Ok(key) = object_key(request.url()) else {
         return Reply::text(400, "400 Bad Request\n");
     };
-    let key = if key.ends_with('/') {
-        format!("{key}index.html")
-    } else {
-        key
-    };
-    let Some(file) = files.get(&key) else {
+    let Some(file) = files.get(key.as_str()) else {
         return Reply::text(404, "404 Not Found\n");
     };
-    let mut headers = Vec::with_capacity(8);
+    let mut headers = Headers::new();
     if let Some(modified) = file.modified {
-        headers.push(("Last-Modified", httpdate::fmt_http_date(modified)));
+        headers.push("Last-Modified", Value::Date(modified));
     }
-    headers.push(("ETag", file.etag.clone()));
-    let content_type = mime_guess::from_path(&key)
+    if let Some(etag) = Etag::new(&file.etag) {
+        headers.push("ETag", Value::Etag(etag));
+    }
+    let content_type = mime_guess::from_path(key.as_str())
         .first_raw()
         .unwrap_or("application/octet-stream");
-    headers.push(("Content-Type", content_type.to_owned()));
-    headers.push(("Accept-Ranges", "bytes".to_owned()));
+    headers.push("Content-Type", content_type);
+    headers.push("Accept-Ranges", "bytes");
     let body = if head_only {
         Body::Text(b"")
     } else {

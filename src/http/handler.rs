@@ -12,7 +12,7 @@ use super::cache_client::{Answer, CacheClient, CacheError, Part};
 use super::coalesce::{Coalescer, Role, Ticket};
 use super::conditional::{ByteRange, Conditions, Outcome, Validators};
 use super::path::{PathError, object_key, percent_encode};
-use super::response::{self, Reply};
+use super::response::{self, Headers, Reply, Value};
 use super::stats::{self, ProxyStats, bump};
 use super::storage::{Cached as StoredValidators, Lookup, Revalidation, StorageError};
 use crate::ipc::channel::{ChannelError, Etag, Head};
@@ -136,12 +136,25 @@ fn drop_connection(ctx: &Context, request: Request, declared: usize) {
     std::mem::forget(request);
 }
 
+/// The client's address in the access log, formatted only if the line is written.
+struct Client(Option<SocketAddr>);
+
+impl std::fmt::Display for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(peer) => write!(f, "{}", peer.ip()),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 /// Sends `reply` and writes the access-log line.
 fn finish(ctx: &Context, request: Request, reply: Reply, source: Source, started: Instant) {
     let status = reply.status;
     let peer = request.remote_addr().copied();
-    // Built only when the access log is on: the hit path should not allocate for nothing.
-    let line = if log::log_enabled!(target: "access", log::Level::Warn) {
+    // Built only when access lines are logged (info): the hit path should not allocate for
+    // nothing. With the access log at warn, an aborted response is logged without it.
+    let line = if log::log_enabled!(target: "access", log::Level::Info) {
         format!(
             "{} {} HTTP/{}",
             request.method(),
@@ -154,7 +167,7 @@ fn finish(ctx: &Context, request: Request, reply: Reply, source: Source, started
     // Counted before the response goes out, so a client that has read it sees it counted.
     ctx.stats.count_status(status);
     let outcome = response::send(request, reply);
-    let client = peer.map_or_else(|| "-".to_owned(), |p| p.ip().to_string());
+    let client = Client(peer);
     let micros = started.elapsed().as_micros();
     match outcome {
         Ok(sent) => {
@@ -510,7 +523,7 @@ fn from_cache(
         };
         let mut reply = answer(key, &validators, outcome, body, Source::Hit);
         // How long ago the cache stored or revalidated it (RFC 9111 §5.1).
-        reply.headers.push(("Age", head.age().to_string()));
+        reply.headers.push("Age", Value::Number(head.age()));
         return Ok(Cached::Hit(reply));
     }
     Err(CacheError::Failed(ChannelError::Protocol(
@@ -608,37 +621,39 @@ fn accept_len_of(fill: &Option<(u64, Ticket)>) -> u64 {
 
 /// The reply for an object with these validators, as `outcome` decided.
 fn answer(key: &str, v: &Validators, outcome: Outcome, body: Body, source: Source) -> Reply {
-    let mut headers = Vec::with_capacity(8);
+    let mut headers = Headers::new();
     if let Some(modified) = v.modified {
-        headers.push(("Last-Modified", httpdate::fmt_http_date(modified)));
+        headers.push("Last-Modified", Value::Date(modified));
     }
-    if let Some(etag) = v.etag {
-        headers.push(("ETag", etag.to_owned()));
+    if let Some(etag) = v.etag.and_then(Etag::new) {
+        headers.push("ETag", Value::Etag(etag));
     }
-    let cache = if source == Source::Hit { "HIT" } else { "MISS" };
-    headers.push(("X-Cache", cache.to_owned()));
+    headers.push(
+        "X-Cache",
+        if source == Source::Hit { "HIT" } else { "MISS" },
+    );
     let (status, length) = match outcome {
         // The length is the one a 200 would announce (RFC 9110 §8.6); no body follows.
         Outcome::NotModified => (304, v.len),
         Outcome::Full => (200, v.len),
         Outcome::Partial { start, len } => {
             let total = v.len.expect("ranges apply to objects of known length");
-            let range = format!("bytes {start}-{}/{total}", start + len - 1);
-            headers.push(("Content-Range", range));
+            let end = start + len - 1;
+            headers.push("Content-Range", Value::Range { start, end, total });
             (206, Some(len))
         }
         Outcome::Unsatisfiable => {
             let total = v.len.unwrap_or(0);
             return Reply::text(416, "416 Range Not Satisfiable\n")
-                .with_header("Content-Range", format!("bytes */{total}"));
+                .with_header("Content-Range", Value::Unsatisfiable(total));
         }
     };
     if status != 304 {
         let content_type = mime_guess::from_path(key)
             .first_raw()
             .unwrap_or("application/octet-stream");
-        headers.push(("Content-Type", content_type.to_owned()));
-        headers.push(("Accept-Ranges", "bytes".to_owned()));
+        headers.push("Content-Type", content_type);
+        headers.push("Accept-Ranges", "bytes");
     }
     Reply {
         status,
@@ -664,12 +679,12 @@ fn stats_page(ctx: &Context, prometheus: bool) -> Reply {
     } else {
         (stats::to_json(&proxy, cache.as_deref()), "application/json")
     };
+    let mut headers = Headers::new();
+    headers.push("Content-Type", content_type);
+    headers.push("Cache-Control", "no-store");
     Reply {
         status: 200,
-        headers: vec![
-            ("Content-Type", content_type.to_owned()),
-            ("Cache-Control", "no-store".to_owned()),
-        ],
+        headers,
         length: Some(text.len() as u64),
         body: Body::Memory(std::io::Cursor::new(text.into_bytes().into())),
     }

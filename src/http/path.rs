@@ -17,38 +17,105 @@ pub enum PathError {
     TooLong,
 }
 
+/// A key, held inline: by construction it is at most [`MAX_KEY_LEN`] bytes, so making one
+/// for every request allocates nothing.
+pub struct Key {
+    bytes: [u8; MAX_KEY_LEN],
+    len: usize,
+}
+
+impl Key {
+    fn new() -> Key {
+        Key {
+            bytes: [0; MAX_KEY_LEN],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, s: &[u8]) -> Result<(), PathError> {
+        let end = self.len + s.len();
+        self.bytes
+            .get_mut(self.len..end)
+            .ok_or(PathError::TooLong)?
+            .copy_from_slice(s);
+        self.len = end;
+        Ok(())
+    }
+
+    /// Drops the last segment (`/name`); false when there is none.
+    fn pop(&mut self) -> bool {
+        match self.bytes[..self.len].iter().rposition(|&b| b == b'/') {
+            Some(slash) => {
+                self.len = slash;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).expect("built from checked UTF-8")
+    }
+}
+
+impl std::ops::Deref for Key {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+/// The longest decoded path considered; `..` segments could shorten a longer one, but no
+/// client needs that.
+const DECODED_CAPACITY: usize = 2 * MAX_KEY_LEN;
+
 /// Turns a request target (`/a/b%20c?x=1`) into a key (`/a/b c`). A trailing `/` is kept,
 /// because it asks for a directory's index.
-pub fn key_from_target(target: &str) -> Result<String, PathError> {
+pub fn key_from_target(target: &str) -> Result<Key, PathError> {
     let path = target.split(['?', '#']).next().unwrap_or("");
     if !path.starts_with('/') {
         return Err(PathError::Bad("the request target is not a path"));
     }
-    let decoded = percent_decode(path)?;
-    let mut segments: Vec<&str> = Vec::new();
-    for segment in decoded.split('/') {
+    let mut buf = [0u8; DECODED_CAPACITY];
+    let decoded = percent_decode(path, &mut buf)?;
+    let mut key = Key::new();
+    for segment in decoded.split(|&b| b == b'/') {
         match segment {
-            "" | "." => {}
-            ".." => {
-                if segments.pop().is_none() {
+            b"" | b"." => {}
+            b".." => {
+                if !key.pop() {
                     return Err(PathError::Bad("the path climbs above the root"));
                 }
             }
-            s => segments.push(s),
+            s => {
+                key.push(b"/")?;
+                key.push(s)?;
+            }
         }
     }
-    let mut key = String::with_capacity(decoded.len());
-    for s in &segments {
-        key.push('/');
-        key.push_str(s);
-    }
     let wants_directory =
-        decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
-    if segments.is_empty() || wants_directory {
-        key.push('/');
-    }
-    if key.len() > MAX_KEY_LEN {
-        return Err(PathError::TooLong);
+        decoded.ends_with(b"/") || decoded.ends_with(b"/.") || decoded.ends_with(b"/..");
+    if key.len == 0 || wants_directory {
+        key.push(b"/")?;
     }
     Ok(key)
 }
@@ -69,23 +136,20 @@ pub fn percent_encode(path: &str) -> String {
 
 /// The key of the object a request target names: [`key_from_target`], with a directory
 /// (a trailing `/`) answered by its `index.html`, and the length checked after that.
-pub fn object_key(target: &str) -> Result<String, PathError> {
+pub fn object_key(target: &str) -> Result<Key, PathError> {
     let mut key = key_from_target(target)?;
     if key.ends_with('/') {
-        key.push_str("index.html");
-    }
-    if key.len() > MAX_KEY_LEN {
-        return Err(PathError::TooLong);
+        key.push(b"index.html")?;
     }
     Ok(key)
 }
 
-fn percent_decode(s: &str) -> Result<String, PathError> {
+/// Decodes `%XX` escapes into `buf`; the result is checked to be UTF-8.
+fn percent_decode<'a>(s: &str, buf: &'a mut [u8]) -> Result<&'a [u8], PathError> {
     let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
+    let (mut i, mut n) = (0, 0);
     while i < bytes.len() {
-        if bytes[i] == b'%' {
+        let b = if bytes[i] == b'%' {
             let hex = bytes
                 .get(i + 1..i + 3)
                 .and_then(|h| std::str::from_utf8(h).ok())
@@ -94,14 +158,17 @@ fn percent_decode(s: &str) -> Result<String, PathError> {
             if hex == 0 {
                 return Err(PathError::Bad("encoded NUL"));
             }
-            out.push(hex);
             i += 3;
+            hex
         } else {
-            out.push(bytes[i]);
             i += 1;
-        }
+            bytes[i - 1]
+        };
+        *buf.get_mut(n).ok_or(PathError::TooLong)? = b;
+        n += 1;
     }
-    String::from_utf8(out).map_err(|_| PathError::Bad("the path is not UTF-8"))
+    std::str::from_utf8(&buf[..n]).map_err(|_| PathError::Bad("the path is not UTF-8"))?;
+    Ok(&buf[..n])
 }
 
 #[cfg(test)]
@@ -131,6 +198,11 @@ mod tests {
     fn directories_name_their_index_within_the_length_limit() {
         assert_eq!(object_key("/a/").as_deref(), Ok("/a/index.html"));
         assert_eq!(object_key("/").as_deref(), Ok("/index.html"));
+        assert_eq!(
+            key_from_target(&format!("/{}", "x/..".repeat(5000))).map(|k| k.len()),
+            Err(PathError::TooLong),
+            "decoded paths are bounded before normalisation"
+        );
         let dir = format!("/{}/", "x".repeat(MAX_KEY_LEN - 5));
         assert!(key_from_target(&dir).is_ok());
         assert_eq!(object_key(&dir), Err(PathError::TooLong));

@@ -8,16 +8,102 @@
 //! [`Request::into_writer`]; tiny_http still parses requests and manages connections.
 
 use std::cell::RefCell;
+use std::fmt::{self, Write as _};
 use std::io::{self, Read, Write};
+use std::time::SystemTime;
 
+use httpdate::HttpDate;
 use tiny_http::{HTTPVersion, Method, Request};
 
 use super::body::Body;
+use crate::ipc::channel::Etag;
+
+/// A header value, kept in the form it came in and formatted straight into the response
+/// head, so that building a reply allocates nothing.
+pub enum Value {
+    Static(&'static str),
+    Etag(Etag),
+    Date(SystemTime),
+    Number(u64),
+    /// `bytes START-END/TOTAL`
+    Range {
+        start: u64,
+        end: u64,
+        total: u64,
+    },
+    /// `bytes */TOTAL`
+    Unsatisfiable(u64),
+    /// Anything else (rare: a redirect's Location).
+    Text(String),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Static(s) => f.write_str(s),
+            Value::Etag(e) => f.write_str(e.as_str()),
+            Value::Date(t) => write!(f, "{}", HttpDate::from(*t)),
+            Value::Number(n) => write!(f, "{n}"),
+            Value::Range { start, end, total } => write!(f, "bytes {start}-{end}/{total}"),
+            Value::Unsatisfiable(total) => write!(f, "bytes */{total}"),
+            Value::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<&'static str> for Value {
+    fn from(s: &'static str) -> Value {
+        Value::Static(s)
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Value {
+        Value::Text(s)
+    }
+}
+
+/// Up to [`Headers::CAPACITY`] headers, held inline.
+pub struct Headers {
+    items: [Option<(&'static str, Value)>; Headers::CAPACITY],
+    len: usize,
+}
+
+impl Headers {
+    pub const CAPACITY: usize = 12;
+
+    pub fn new() -> Headers {
+        Headers {
+            items: [const { None }; Headers::CAPACITY],
+            len: 0,
+        }
+    }
+
+    /// Adds a header. The replies of this crate need far fewer than the capacity; one too
+    /// many is a bug, caught in debug builds and dropped in release ones.
+    pub fn push(&mut self, name: &'static str, value: impl Into<Value>) {
+        debug_assert!(self.len < Headers::CAPACITY, "too many headers");
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = Some((name, value.into()));
+            self.len += 1;
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &(&'static str, Value)> {
+        self.items[..self.len].iter().flatten()
+    }
+}
+
+impl Default for Headers {
+    fn default() -> Self {
+        Headers::new()
+    }
+}
 
 /// A response about to be written: status, headers, and a body of exactly `length` bytes.
 pub struct Reply {
     pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Headers,
     /// The Content-Length: the body's length, or for HEAD and 304 the length a GET would
     /// have sent. `None` when unknown (an origin sent none): the body then goes chunked to
     /// HTTP/1.1 clients and runs to the connection's close for HTTP/1.0 ones.
@@ -37,16 +123,18 @@ pub struct Sent {
 impl Reply {
     /// A short text/plain answer.
     pub fn text(status: u16, text: &'static str) -> Reply {
+        let mut headers = Headers::new();
+        headers.push("Content-Type", "text/plain; charset=utf-8");
         Reply {
             status,
-            headers: vec![("Content-Type", "text/plain; charset=utf-8".to_owned())],
+            headers,
             length: Some(text.len() as u64),
             body: Body::Text(text.as_bytes()),
         }
     }
 
-    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
-        self.headers.push((name, value.into()));
+    pub fn with_header(mut self, name: &'static str, value: impl Into<Value>) -> Reply {
+        self.headers.push(name, value);
         self
     }
 
@@ -64,6 +152,8 @@ const COPY_BUFFER: usize = 64 * 1024;
 
 thread_local! {
     static BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; COPY_BUFFER].into_boxed_slice());
+    /// The response head is formatted here, its capacity kept from one request to the next.
+    static HEAD: RefCell<String> = RefCell::new(String::with_capacity(1024));
 }
 
 /// Whether tiny_http will keep this connection open after the response (the same rule it
@@ -93,26 +183,28 @@ pub fn send(request: Request, reply: Reply) -> io::Result<Sent> {
     let chunked = reply.length.is_none() && http11;
     let must_close = reply.length.is_none() && !http11 && sends_body;
     let keep_alive = keeps_alive(&request) && !must_close;
-    let mut head = String::with_capacity(256);
-    head.push_str("HTTP/1.1 ");
-    head.push_str(&reply.status.to_string());
-    head.push(' ');
-    head.push_str(reason(reply.status));
-    head.push_str("\r\nDate: ");
-    head.push_str(&httpdate::fmt_http_date(std::time::SystemTime::now()));
-    head.push_str("\r\nServer: ");
-    head.push_str(SERVER);
-    for (name, value) in &reply.headers {
-        head.push_str("\r\n");
-        head.push_str(name);
-        head.push_str(": ");
-        head.push_str(value);
+    HEAD.with_borrow_mut(|head| {
+        head.clear();
+        write_head(head, &reply, chunked, keep_alive).expect("formatting into a String");
+        let mut writer = request.into_writer();
+        write_response(&mut writer, head.as_bytes(), reply, sends_body, chunked)
+    })
+    .map(|bytes| Sent { bytes, must_close })
+}
+
+/// The status line and headers, ending with the blank line.
+fn write_head(head: &mut String, reply: &Reply, chunked: bool, keep_alive: bool) -> fmt::Result {
+    let (status, reason) = (reply.status, reason(reply.status));
+    let date = HttpDate::from(SystemTime::now());
+    write!(
+        head,
+        "HTTP/1.1 {status} {reason}\r\nDate: {date}\r\nServer: {SERVER}"
+    )?;
+    for (name, value) in reply.headers.iter() {
+        write!(head, "\r\n{name}: {value}")?;
     }
     match reply.length {
-        Some(length) => {
-            head.push_str("\r\nContent-Length: ");
-            head.push_str(&length.to_string());
-        }
+        Some(length) => write!(head, "\r\nContent-Length: {length}")?,
         None if chunked => head.push_str("\r\nTransfer-Encoding: chunked"),
         None => {}
     }
@@ -121,7 +213,17 @@ pub fn send(request: Request, reply: Reply) -> io::Result<Sent> {
     } else {
         "\r\nConnection: close\r\n\r\n"
     });
-    let mut writer = request.into_writer();
+    Ok(())
+}
+
+/// Writes `head` and then the body; returns the body bytes written.
+fn write_response(
+    writer: &mut dyn Write,
+    head: &[u8],
+    reply: Reply,
+    sends_body: bool,
+    chunked: bool,
+) -> io::Result<u64> {
     let mut bytes = 0;
     let body = if sends_body { Some(reply.body) } else { None };
     BUFFER.with_borrow_mut(|buf| -> io::Result<()> {
@@ -134,24 +236,24 @@ pub fn send(request: Request, reply: Reply) -> io::Result<Sent> {
                 body.read_exact(&mut buf[..length])
                     .map_err(|e| short_body(e, length))?;
                 drop(body);
-                writer.write_all(head.as_bytes())?;
+                writer.write_all(head)?;
                 writer.write_all(&buf[..length])?;
                 bytes = length as u64;
             }
             (Some(mut body), Some(length)) => {
-                writer.write_all(head.as_bytes())?;
-                bytes = copy_exact(&mut body, &mut writer, length, buf)?;
+                writer.write_all(head)?;
+                bytes = copy_exact(&mut body, writer, length, buf)?;
             }
             (Some(mut body), None) => {
-                writer.write_all(head.as_bytes())?;
-                bytes = copy_to_end(&mut body, &mut writer, chunked, buf)?;
+                writer.write_all(head)?;
+                bytes = copy_to_end(&mut body, writer, chunked, buf)?;
             }
-            (None, _) => writer.write_all(head.as_bytes())?,
+            (None, _) => writer.write_all(head)?,
         }
         Ok(())
     })?;
     writer.flush()?;
-    Ok(Sent { bytes, must_close })
+    Ok(bytes)
 }
 
 fn short_body(e: io::Error, length: usize) -> io::Error {
