@@ -15,7 +15,7 @@ use common::*;
 use shmcache::ipc::queue::MessageQueue;
 use shmcache::ipc::queue_name;
 use shmcache::ipc::segment::{ETAG_CAPACITY, HEADER_SIZE, RawHead, Segment};
-use shmcache::ipc::wire::{MESSAGE_SIZE, Request};
+use shmcache::ipc::wire::{MESSAGE_SIZE, Request, Text};
 
 /// Starts a GET of `target` and reads `n` body bytes; returns the stream (left unread) and
 /// the declared length. The caller decides when to read on or hang up.
@@ -509,7 +509,7 @@ fn storage_never_serves_outside_its_directory() {
 /// corrupt the segment before posting `ready`.
 fn fake_cache_answer(
     queue: &MessageQueue,
-    head: impl Fn(&Request) -> RawHead,
+    head: impl Fn(&Request<Text>) -> RawHead,
     tamper: impl Fn(&str),
 ) {
     let mut buf = vec![0u8; MESSAGE_SIZE];
@@ -540,7 +540,7 @@ fn malformed_segment_heads_are_refused_without_reading_out_of_bounds() {
     let name = instance("badhead");
     let (queue, _) = MessageQueue::create(&queue_name(&name), 10, MESSAGE_SIZE).unwrap();
     let (proxy, addr) = Proc::proxy(&name, &["-n", "1", "-z", "4K", "--cache-timeout", "2"]);
-    let valid = |r: &Request| RawHead {
+    let valid = |r: &Request<Text>| RawHead {
         status: 1,
         generation: r.generation,
         total_len: 100,
@@ -556,7 +556,7 @@ fn malformed_segment_heads_are_refused_without_reading_out_of_bounds() {
     };
     type Case = (
         &'static str,
-        Box<dyn Fn(&Request) -> RawHead + Send>,
+        Box<dyn Fn(&Request<Text>) -> RawHead + Send>,
         Box<dyn Fn(&str) + Send>,
     );
     let cases: Vec<Case> = vec![

@@ -13,7 +13,7 @@ use super::store::{Entry, Store};
 use crate::ipc::channel::{self, ChannelError, Head, Receiver, Status};
 use crate::ipc::queue::MessageQueue;
 use crate::ipc::segment::Segment;
-use crate::ipc::wire::{ALLOW_STALE, FROM_END, MESSAGE_SIZE, Op, Request};
+use crate::ipc::wire::{ALLOW_STALE, FROM_END, MESSAGE_SIZE, Op, Request, Text};
 use crate::ipc::{is_instance_segment, queue_name};
 use crate::shutdown::{Shutdown, join_within};
 
@@ -144,7 +144,7 @@ impl Daemon {
 
 impl Shared {
     /// Serves one request: opens its segment, checks its generation, and does what it asks.
-    fn serve(&self, request: Request) {
+    fn serve(&self, request: Request<Text>) {
         if request.generation == 0 {
             // No checkout ever gives 0: a fresh segment carries it until its first one.
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -208,7 +208,7 @@ impl Shared {
         }
     }
 
-    fn answer_get(&self, seg: &Segment, request: &Request) -> Result<(), ChannelError> {
+    fn answer_get(&self, seg: &Segment, request: &Request<Text>) -> Result<(), ChannelError> {
         let Some(entry) = self.store.get(&request.key) else {
             let head = Head {
                 accept_len: self.store.accept_len(),
@@ -259,7 +259,7 @@ impl Shared {
     /// Receives an object the proxy fetched on a miss and stores it. The proxy learns that
     /// the entry is in when the last slot comes back (see `Sender::wait_drained`), so a
     /// request that waited for this fill finds it.
-    fn take_store(&self, seg: &Segment, request: &Request) -> Result<(), ChannelError> {
+    fn take_store(&self, seg: &Segment, request: &Request<Text>) -> Result<(), ChannelError> {
         let (head, mut rx) = Receiver::recv_head(seg, request.generation, self.config.timeout)?;
         let whole = head.status == Status::Found
             && head.body_offset == 0
@@ -307,7 +307,7 @@ impl Shared {
     }
 
     /// Makes an expired entry fresh again for `request.length` seconds.
-    fn renew(&self, seg: &Segment, request: &Request) -> Result<(), ChannelError> {
+    fn renew(&self, seg: &Segment, request: &Request<Text>) -> Result<(), ChannelError> {
         let status = match self.store.peek(&request.key) {
             Some(entry) => {
                 entry.renew(request.length);
@@ -320,7 +320,7 @@ impl Shared {
     }
 
     /// Removes an entry; the status says whether it was there.
-    fn purge(&self, seg: &Segment, request: &Request) -> Result<(), ChannelError> {
+    fn purge(&self, seg: &Segment, request: &Request<Text>) -> Result<(), ChannelError> {
         let status = if self.store.remove(&request.key) {
             self.purged.fetch_add(1, Ordering::Relaxed);
             log::info!("purged {}", request.key);
@@ -335,7 +335,7 @@ impl Shared {
     fn answer_status(
         &self,
         seg: &Segment,
-        request: &Request,
+        request: &Request<Text>,
         status: Status,
     ) -> Result<(), ChannelError> {
         let head = Head::empty(status);
@@ -343,7 +343,7 @@ impl Shared {
     }
 
     /// Writes the counters as `name value` lines.
-    fn answer_stats(&self, seg: &Segment, request: &Request) -> Result<(), ChannelError> {
+    fn answer_stats(&self, seg: &Segment, request: &Request<Text>) -> Result<(), ChannelError> {
         let text = self.stats_text();
         let head = Head {
             status: Status::Found,
@@ -391,7 +391,7 @@ impl Shared {
 
 /// The part of an object of `total` bytes that `request` asks for, clamped to the object:
 /// a start past the end gives an empty body at the end.
-fn body_range(total: u64, request: &Request) -> (u64, u64) {
+fn body_range(total: u64, request: &Request<Text>) -> (u64, u64) {
     let start = if request.flags & FROM_END != 0 {
         total - request.offset.min(total)
     } else {

@@ -174,9 +174,49 @@ impl<S: AsRef<str>> Request<S> {
     }
 }
 
-impl Request {
+/// A string field of a received request, held inline so that decoding a request
+/// allocates nothing.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Text {
+    bytes: [u8; KEY_CAPACITY],
+    len: usize,
+}
+
+impl Text {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).expect("checked UTF-8 when decoded")
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Request<Text> {
     /// Decodes and validates one message. Never panics, whatever the bytes.
-    pub fn decode(bytes: &[u8]) -> Result<Request, WireError> {
+    pub fn decode(bytes: &[u8]) -> Result<Request<Text>, WireError> {
         if bytes.len() != MESSAGE_SIZE {
             return Err(WireError::Length(bytes.len()));
         }
@@ -222,7 +262,7 @@ fn put_str(dst: &mut [u8], s: &str, field: &'static str) -> Result<(), WireError
     Ok(())
 }
 
-fn get_str(src: &[u8], field: &'static str) -> Result<String, WireError> {
+fn get_str(src: &[u8], field: &'static str) -> Result<Text, WireError> {
     let end = src
         .iter()
         .position(|&b| b == 0)
@@ -230,14 +270,32 @@ fn get_str(src: &[u8], field: &'static str) -> Result<String, WireError> {
     if src[end..].iter().any(|&b| b != 0) {
         return Err(WireError::BadString(field));
     }
-    std::str::from_utf8(&src[..end])
-        .map(str::to_owned)
-        .map_err(|_| WireError::BadString(field))
+    std::str::from_utf8(&src[..end]).map_err(|_| WireError::BadString(field))?;
+    // Fields are at most KEY_CAPACITY bytes, the largest of them.
+    let mut text = Text {
+        bytes: [0; KEY_CAPACITY],
+        len: end,
+    };
+    text.bytes[..end].copy_from_slice(&src[..end]);
+    Ok(text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The decoded request with owned strings, to compare with what was encoded.
+    pub(super) fn owned(r: Request<Text>) -> Request<String> {
+        Request {
+            op: r.op,
+            generation: r.generation,
+            offset: r.offset,
+            length: r.length,
+            flags: r.flags,
+            key: r.key.as_str().to_owned(),
+            segment: r.segment.as_str().to_owned(),
+        }
+    }
 
     /// Offset of the key field.
     const KEY: usize = 40;
@@ -258,7 +316,7 @@ mod tests {
     fn round_trips() {
         let bytes = sample().encode().unwrap();
         assert_eq!(bytes.len(), MESSAGE_SIZE);
-        assert_eq!(Request::decode(&bytes).unwrap(), sample());
+        assert_eq!(owned(Request::decode(&bytes).unwrap()), sample());
     }
 
     #[test]
@@ -349,7 +407,7 @@ mod properties {
                 key,
                 segment: seg,
             };
-            prop_assert_eq!(Request::decode(&req.encode().unwrap()).unwrap(), req);
+            prop_assert_eq!(tests::owned(Request::decode(&req.encode().unwrap()).unwrap()), req);
         }
     }
 }
