@@ -236,7 +236,13 @@ fn respond_to(ctx: &Context, request: &Request) -> (Reply, Source) {
     }
     let conditions = Conditions::from_headers(request.headers());
     bump(&ctx.stats.requests);
-    let (reply, source) = lookup(ctx, &key, target, &conditions, head_only);
+    let ask = Ask {
+        key: &key,
+        target,
+        conditions: &conditions,
+        head_only,
+    };
+    let (reply, source) = lookup(ctx, &ask);
     bump(if source == Source::Hit {
         &ctx.stats.hits
     } else {
@@ -245,27 +251,34 @@ fn respond_to(ctx: &Context, request: &Request) -> (Reply, Source) {
     (reply, source)
 }
 
+/// What one request asks for, handed down the lookup.
+#[derive(Clone, Copy)]
+struct Ask<'a> {
+    key: &'a str,
+    target: &'a str,
+    conditions: &'a Conditions,
+    head_only: bool,
+}
+
 /// Serves an object: from the cache, else from secondary storage (filling the cache when
 /// the whole object is sent), else an error.
-fn lookup(
-    ctx: &Context,
-    key: &str,
-    target: &str,
-    conditions: &Conditions,
-    head_only: bool,
-) -> (Reply, Source) {
+fn lookup(ctx: &Context, ask: &Ask) -> (Reply, Source) {
+    let Ask {
+        key,
+        conditions,
+        head_only,
+        ..
+    } = *ask;
     // With no secondary storage there is nothing to revalidate against: whatever the cache
     // holds is served, expired or not.
     let allow_stale = ctx.storage.is_none();
-    let accept_len = match from_cache(ctx, key, conditions, head_only, allow_stale) {
+    let accept_len = match from_cache(ctx, ask, allow_stale) {
         Ok(Cached::Hit(reply)) => return (reply, Source::Hit),
         Ok(Cached::Miss { accept_len }) => Some(accept_len),
         Ok(Cached::Expired(head)) => {
             return match &ctx.storage {
-                Some(storage) => {
-                    revalidate(ctx, storage, key, target, conditions, head_only, &head)
-                }
-                None => serve_stale(ctx, key, conditions, head_only),
+                Some(storage) => revalidate(ctx, storage, ask, &head),
+                None => serve_stale(ctx, ask),
             };
         }
         Err(e) => {
@@ -293,9 +306,7 @@ fn lookup(
             Role::Follower(flight) => {
                 bump(&ctx.stats.coalesced_waits);
                 if flight.wait(ctx.coalesce_timeout) {
-                    if let Ok(Cached::Hit(reply)) =
-                        from_cache(ctx, key, conditions, head_only, false)
-                    {
+                    if let Ok(Cached::Hit(reply)) = from_cache(ctx, ask, false) {
                         return (reply, Source::Hit);
                     }
                 } else {
@@ -306,15 +317,7 @@ fn lookup(
         },
         _ => None,
     };
-    from_storage(
-        ctx,
-        storage.lookup(key),
-        key,
-        target,
-        conditions,
-        head_only,
-        fill,
-    )
+    from_storage(ctx, storage.lookup(key), ask, fill)
 }
 
 /// Serves an entry whose lifetime has passed: checks it against secondary storage first
@@ -323,30 +326,20 @@ fn lookup(
 fn revalidate(
     ctx: &Context,
     storage: &super::storage::Storage,
-    key: &str,
-    target: &str,
-    conditions: &Conditions,
-    head_only: bool,
+    ask: &Ask,
     head: &Head,
 ) -> (Reply, Source) {
+    let key = ask.key;
     let ticket = match ctx.coalescer.join(key) {
         Role::Leader(ticket) => ticket,
         Role::Follower(flight) => {
             bump(&ctx.stats.coalesced_waits);
             if flight.wait(ctx.coalesce_timeout)
-                && let Ok(Cached::Hit(reply)) = from_cache(ctx, key, conditions, head_only, false)
+                && let Ok(Cached::Hit(reply)) = from_cache(ctx, ask, false)
             {
                 return (reply, Source::Hit);
             }
-            return from_storage(
-                ctx,
-                storage.lookup(key),
-                key,
-                target,
-                conditions,
-                head_only,
-                None,
-            );
+            return from_storage(ctx, storage.lookup(key), ask, None);
         }
     };
     let cached = StoredValidators {
@@ -359,33 +352,15 @@ fn revalidate(
             bump(&ctx.stats.revalidated);
             let renewed = ctx.cache.renew(key, max_age);
             drop(ticket);
-            if let (Ok(true), Ok(Cached::Hit(reply))) =
-                (renewed, from_cache(ctx, key, conditions, head_only, false))
-            {
+            if let (Ok(true), Ok(Cached::Hit(reply))) = (renewed, from_cache(ctx, ask, false)) {
                 return (reply, Source::Hit);
             }
-            from_storage(
-                ctx,
-                storage.lookup(key),
-                key,
-                target,
-                conditions,
-                head_only,
-                None,
-            )
+            from_storage(ctx, storage.lookup(key), ask, None)
         }
         Ok(Revalidation::Changed(object)) => {
             bump(&ctx.stats.replaced);
             let fill = Some((head.accept_len, ticket));
-            from_storage(
-                ctx,
-                Ok(Lookup::Found(object)),
-                key,
-                target,
-                conditions,
-                head_only,
-                fill,
-            )
+            from_storage(ctx, Ok(Lookup::Found(object)), ask, fill)
         }
         Ok(Revalidation::Missing) => {
             let _ = ctx.cache.purge(key);
@@ -394,20 +369,15 @@ fn revalidate(
         Err(e) if head.age() < head.max_age.saturating_add(ctx.stale_if_error) => {
             log::warn!("{key}: cannot revalidate ({e}); serving it stale");
             drop(ticket);
-            serve_stale(ctx, key, conditions, head_only)
+            serve_stale(ctx, ask)
         }
-        Err(e) => from_storage(ctx, Err(e), key, target, conditions, head_only, None),
+        Err(e) => from_storage(ctx, Err(e), ask, None),
     }
 }
 
 /// Serves an expired entry as it is, because secondary storage could not revalidate it.
-fn serve_stale(
-    ctx: &Context,
-    key: &str,
-    conditions: &Conditions,
-    head_only: bool,
-) -> (Reply, Source) {
-    match from_cache(ctx, key, conditions, head_only, true) {
+fn serve_stale(ctx: &Context, ask: &Ask) -> (Reply, Source) {
+    match from_cache(ctx, ask, true) {
         Ok(Cached::Hit(reply)) => {
             bump(&ctx.stats.stale_served);
             (reply, Source::Hit)
@@ -487,13 +457,13 @@ enum Cached {
 }
 
 /// Asks the cache; `allow_stale` takes an entry even past its lifetime.
-fn from_cache(
-    ctx: &Context,
-    key: &str,
-    conditions: &Conditions,
-    head_only: bool,
-    allow_stale: bool,
-) -> Result<Cached, CacheError> {
+fn from_cache(ctx: &Context, ask: &Ask, allow_stale: bool) -> Result<Cached, CacheError> {
+    let Ask {
+        key,
+        conditions,
+        head_only,
+        ..
+    } = *ask;
     let mut part = first_part(conditions, head_only);
     // Twice is enough unless the object changes between the two asks; then ask again.
     for _ in 0..3 {
@@ -536,12 +506,15 @@ fn from_cache(
 fn from_storage(
     ctx: &Context,
     found: Result<Lookup, StorageError>,
-    key: &str,
-    target: &str,
-    conditions: &Conditions,
-    head_only: bool,
+    ask: &Ask,
     fill: Option<(u64, Ticket)>,
 ) -> (Reply, Source) {
+    let Ask {
+        key,
+        target,
+        conditions,
+        head_only,
+    } = *ask;
     let mut object = match found {
         Ok(Lookup::Found(object)) => object,
         // Like nginx: a directory named without its trailing slash is redirected to it.
