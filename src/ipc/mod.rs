@@ -164,7 +164,8 @@ fn check_name(name: &str) -> io::Result<CString> {
     CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))
 }
 
-/// The absolute CLOCK_REALTIME instant `timeout` from now, as the timed POSIX waits want it.
+/// The absolute CLOCK_REALTIME instant `timeout` from now, as `mq_timedsend` wants it (no
+/// message-queue call takes another clock; semaphores wait on CLOCK_MONOTONIC).
 fn realtime_deadline(timeout: Duration) -> libc::timespec {
     let at = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -9,7 +9,29 @@ use std::io;
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use super::realtime_deadline;
+// glibc has had sem_clockwait since 2.30; the libc crate does not declare it for Linux.
+unsafe extern "C" {
+    fn sem_clockwait(
+        sem: *mut libc::sem_t,
+        clock: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+}
+
+/// The absolute CLOCK_MONOTONIC instant `timeout` from now.
+fn monotonic_deadline(timeout: Duration) -> libc::timespec {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let at = Duration::new(now.tv_sec as u64, now.tv_nsec as u32).saturating_add(timeout);
+    libc::timespec {
+        tv_sec: at.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: at.subsec_nanos() as libc::c_long,
+    }
+}
 
 /// Why a wait ended without the semaphore being taken.
 #[derive(Debug, PartialEq, Eq)]
@@ -70,11 +92,14 @@ impl<'a> Semaphore<'a> {
     ///
     /// Data the peer wrote before its matching `post` is visible after this returns: POSIX
     /// lists both calls among those that synchronise memory.
+    /// The deadline is on CLOCK_MONOTONIC, so a step of the wall clock neither stretches
+    /// nor cuts the wait.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<(), WaitError> {
-        let deadline = realtime_deadline(timeout);
+        let deadline = monotonic_deadline(timeout);
         loop {
-            // SAFETY: as in `post`; `deadline` is a valid timespec on our stack.
-            if unsafe { libc::sem_timedwait(self.sem, &deadline) } == 0 {
+            // SAFETY: as in `post`; `deadline` is a valid timespec on our stack, and
+            // sem_clockwait takes exactly these argument types (glibc 2.30, `sem.h`).
+            if unsafe { sem_clockwait(self.sem, libc::CLOCK_MONOTONIC, &deadline) } == 0 {
                 return Ok(());
             }
             match io::Error::last_os_error().raw_os_error().unwrap_or(0) {
@@ -83,5 +108,33 @@ impl<'a> Semaphore<'a> {
                 errno => return Err(WaitError::Os(errno)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::segment::Segment;
+
+    #[test]
+    fn waits_time_out_and_posts_are_taken() {
+        let name = format!("/semtest.seg.{}.0", std::process::id());
+        let seg = Segment::create(&name, 4096, 2).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(
+            seg.ready().wait_timeout(Duration::from_millis(30)),
+            Err(WaitError::TimedOut)
+        );
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        seg.ready().post().unwrap();
+        assert_eq!(seg.ready().wait_timeout(Duration::from_secs(5)), Ok(()));
+        // `free` starts at the slot count.
+        for _ in 0..2 {
+            assert_eq!(seg.free().wait_timeout(Duration::ZERO), Ok(()));
+        }
+        assert_eq!(
+            seg.free().wait_timeout(Duration::ZERO),
+            Err(WaitError::TimedOut)
+        );
     }
 }
