@@ -11,9 +11,9 @@ use std::thread;
 use common::*;
 use shmcache::ipc::segment::slot_capacity;
 
-/// Files around the slot boundary for segments of `size` bytes and `slots` slots, and one
-/// several MiB long.
-fn boundary_files(size: usize, slots: usize) -> Vec<(String, Vec<u8>)> {
+/// Lengths around the slot boundary for segments of `size` bytes and `slots` slots, and
+/// one several MiB long.
+fn boundary_sizes(size: usize, slots: usize) -> Vec<usize> {
     let cap = slot_capacity(size, slots);
     let mut sizes = vec![
         0,
@@ -28,17 +28,16 @@ fn boundary_files(size: usize, slots: usize) -> Vec<(String, Vec<u8>)> {
     sizes.sort();
     sizes.dedup();
     sizes
-        .iter()
-        .map(|&len| (format!("f{len}.bin"), pattern(len, len as u64)))
-        .collect()
 }
 
 fn every_size_round_trips(tag: &str, size: usize, slots: usize) {
     let name = instance(tag);
     let dir = tempfile::tempdir().unwrap();
-    let files = boundary_files(size, slots);
-    let refs: Vec<(&str, &[u8])> = files.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
-    write_files(dir.path(), &refs);
+    let sizes = boundary_sizes(size, slots);
+    let files = make_files(
+        dir.path(),
+        sizes.iter().map(|&len| (format!("f{len}.bin"), len)),
+    );
     let cache = Proc::cache(&name, &["-c", dir.path().to_str().unwrap()]);
     let z = size.to_string();
     let k = slots.to_string();
@@ -71,13 +70,11 @@ fn concurrent(tag: &str, clients: usize, segments: &str, slots: &str) {
     let name = instance(tag);
     let dir = tempfile::tempdir().unwrap();
     let sizes = [0usize, 1, 1000, 8191, 8192, 65_537, 300_000, 2 << 20];
-    let files: Vec<(String, Vec<u8>)> = sizes
+    let keys = sizes
         .iter()
         .enumerate()
-        .map(|(i, &len)| (format!("m/{i}.bin"), pattern(len, 100 + i as u64)))
-        .collect();
-    let refs: Vec<(&str, &[u8])> = files.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
-    write_files(dir.path(), &refs);
+        .map(|(i, &len)| (format!("m/{i}.bin"), len));
+    let files = make_files(dir.path(), keys);
     let cache = Proc::cache(&name, &["-c", dir.path().to_str().unwrap(), "-t", "4"]);
     let (proxy, addr) = Proc::proxy(
         &name,

@@ -71,11 +71,7 @@ fn a_miss_fills_the_cache_and_the_next_request_hits() {
 fn a_small_capacity_holds_and_the_least_recently_used_goes_first() {
     let name = instance("lru");
     let disk = tempfile::tempdir().unwrap();
-    let files: Vec<(String, Vec<u8>)> = (0..5)
-        .map(|i| (format!("{i}.bin"), pattern(10_000, 40 + i)))
-        .collect();
-    let refs: Vec<(&str, &[u8])> = files.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
-    write_files(disk.path(), &refs);
+    let files = make_files(disk.path(), (0..5).map(|i| (format!("{i}.bin"), 10_000)));
     // Room for three of them.
     let capacity = 3 * (10_000 + "/0.bin".len() as u64 + ENTRY_OVERHEAD);
     let cap = capacity.to_string();

@@ -15,13 +15,11 @@ fn soak(tag: &str, requests: usize, clients: usize) {
     let name = instance(tag);
     let dir = tempfile::tempdir().unwrap();
     let sizes = [0, 1, 100, 4095, 4096, 65_536, 262_144, 1 << 20, 4 << 20];
-    let files: Vec<(String, Vec<u8>)> = sizes
+    let keys = sizes
         .iter()
         .enumerate()
-        .map(|(i, &len)| (format!("s/{i}.bin"), pattern(len, 1000 + i as u64)))
-        .collect();
-    let refs: Vec<(&str, &[u8])> = files.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
-    write_files(dir.path(), &refs);
+        .map(|(i, &len)| (format!("s/{i}.bin"), len));
+    let files = make_files(dir.path(), keys);
     let cache = Proc::cache(&name, &["-c", dir.path().to_str().unwrap(), "-t", "8"]);
     let (proxy, addr) = Proc::proxy(&name, &["-n", "4", "-t", "16", "-k", "2", "-z", "64K"]);
     let files = Arc::new(files);

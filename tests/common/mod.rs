@@ -44,6 +44,26 @@ pub fn write_files(dir: &Path, files: &[(&str, &[u8])]) {
     }
 }
 
+/// Writes a file of [`pattern`] bytes for each `(key, length)` under `dir`, each with its
+/// own seed; returns the keys with their bytes, to compare answers against.
+pub fn make_files(
+    dir: &Path,
+    files: impl IntoIterator<Item = (String, usize)>,
+) -> Vec<(String, Vec<u8>)> {
+    let made: Vec<(String, Vec<u8>)> = files
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, len))| {
+            let bytes = pattern(len, 1000 + i as u64);
+            (key, bytes)
+        })
+        .collect();
+    for (key, bytes) in &made {
+        write_files(dir, &[(key, bytes)]);
+    }
+    made
+}
+
 type Log = Arc<(Mutex<Vec<String>>, Condvar)>;
 
 /// A running binary whose stderr (the log) is collected line by line.
