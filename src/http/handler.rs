@@ -40,6 +40,8 @@ pub struct Context {
 pub const STATS_PATH: &str = "/-/stats";
 pub const METRICS_PATH: &str = "/-/metrics";
 
+const UNAVAILABLE: &str = "503 Service Unavailable: the cache is not answering\n";
+
 /// Where an answer came from, for the access log and the `X-Cache` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
@@ -278,7 +280,14 @@ fn lookup(ctx: &Context, ask: &Ask) -> (Reply, Source) {
         Ok(Cached::Expired(head)) => {
             return match &ctx.storage {
                 Some(storage) => revalidate(ctx, storage, ask, &head),
-                None => serve_stale(ctx, ask),
+                // Asked with ALLOW_STALE, a cache that still answers "expired" is broken.
+                None => {
+                    log::warn!("{key}: the cache answered expired to an ALLOW_STALE request");
+                    (
+                        Reply::text(503, UNAVAILABLE).with_header("Retry-After", "1"),
+                        Source::Proxy,
+                    )
+                }
             };
         }
         Err(e) => {
@@ -290,7 +299,7 @@ fn lookup(ctx: &Context, ask: &Ask) -> (Reply, Source) {
         return match accept_len {
             Some(_) => (Reply::text(404, "404 Not Found\n"), Source::Proxy),
             None => {
-                let text = "503 Service Unavailable: the cache is not answering\n";
+                let text = UNAVAILABLE;
                 (
                     Reply::text(503, text).with_header("Retry-After", "1"),
                     Source::Proxy,
@@ -415,8 +424,7 @@ fn purge(ctx: &Context, request: &Request) -> Reply {
         Ok(false) => Reply::text(404, "404 Not Found in the cache\n"),
         Err(e) => {
             log::debug!("{key}: purge: {e}");
-            Reply::text(503, "503 Service Unavailable: the cache is not answering\n")
-                .with_header("Retry-After", "1")
+            Reply::text(503, UNAVAILABLE).with_header("Retry-After", "1")
         }
     }
 }
