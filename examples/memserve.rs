@@ -11,21 +11,18 @@
 //! It listens on 127.0.0.1 only and stops on SIGINT or SIGTERM (it owns no shared object,
 //! so there is nothing to clean up).
 //!
-//! What is the same as webproxy: a std `TcpListener` tuned with
-//! [`tune_listener`](shmcache::ipc::sys::tune_listener) (TCP_NODELAY, 30 s client
-//! timeouts) handed to `tiny_http::Server::from_listener`, a threadpool of workers fed by
-//! one accept loop with the same 503 past 1024 waiting requests, the same URL-to-key
-//! mapping, headers built per request the same way, and the body written by
-//! [`response::send`](shmcache::http::response::send) through its 64 KiB copy buffer.
-//! What differs: the body is copied out of an in-memory buffer
-//! ([`Body::Memory`](shmcache::http::body::Body::Memory)) instead of out of a segment,
-//! there is no access log (benchmarks run webproxy with it off too), and no conditional or
-//! range requests (benchmarks send neither).
+//! What is the same as webproxy: the same HTTP server ([`Server`], with webproxy's default
+//! limits: a thread per connection, 8 workers, 503 past 1024 waiting requests), the same
+//! URL-to-key mapping, headers built per request the same way, and the body copied by the
+//! worker into the response's spool in 64 KiB pieces, as a hit is copied out of its
+//! segment. What differs: the bytes are copied out of this process's memory instead of
+//! out of a segment, there is no access log (benchmarks run webproxy with it off too),
+//! and no conditional or range requests (benchmarks send neither).
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Cursor};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -34,16 +31,21 @@ use std::time::{Duration, SystemTime};
 use shmcache::cache::store::file_etag;
 use shmcache::http::body::Body;
 use shmcache::http::path::object_key;
-use shmcache::http::response::{self, Headers, Reply, Value};
+use shmcache::http::request::{Method, Request};
+use shmcache::http::response::{Headers, Reply, Value};
+use shmcache::http::server::{Server, ServerConfig, Service};
+use shmcache::http::spool::{Budget, Producer};
 use shmcache::ipc::channel::Etag;
 use shmcache::ipc::sys;
-use threadpool::ThreadPool;
-use tiny_http::{Method, Request, Server};
 
 /// webproxy's defaults, so the two differ only in where the bytes come from.
 const DEFAULT_THREADS: usize = 8;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_PENDING: usize = 1024;
+const MAX_CONNECTIONS: usize = 4096;
+const BUFFER_MEMORY: u64 = 64 << 20;
+/// As webproxy copies a hit out of its segment.
+const CHUNK: usize = 64 * 1024;
 
 /// One file held in memory, with what its headers need.
 struct File {
@@ -95,45 +97,60 @@ fn run(dir: &Path, port: u16, threads: usize) -> io::Result<()> {
             },
         );
     }
-    let files = Arc::new(files);
+    let files = Arc::new(Memory(files));
     let _ = sys::raise_nofile_limit();
-    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
-    sys::tune_listener(&listener, CLIENT_TIMEOUT, CLIENT_TIMEOUT)?;
-    let addr = listener.local_addr()?;
-    let server = Server::from_listener(listener, None).map_err(io::Error::other)?;
-    let workers = ThreadPool::with_name("memserve-worker".into(), threads);
+    let server = Server::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
     eprintln!(
-        "memserve: listening on http://{addr} ({} files, {} bytes, {threads} threads)",
-        files.len(),
-        files.values().map(|f| f.bytes.len()).sum::<usize>()
+        "memserve: listening on http://{} ({} files, {} bytes, {threads} threads)",
+        server.local_addr(),
+        files.0.len(),
+        files.0.values().map(|f| f.bytes.len()).sum::<usize>()
     );
-    loop {
-        let request = server.recv()?;
-        if workers.queued_count() >= MAX_PENDING {
-            let reply = Reply::text(503, "503 Service Unavailable: too busy, try again\n")
-                .with_header("Retry-After", "1");
-            let _ = response::send(request, reply);
-            continue;
+    let config = ServerConfig {
+        threads,
+        max_pending: MAX_PENDING,
+        max_connections: MAX_CONNECTIONS,
+        client_timeout: CLIENT_TIMEOUT,
+        min_send_rate: 1024,
+        max_body: 64 * 1024,
+        drain_timeout: Duration::from_secs(1),
+    };
+    server.run(files, config, Budget::new(BUFFER_MEMORY))
+}
+
+struct Memory(Files);
+
+impl Service for Memory {
+    fn respond(self: Arc<Self>, request: &Request, mut out: Producer) {
+        let (head, body) = respond(&self.0, request).split("hit");
+        out.start(head);
+        let Body::Memory(mut bytes) = body else {
+            return out.stream(body);
+        };
+        let all = Arc::clone(bytes.get_ref());
+        for piece in all.chunks(CHUNK) {
+            bytes.set_position(bytes.position() + piece.len() as u64);
+            match out.push(piece.to_vec()) {
+                Ok(true) => {}
+                // Out of memory for slow clients: the connection sends the rest itself.
+                Ok(false) => return out.stream(Body::Memory(bytes)),
+                Err(_) => return,
+            }
         }
-        let files = Arc::clone(&files);
-        workers.execute(move || {
-            let reply = respond(&files, &request);
-            // A failed write is a client gone away; webproxy would log it and carry on.
-            let _ = response::send(request, reply);
-        });
+        out.end()
     }
 }
 
 /// The reply webproxy would build for a cache hit, headers included (but `X-Cache`).
 fn respond(files: &Files, request: &Request) -> Reply {
-    let head_only = match request.method() {
+    let head_only = match request.method {
         Method::Get => false,
         Method::Head => true,
         _ => {
             return Reply::text(405, "405 Method Not Allowed\n").with_header("Allow", "GET, HEAD");
         }
     };
-    let Ok(key) = object_key(request.url()) else {
+    let Ok(key) = object_key(&request.target) else {
         return Reply::text(400, "400 Bad Request\n");
     };
     let Some(file) = files.get(key.as_str()) else {
@@ -154,7 +171,7 @@ fn respond(files: &Files, request: &Request) -> Reply {
     let body = if head_only {
         Body::Text(b"")
     } else {
-        Body::Memory(Cursor::new(Arc::clone(&file.bytes)))
+        Body::Memory(io::Cursor::new(Arc::clone(&file.bytes)))
     };
     Reply {
         status: 200,

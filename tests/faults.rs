@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::FileExt;
 use std::process::Command;
@@ -16,42 +16,6 @@ use shmcache::ipc::queue::MessageQueue;
 use shmcache::ipc::queue_name;
 use shmcache::ipc::segment::{ETAG_CAPACITY, HEADER_SIZE, RawHead, Segment};
 use shmcache::ipc::wire::{MESSAGE_SIZE, Request, Text};
-
-/// Starts a GET of `target` and reads `n` body bytes; returns the stream (left unread) and
-/// the declared length. The caller decides when to read on or hang up.
-fn start_download(
-    addr: std::net::SocketAddr,
-    target: &str,
-    n: usize,
-) -> (TcpStream, usize, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    s.write_all(format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
-    let (status, headers) = read_head(&mut reader);
-    assert_eq!(status, 200);
-    let len = headers["content-length"].parse().unwrap();
-    let mut first = vec![0; n];
-    reader.read_exact(&mut first).unwrap();
-    // Bytes the BufReader holds beyond `n` belong to the body too.
-    let mut rest = reader.buffer().to_vec();
-    first.append(&mut rest);
-    (s, len, first)
-}
-
-/// Reads until EOF or a reset, whichever comes first; returns what arrived.
-fn read_until_closed(mut s: TcpStream, mut got: Vec<u8>) -> Vec<u8> {
-    let mut buf = [0u8; 65536];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return got,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return got,
-            Err(e) => panic!("reading the body: {e}"),
-        }
-    }
-}
 
 #[test]
 fn cache_killed_mid_transfer() {
@@ -367,31 +331,36 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
 }
 
 #[test]
-fn running_out_of_descriptors_fails_loudly() {
+fn descriptors_never_run_out_connections_past_the_cap_get_503() {
     let name = instance("emfile");
     let dir = tempfile::tempdir().unwrap();
     write_files(dir.path(), &[("f.txt", b"content")]);
     let cache = Proc::cache(&name, &["-c", dir.path().to_str().unwrap()]);
-    let (proxy, addr) = Proc::proxy_with_nofile(&name, 64, &["--client-timeout", "1"]);
+    // 128 descriptors leave room for (128 - 64) / 2 = 32 connections.
+    let (proxy, addr) = Proc::proxy_with_nofile(&name, 128, &[]);
+    proxy.wait_log("--max-connections 4096 lowered to 32");
     assert_eq!(get(addr, "/f.txt").status, 200);
-    // Each connection costs the proxy two descriptors; hold more than it can have. Once it
-    // gives up, its listener is closed and further connections are refused.
-    let held: Vec<TcpStream> = (0..60)
-        .map_while(|_| TcpStream::connect(addr).ok())
-        .collect();
-    assert!(
-        held.len() > 10,
-        "the proxy accepted connections up to its limit"
-    );
-    proxy.wait_log("stopped accepting connections");
-    let status = proxy.wait();
-    assert_eq!(
-        status.code(),
-        Some(1),
-        "a proxy that cannot accept exits non-zero"
-    );
+    // Hold more connections than the cap: the ones past it are answered 503 and closed
+    // at once, and the proxy keeps its descriptors.
+    let held: Vec<TcpStream> = (0..32).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let mut refused = 0;
+    for _ in 0..10 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        let reply = read_until_closed(s.try_clone().unwrap(), Vec::new());
+        let text = String::from_utf8_lossy(&reply);
+        assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+        assert!(text.contains("Retry-After: 1"), "{text}");
+        refused += 1;
+        let _ = s.flush();
+    }
+    assert_eq!(refused, 10);
     drop(held);
-    stop_and_check_clean(&name, vec![cache]);
+    eventually("the proxy to serve again once connections close", || {
+        get(addr, "/f.txt").status == 200
+    });
+    assert_eq!(proxy.log_count("Too many open files"), 0);
+    stop_and_check_clean(&name, vec![proxy, cache]);
 }
 
 #[test]
@@ -418,20 +387,23 @@ fn hostile_http_is_refused_and_the_server_keeps_serving() {
         );
     };
 
+    // A head over 64 KiB is refused, not buffered.
     let big_header = format!(
-        "GET /f.txt HTTP/1.1\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "GET /f.txt HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
         "a".repeat(1 << 20)
     );
-    assert_eq!(status_of(&raw(big_header.as_bytes())), "HTTP/1.1 200");
+    assert_eq!(status_of(&raw(big_header.as_bytes())), "HTTP/1.1 431");
     ok();
     let long_uri = format!(
-        "GET /{} HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET /{} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
         "u".repeat(100 << 10)
     );
     assert_eq!(status_of(&raw(long_uri.as_bytes())), "HTTP/1.1 414");
     ok();
     assert_eq!(
-        status_of(&raw(b"BREW /f.txt HTTP/1.1\r\nConnection: close\r\n\r\n")),
+        status_of(&raw(
+            b"BREW /f.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )),
         "HTTP/1.1 405"
     );
     ok();
@@ -443,10 +415,10 @@ fn hostile_http_is_refused_and_the_server_keeps_serving() {
     // A small body on GET is read and ignored; the connection goes on.
     let mut c = TcpStream::connect(addr).unwrap();
     c.set_read_timeout(Some(PATIENCE)).unwrap();
-    c.write_all(b"GET /f.txt HTTP/1.1\r\nContent-Length: 5000\r\n\r\n")
+    c.write_all(b"GET /f.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n")
         .unwrap();
     c.write_all(&[b'x'; 5000]).unwrap();
-    c.write_all(b"GET /f.txt HTTP/1.1\r\nConnection: close\r\n\r\n")
+    c.write_all(b"GET /f.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
     let replies = String::from_utf8_lossy(&read_until_closed(c, Vec::new())).into_owned();
     assert_eq!(replies.matches("HTTP/1.1 200 OK").count(), 2, "{replies}");
@@ -454,17 +426,16 @@ fn hostile_http_is_refused_and_the_server_keeps_serving() {
     let mut c = TcpStream::connect(addr).unwrap();
     c.set_read_timeout(Some(PATIENCE)).unwrap();
     c.write_all(
-        b"GET /f.txt HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"GET /f.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     )
     .unwrap();
-    c.write_all(b"GET /f.txt HTTP/1.1\r\nConnection: close\r\n\r\n")
+    c.write_all(b"GET /f.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
     let replies = String::from_utf8_lossy(&read_until_closed(c, Vec::new())).into_owned();
     assert_eq!(replies.matches("HTTP/1.1 200 OK").count(), 2, "{replies}");
-    // A body declared absurdly large gets the connection cut, and nothing else happens.
-    let reply = raw(b"GET /f.txt HTTP/1.1\r\nContent-Length: 99999999999999\r\n\r\nabc");
-    assert!(reply.is_empty(), "{}", String::from_utf8_lossy(&reply));
-    proxy.wait_log("dropped: declared a 99999999999999-byte body");
+    // A body declared absurdly large gets 413 at once, and nothing is allocated for it.
+    let reply = raw(b"GET /f.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999999\r\n\r\nabc");
+    assert_eq!(status_of(&reply), "HTTP/1.1 413");
     ok();
     stop_and_check_clean(&name, vec![proxy, cache]);
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use shmcache::args::{parse_instance_name, parse_seconds, parse_size};
-use shmcache::http::server::{Proxy, ProxyConfig};
+use shmcache::http::proxy::{Proxy, ProxyConfig};
+use shmcache::http::server::ServerConfig;
 use shmcache::http::spawn::CacheChild;
 use shmcache::ipc::segment::min_segment_size;
 use shmcache::ipc::sys;
@@ -72,13 +73,33 @@ struct Args {
     /// Seconds to wait on the cache (a free segment, the answer, each chunk).
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
     cache_timeout: Duration,
-    /// Seconds a client may stay silent, or leave a write blocked, before it is dropped.
+    /// Seconds a connection may stay idle between requests, and the most one request
+    /// (head and body) may take to arrive; also the window for --min-send-rate.
     #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds)]
     client_timeout: Duration,
+    /// Bytes per second a client must at least read, measured over each --client-timeout
+    /// the proxy spends waiting to write to it; a slower one is cut off.
+    #[arg(long, value_name = "BYTES", default_value = "1K", value_parser = parse_size)]
+    min_send_rate: usize,
+    /// Memory that responses waiting for slow clients may hold beyond 64 KiB each
+    /// (K, M, G suffixes); past it, large responses go out in windows.
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_size)]
+    buffer_memory: usize,
+    /// Connections open at once; past this, new ones get 503 and are closed. Lowered to
+    /// what the open-file limit allows.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    max_connections: usize,
+    /// The largest request body read (and ignored); a larger one gets 413.
+    #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_size)]
+    max_body: usize,
     /// Requests that may wait for a free worker; beyond this the proxy answers 503 at once.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     max_pending: usize,
 }
+
+/// Descriptors kept for everything but client connections (segments, storage, the
+/// queue, logging).
+const RESERVED_FILES: u64 = 64;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -117,8 +138,20 @@ fn run(args: Args) -> Result<(), String> {
     };
     on_signals(shutdown.clone(), stop, None)
         .map_err(|e| format!("installing signal handlers: {e}"))?;
+    let mut max_connections = args.max_connections;
     match sys::raise_nofile_limit() {
-        Ok(n) => log::debug!("open file limit: {n}"),
+        Ok(n) => {
+            log::debug!("open file limit: {n}");
+            // A connection costs its socket, and a file or an origin socket while it
+            // streams from secondary storage.
+            let fit = usize::try_from(n.saturating_sub(RESERVED_FILES) / 2).unwrap_or(usize::MAX);
+            if fit < max_connections {
+                log::warn!(
+                    "--max-connections {max_connections} lowered to {fit}: the open file limit is {n}"
+                );
+                max_connections = fit.max(1);
+            }
+        }
         Err(e) => log::warn!("could not raise the open file limit: {e}"),
     }
     let child = match &args.spawn_cache {
@@ -129,7 +162,6 @@ fn run(args: Args) -> Result<(), String> {
         name: args.name,
         bind: args.bind,
         port: args.port,
-        threads: args.threads.get(),
         segments: args.segments.get(),
         segment_size: args.segment_size,
         slots: args.slots.get(),
@@ -141,10 +173,18 @@ fn run(args: Args) -> Result<(), String> {
         stale_if_error: args.stale_if_error,
         purge_allow: args.purge_allow,
         cache_timeout: args.cache_timeout,
-        client_timeout: args.client_timeout,
-        max_pending: args.max_pending,
+        buffer_memory: args.buffer_memory as u64,
+        server: ServerConfig {
+            threads: args.threads.get(),
+            max_pending: args.max_pending,
+            max_connections,
+            client_timeout: args.client_timeout,
+            min_send_rate: args.min_send_rate as u64,
+            max_body: args.max_body as u64,
+            drain_timeout: args.cache_timeout,
+        },
     })
-    .map_err(|e| format!("starting: {e}"))?;
+    .map_err(|e| e.to_string())?;
     let _ = stop_tx.send(Box::new(proxy.stopper()));
     if shutdown.is_triggered() {
         // The signal came while we were binding, before the stopper was there to call.

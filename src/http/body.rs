@@ -12,8 +12,9 @@ use crate::ipc::pool::Lease;
 
 /// The body of a response.
 pub enum Body {
-    /// Streamed out of a segment as the cache fills it.
-    Cache(CacheBody),
+    /// Streamed out of a segment as the cache fills it; the range says how to ask for
+    /// the rest if the response has to pause.
+    Cache(CacheBody, HitRange),
     /// Read from secondary storage, cut to the length announced.
     Storage(io::Take<Source>),
     /// Read from secondary storage and copied into the cache on the way.
@@ -29,13 +30,24 @@ pub enum Body {
 impl Read for Body {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Body::Cache(b) => b.read(buf),
+            Body::Cache(b, _) => b.read(buf),
             Body::Storage(s) => s.read(buf),
             Body::Fill(f) => f.read(buf),
             Body::Text(t) => t.read(buf),
             Body::Memory(m) => m.read(buf),
         }
     }
+}
+
+/// Which bytes of which object a cache hit's response sends, so that a response paused
+/// for memory can ask for the rest and check that the rest belongs to the same object.
+pub struct HitRange {
+    pub key: String,
+    /// The offset just past the last byte the response sends.
+    pub end: u64,
+    pub total_len: u64,
+    pub modified: Option<std::time::SystemTime>,
+    pub etag: Option<crate::ipc::channel::Etag>,
 }
 
 /// A body from secondary storage that also fills the cache: every byte read for the client
@@ -73,6 +85,17 @@ impl FillBody {
             bump(&self.stats.fills);
             self.fill = None;
         }
+    }
+}
+
+impl FillBody {
+    /// Gives up the fill (the cache keeps nothing of it) and hands back the rest of the
+    /// source.
+    pub fn abandon(mut self) -> io::Take<Source> {
+        if self.fill.take().is_some() {
+            bump(&self.stats.fills_aborted);
+        }
+        std::mem::replace(&mut self.source, Source::Empty.take(0))
     }
 }
 
@@ -124,6 +147,13 @@ impl CacheBody {
             self.lease.set_at_rest();
         }
         Ok(())
+    }
+}
+
+impl CacheBody {
+    /// Body bytes not yet read.
+    pub fn remaining(&self) -> u64 {
+        self.rx.remaining()
     }
 }
 

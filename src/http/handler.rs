@@ -1,23 +1,24 @@
 //! One HTTP request, from request line to the last body byte.
 
-use std::io::Read;
+use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use tiny_http::{Method, Request};
-
-use super::body::{Body, FillBody};
+use super::body::{Body, CacheBody, FillBody, HitRange};
 use super::cache_client::{Answer, CacheClient, CacheError, Part};
 use super::coalesce::{Coalescer, Role, Ticket};
 use super::conditional::{ByteRange, Conditions, Outcome, Validators};
 use super::path::{PathError, object_key, percent_encode};
+use super::request::{Method, Request};
 use super::response::{self, Headers, Reply, Value};
+use super::server::Service;
+use super::spool::{ALLOWANCE, Budget, Producer};
 use super::stats::{self, ProxyStats, bump};
 use super::storage::{Cached as StoredValidators, Lookup, Revalidation, StorageError};
 use crate::ipc::channel::{ChannelError, Etag, Head};
 use crate::ipc::pool::SegmentPool;
-use crate::ipc::sys::abort_connection;
 
 /// What every request handler shares.
 pub struct Context {
@@ -34,6 +35,15 @@ pub struct Context {
     pub stale_if_error: u64,
     /// Addresses allowed to PURGE besides 127.0.0.1 and ::1.
     pub purge_allow: Vec<std::net::IpAddr>,
+    /// Memory for responses waiting for their clients, shared with the server.
+    pub budget: Arc<Budget>,
+}
+
+impl Context {
+    /// Bytes of the response memory budget not taken now.
+    fn buffer_free(&self) -> u64 {
+        self.budget.limit().saturating_sub(self.budget.used())
+    }
 }
 
 /// Paths the proxy answers itself; files of these names cannot be served.
@@ -63,165 +73,142 @@ impl Source {
     }
 }
 
-/// Answers `request`, then writes one access-log line (target `access`):
-/// `client "METHOD target HTTP/x.y" status bytes microseconds source`.
-pub fn handle(ctx: &Context, request: Request) {
-    let started = Instant::now();
-    let Some(request) = screen(ctx, request) else {
-        return;
-    };
-    let (reply, source) = respond_to(ctx, &request);
-    finish(ctx, request, reply, source, started);
-}
-
-/// Answers 503 at once: every worker is busy and the backlog is full.
-pub fn refuse_overload(ctx: &Context, request: Request) {
-    let Some(request) = screen(ctx, request) else {
-        return;
-    };
-    let reply = Reply::text(503, "503 Service Unavailable: too busy, try again\n")
-        .with_header("Retry-After", "1");
-    finish(ctx, request, reply, Source::Proxy, Instant::now());
-}
-
-/// Lets through the requests that are safe to answer (see [`MAX_DISCARDED_BODY`]).
-fn screen(ctx: &Context, mut request: Request) -> Option<Request> {
-    if let Some(declared) = request.body_length().filter(|&n| n > MAX_DISCARDED_BODY) {
-        drop_connection(ctx, request, declared);
-        return None;
-    }
-    // A chunked body has no declared length and tiny_http does not discard it: read it off
-    // here (within the same limit), or the next request on the connection would be parsed
-    // from its bytes.
-    if request
-        .headers()
-        .iter()
-        .any(|h| h.field.equiv("Transfer-Encoding"))
-    {
-        let limit = MAX_DISCARDED_BODY as u64 + 1;
-        let read = std::io::copy(&mut request.as_reader().take(limit), &mut std::io::sink());
-        if !read.is_ok_and(|n| n < limit) {
-            bump(&ctx.stats.connections_dropped);
-            log::warn!(target: "access", "{:?}: chunked body over {MAX_DISCARDED_BODY} bytes; connection cut", request.remote_addr());
-            if let Some(peer) = request.remote_addr() {
-                let _ = abort_connection(ctx.local_addr, *peer);
-            }
-            return None;
+impl Service for Context {
+    fn respond(self: Arc<Self>, request: &Request, mut out: Producer) {
+        let (reply, source) = respond_to(&self, request);
+        let (head, body) = reply.split(source.as_str());
+        let sends_body = request.method != Method::Head && head.has_body();
+        out.start(head);
+        match body {
+            // These hold a segment: drain them here, where holding it costs no client.
+            Body::Cache(body, hit) if sends_body => drain_cache(self, body, hit, 0, out),
+            Body::Fill(body) if sends_body => drain_fill(body, out),
+            // These hold no worker: the connection reads them at its client's pace.
+            body if sends_body => out.stream(body),
+            // A body not sent is dropped here: a transfer still in flight is cancelled.
+            _ => out.end(),
         }
     }
-    Some(request)
-}
 
-/// The largest request body the proxy reads and throws away (it serves no method that
-/// takes a body). tiny_http discards an unread body by allocating a buffer of the size the
-/// client declared, so a lying `Content-Length` of a few dozen gigabytes would abort the
-/// process; such requests never reach that code.
-const MAX_DISCARDED_BODY: usize = 64 * 1024;
-
-/// Cuts the connection of a request that declared a body too large to discard, without
-/// answering: answering would make tiny_http discard the body. The request is leaked on
-/// purpose, since dropping it is what would allocate; this costs tiny_http's thread for
-/// that connection and its descriptors, a bounded price for a request no honest client
-/// sends.
-fn drop_connection(ctx: &Context, request: Request, declared: usize) {
-    bump(&ctx.stats.connections_dropped);
-    log::warn!(
-        target: "access",
-        "{} \"{} {}\" dropped: declared a {declared}-byte body",
-        request.remote_addr().map_or_else(|| "-".to_owned(), |p| p.ip().to_string()),
-        request.method(),
-        request.url(),
-    );
-    if let Some(peer) = request.remote_addr() {
-        let _ = abort_connection(ctx.local_addr, *peer);
+    fn sending(&self, status: u16) {
+        self.stats.count_status(status);
     }
-    std::mem::forget(request);
-}
 
-/// The client's address in the access log, formatted only if the line is written.
-struct Client(Option<SocketAddr>);
-
-impl std::fmt::Display for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(peer) => write!(f, "{}", peer.ip()),
-            None => f.write_str("-"),
+    fn sent(&self, head: &response::Head, outcome: &io::Result<u64>) {
+        match outcome {
+            Ok(bytes) if head.source != Source::Proxy.as_str() => {
+                self.stats.bytes_served.fetch_add(*bytes, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(_) => bump(&self.stats.responses_aborted),
         }
     }
 }
 
-/// Sends `reply` and writes the access-log line.
-fn finish(ctx: &Context, request: Request, reply: Reply, source: Source, started: Instant) {
-    let status = reply.status;
-    let peer = request.remote_addr().copied();
-    // Built only when access lines are logged (info): the hit path should not allocate for
-    // nothing. With the access log at warn, an aborted response is logged without it.
-    let line = if log::log_enabled!(target: "access", log::Level::Info) {
-        format!(
-            "{} {} HTTP/{}",
-            request.method(),
-            request.url(),
-            request.http_version()
-        )
-    } else {
-        String::new()
-    };
-    // Counted before the response goes out, so a client that has read it sees it counted.
-    ctx.stats.count_status(status);
-    let outcome = response::send(request, reply);
-    let client = Client(peer);
-    let micros = started.elapsed().as_micros();
-    match outcome {
-        Ok(sent) => {
-            if sent.must_close
-                && let Some(peer) = peer
-            {
-                let _ = abort_connection(ctx.local_addr, peer);
+/// Body bytes taken out of a segment at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// Moves a cache hit's body out of its segment into the response's spool. `after` is how
+/// many bytes the response wants beyond this body (0 unless the body is one window of a
+/// resumed response). If memory runs out first, the transfer is cancelled (its segment
+/// goes back to the pool) and the rest is asked for later, as a range, once the client
+/// has read what it has.
+fn drain_cache(
+    ctx: Arc<Context>,
+    mut body: CacheBody,
+    hit: HitRange,
+    after: u64,
+    mut out: Producer,
+) {
+    loop {
+        let left = body.remaining();
+        let more = if left == 0 {
+            false
+        } else {
+            let n = CHUNK.min(usize::try_from(left).unwrap_or(usize::MAX));
+            let mut data = Vec::with_capacity(n);
+            match (&mut body).take(n as u64).read_to_end(&mut data) {
+                Ok(got) if got == n => {}
+                Ok(_) => return out.fail(io::ErrorKind::UnexpectedEof.into()),
+                Err(e) => return out.fail(e),
             }
-            if source != Source::Proxy {
-                ctx.stats
-                    .bytes_served
-                    .fetch_add(sent.bytes, std::sync::atomic::Ordering::Relaxed);
+            match out.push(data) {
+                Ok(more) => more,
+                Err(_) => return, // the client is gone; dropping the body cancels the transfer
             }
-            log::info!(
-                target: "access",
-                "{client} \"{line}\" {status} {} {micros} {}",
-                sent.bytes,
-                source.as_str()
-            );
+        };
+        if body.remaining() + after == 0 {
+            return out.end();
         }
-        Err(e) => {
-            bump(&ctx.stats.responses_aborted);
-            // The body failed half-way (or the client stalled past the send timeout). The
-            // status line is gone already: the only honest signal left is to cut the
-            // connection short of Content-Length, so the client cannot take a partial body
-            // as complete.
-            if let Some(peer) = peer {
-                let _ = abort_connection(ctx.local_addr, peer);
-            }
-            log::warn!(
-                target: "access",
-                "{client} \"{line}\" {status} aborted {micros} {} ({e})",
-                source.as_str()
-            );
+        if !more || body.remaining() == 0 {
+            let next = hit.end - after - body.remaining();
+            drop(body);
+            return out.resume(Box::new(move |out| resume_hit(ctx, hit, next, out)));
+        }
+    }
+}
+
+/// Asks the cache for the next window of a paused hit, from `next` (one the free memory
+/// can take, so that it is not cancelled again), and drains it.
+fn resume_hit(ctx: Arc<Context>, hit: HitRange, next: u64, out: Producer) {
+    let left = hit.end - next;
+    let window = (ALLOWANCE as u64).max(ctx.buffer_free() / 2).min(left);
+    let part = Part::Range {
+        offset: next,
+        length: window,
+    };
+    // Stale or not, the bytes must be the ones the response began with.
+    match ctx.cache.get(&hit.key, part, true) {
+        Ok(Answer::Found { head, body })
+            if head.total_len == hit.total_len
+                && head.modified == hit.modified
+                && head.etag == hit.etag
+                && head.body_offset == next
+                && head.body_len == window =>
+        {
+            drain_cache(ctx, body, hit, left - window, out);
+        }
+        Ok(_) => out.fail(io::Error::other(format!(
+            "{}: the cached object changed or left mid-response",
+            hit.key
+        ))),
+        Err(e) => out.fail(io::Error::other(format!("{}: {e}", hit.key))),
+    }
+}
+
+/// Moves a miss's body from secondary storage into the response's spool while it fills
+/// the cache. If memory runs out first, the fill is abandoned (the cache keeps nothing
+/// partial) and the connection reads the rest from storage itself, at its client's pace.
+fn drain_fill(mut body: FillBody, mut out: Producer) {
+    loop {
+        let mut data = Vec::with_capacity(CHUNK);
+        match (&mut body).take(CHUNK as u64).read_to_end(&mut data) {
+            Ok(0) => return out.end(),
+            Ok(_) => {}
+            Err(e) => return out.fail(e),
+        }
+        match out.push(data) {
+            Ok(true) => {}
+            Ok(false) => return out.stream(Body::Storage(body.abandon())),
+            Err(_) => return,
         }
     }
 }
 
 fn respond_to(ctx: &Context, request: &Request) -> (Reply, Source) {
-    let head_only = match request.method() {
+    let head_only = match &request.method {
         Method::Get => false,
         Method::Head => true,
-        Method::NonStandard(m) if m.as_str() == "PURGE" => {
+        Method::Other(m) if m == "PURGE" => {
             return (purge(ctx, request), Source::Proxy);
         }
-        _ => {
+        Method::Other(_) => {
             let reply =
                 Reply::text(405, "405 Method Not Allowed\n").with_header("Allow", "GET, HEAD");
             return (reply, Source::Proxy);
         }
     };
-    let target = request.url();
+    let target = request.target.as_str();
     let key = match object_key(target) {
         Ok(key) => key,
         Err(PathError::TooLong) => return (Reply::text(414, "414 URI Too Long\n"), Source::Proxy),
@@ -236,7 +223,12 @@ fn respond_to(ctx: &Context, request: &Request) -> (Reply, Source) {
         METRICS_PATH => return (stats_page(ctx, true), Source::Proxy),
         _ => {}
     }
-    let conditions = Conditions::from_headers(request.headers());
+    let conditions = Conditions::from_headers(
+        request
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str())),
+    );
     bump(&ctx.stats.requests);
     let ask = Ask {
         key: &key,
@@ -398,20 +390,18 @@ fn serve_stale(ctx: &Context, ask: &Ask) -> (Reply, Source) {
 /// `PURGE /path`: removes one entry from the cache; 200 if it was there, 404 if not.
 /// Only from 127.0.0.1, ::1 and the `--purge-allow` addresses.
 fn purge(ctx: &Context, request: &Request) -> Reply {
-    let allowed = request.remote_addr().is_some_and(|peer| {
-        // ::ffff:127.0.0.1 (a dual-stack listener) is 127.0.0.1.
-        let ip = peer.ip().to_canonical();
-        ip == std::net::IpAddr::from([127, 0, 0, 1])
-            || ip == std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
-            || ctx.purge_allow.contains(&ip)
-    });
+    // ::ffff:127.0.0.1 (a dual-stack listener) is 127.0.0.1.
+    let ip = request.peer.ip().to_canonical();
+    let allowed = ip == std::net::IpAddr::from([127, 0, 0, 1])
+        || ip == std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+        || ctx.purge_allow.contains(&ip);
     if !allowed {
         return Reply::text(
             403,
             "403 Forbidden: PURGE is not allowed from this address\n",
         );
     }
-    let key = match object_key(request.url()) {
+    let key = match object_key(&request.target) {
         Ok(key) => key,
         Err(PathError::TooLong) => return Reply::text(414, "414 URI Too Long\n"),
         Err(PathError::Bad(_)) => return Reply::text(400, "400 Bad Request\n"),
@@ -493,7 +483,16 @@ fn from_cache(ctx: &Context, ask: &Ask, allow_stale: bool) -> Result<Cached, Cac
         };
         let body = match needed {
             None => Body::Text(b""), // dropping a body still in flight cancels it
-            Some(range) if range == (head.body_offset, head.body_len) => Body::Cache(body),
+            Some(range) if range == (head.body_offset, head.body_len) => {
+                let hit = HitRange {
+                    key: key.to_owned(),
+                    end: head.body_offset + head.body_len,
+                    total_len: head.total_len,
+                    modified: head.modified,
+                    etag: head.etag,
+                };
+                Body::Cache(body, hit)
+            }
             Some((offset, length)) => {
                 part = Part::Range { offset, length };
                 continue;

@@ -1,10 +1,12 @@
 //! The proxy process: HTTP in front, the cache behind.
 //!
-//! [`server`] accepts and dispatches; [`handler`] turns one request into one response;
-//! [`path`] makes a key of the URL; [`conditional`] decides 304, 206 and 416;
-//! [`cache_client`] asks the cache over the channel (and fills it); [`coalesce`] makes
-//! concurrent misses share one fetch; [`storage`] serves misses from a directory or an
-//! origin; [`body`] streams any of them to the client through [`response`]; [`stats`]
+//! [`server`] accepts connections and runs them, reading each [`request`] and writing
+//! each response, with workers in between; [`spool`] hands a response from its worker to
+//! its connection. [`proxy`] puts webproxy together; [`handler`] turns one request into
+//! one response; [`path`] makes a key of the URL; [`conditional`] decides 304, 206 and
+//! 416; [`cache_client`] asks the cache over the channel (and fills it); [`coalesce`]
+//! makes concurrent misses share one fetch; [`storage`] serves misses from a directory or
+//! an origin; [`body`] holds any of these bodies and [`response`] the heads; [`stats`]
 //! counts; [`spawn`] starts a cache for `--spawn-cache`.
 
 pub mod body;
@@ -13,8 +15,11 @@ pub mod coalesce;
 pub mod conditional;
 pub mod handler;
 pub mod path;
+pub mod proxy;
+pub mod request;
 pub mod response;
 pub mod server;
 pub mod spawn;
+pub mod spool;
 pub mod stats;
 pub mod storage;

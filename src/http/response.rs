@@ -1,19 +1,15 @@
-//! Writing a response on tiny_http's raw writer.
+//! Responses: what a handler answers ([`Reply`]), and the status line and headers that
+//! go on the wire ([`Head`], [`write_head`]).
 //!
-//! tiny_http's own `Response` makes choices a static file server cannot live with: it
-//! refuses a `Connection` header (so HTTP/1.0 clients never learn that the connection is
-//! kept alive), switches to chunked encoding when a client sends `TE: chunked` (dropping
-//! Content-Length, which HEAD and 304 need), and copies bodies through an 8 KiB buffer
-//! into a 1 KiB one. So the proxy writes the status line, headers and body itself, through
-//! [`Request::into_writer`]; tiny_http still parses requests and manages connections.
+//! Header values are kept in the form they came in and formatted straight into the
+//! response head, so that building a reply allocates nothing. The body's framing
+//! (Content-Length, chunked, or to the connection's close) is decided by the connection
+//! that writes it ([`server`](super::server)).
 
-use std::cell::RefCell;
 use std::fmt::{self, Write as _};
-use std::io::{self, Read, Write};
 use std::time::SystemTime;
 
 use httpdate::HttpDate;
-use tiny_http::{HTTPVersion, Method, Request};
 
 use super::body::Body;
 use crate::ipc::channel::Etag;
@@ -100,7 +96,8 @@ impl Default for Headers {
     }
 }
 
-/// A response about to be written: status, headers, and a body of exactly `length` bytes.
+/// A response as a handler decides it: status, headers, and a body of exactly `length`
+/// bytes.
 pub struct Reply {
     pub status: u16,
     pub headers: Headers,
@@ -109,15 +106,6 @@ pub struct Reply {
     /// HTTP/1.1 clients and runs to the connection's close for HTTP/1.0 ones.
     pub length: Option<u64>,
     pub body: Body,
-}
-
-/// What [`send`] did.
-pub struct Sent {
-    /// Body bytes written.
-    pub bytes: u64,
-    /// The body's end is the connection's close: the caller must close it, since tiny_http
-    /// would otherwise keep it open.
-    pub must_close: bool,
 }
 
 impl Reply {
@@ -138,62 +126,54 @@ impl Reply {
         self
     }
 
-    /// Whether this reply puts body bytes on the wire for `method`.
-    pub fn sends_body(&self, method: &Method) -> bool {
-        *method != Method::Head && self.status != 304
+    /// The head to send, and the body apart. `source` says where the body came from, for
+    /// the access log.
+    pub fn split(self, source: &'static str) -> (Head, Body) {
+        let head = Head {
+            status: self.status,
+            headers: self.headers,
+            length: self.length,
+            source,
+        };
+        (head, self.body)
+    }
+}
+
+/// A response's status line and headers, handed from the worker to the connection.
+pub struct Head {
+    pub status: u16,
+    pub headers: Headers,
+    /// As [`Reply::length`].
+    pub length: Option<u64>,
+    /// Where the body comes from (`hit`, `secondary`, `-`), for the access log.
+    pub source: &'static str,
+}
+
+impl Head {
+    /// A head with no headers yet and no body.
+    pub fn new(status: u16, source: &'static str) -> Head {
+        Head {
+            status,
+            headers: Headers::new(),
+            length: Some(0),
+            source,
+        }
+    }
+
+    /// Whether a response with this status carries a body at all (RFC 9110 §6.4.1), HEAD
+    /// aside.
+    pub fn has_body(&self) -> bool {
+        !matches!(self.status, 100..=199 | 204 | 304)
     }
 }
 
 const SERVER: &str = concat!("shmcache/", env!("CARGO_PKG_VERSION"));
 
-/// Body bytes go through this buffer on their way to the socket: one per worker thread,
-/// so no allocation per request, and large enough that a big body takes few writes.
-const COPY_BUFFER: usize = 64 * 1024;
-
-thread_local! {
-    static BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; COPY_BUFFER].into_boxed_slice());
-    /// The response head is formatted here, its capacity kept from one request to the next.
-    static HEAD: RefCell<String> = RefCell::new(String::with_capacity(1024));
-}
-
-/// Whether tiny_http will keep this connection open after the response (the same rule it
-/// applies: HTTP/1.1 unless `Connection: close`, HTTP/1.0 only with `keep-alive`).
-fn keeps_alive(request: &Request) -> bool {
-    let connection = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Connection"))
-        .map(|h| h.value.as_str().to_ascii_lowercase());
-    match connection {
-        Some(c) if c.contains("close") || c.contains("upgrade") => false,
-        Some(c) if *request.http_version() == HTTPVersion(1, 0) => c.contains("keep-alive"),
-        None => *request.http_version() != HTTPVersion(1, 0),
-        Some(_) => true,
-    }
-}
-
-/// Writes `reply` as the answer to `request`.
-///
-/// # Errors
-/// A failed write (the client went away or stalled past the send timeout) or a failed body
-/// read (the cache broke off). Either way the response is incomplete on the wire.
-pub fn send(request: Request, reply: Reply) -> io::Result<Sent> {
-    let sends_body = reply.sends_body(request.method());
-    let http11 = *request.http_version() != HTTPVersion(1, 0);
-    let chunked = reply.length.is_none() && http11;
-    let must_close = reply.length.is_none() && !http11 && sends_body;
-    let keep_alive = keeps_alive(&request) && !must_close;
-    HEAD.with_borrow_mut(|head| {
-        head.clear();
-        write_head(head, &reply, chunked, keep_alive).expect("formatting into a String");
-        let mut writer = request.into_writer();
-        write_response(&mut writer, head.as_bytes(), reply, sends_body, chunked)
-    })
-    .map(|bytes| Sent { bytes, must_close })
-}
-
 /// The status line and headers, ending with the blank line.
-fn write_head(head: &mut String, reply: &Reply, chunked: bool, keep_alive: bool) -> fmt::Result {
+///
+/// `chunked`: the body goes in chunked framing (no length known, HTTP/1.1);
+/// `keep_alive`: the connection stays open after this response.
+pub fn write_head(head: &mut String, reply: &Head, chunked: bool, keep_alive: bool) -> fmt::Result {
     let (status, reason) = (reply.status, reason(reply.status));
     let date = HttpDate::from(SystemTime::now());
     write!(
@@ -216,107 +196,9 @@ fn write_head(head: &mut String, reply: &Reply, chunked: bool, keep_alive: bool)
     Ok(())
 }
 
-/// Writes `head` and then the body; returns the body bytes written.
-fn write_response(
-    writer: &mut dyn Write,
-    head: &[u8],
-    reply: Reply,
-    sends_body: bool,
-    chunked: bool,
-) -> io::Result<u64> {
-    let mut bytes = 0;
-    let body = if sends_body { Some(reply.body) } else { None };
-    BUFFER.with_borrow_mut(|buf| -> io::Result<()> {
-        match (body, reply.length) {
-            // A body that fits the buffer is read whole before anything is written, and
-            // dropped: a segment goes back to the pool at once, whatever pace the client
-            // reads at.
-            (Some(mut body), Some(length)) if length <= buf.len() as u64 => {
-                let length = length as usize;
-                body.read_exact(&mut buf[..length])
-                    .map_err(|e| short_body(e, length))?;
-                drop(body);
-                writer.write_all(head)?;
-                writer.write_all(&buf[..length])?;
-                bytes = length as u64;
-            }
-            (Some(mut body), Some(length)) => {
-                writer.write_all(head)?;
-                bytes = copy_exact(&mut body, writer, length, buf)?;
-            }
-            (Some(mut body), None) => {
-                writer.write_all(head)?;
-                bytes = copy_to_end(&mut body, writer, chunked, buf)?;
-            }
-            (None, _) => writer.write_all(head)?,
-        }
-        Ok(())
-    })?;
-    writer.flush()?;
-    Ok(bytes)
-}
-
-fn short_body(e: io::Error, length: usize) -> io::Error {
-    if e.kind() == io::ErrorKind::UnexpectedEof {
-        io::Error::new(e.kind(), format!("body ended short of {length} bytes"))
-    } else {
-        e
-    }
-}
-
-/// Copies exactly `length` bytes; a body that ends early is an error, never a short
-/// response presented as complete.
-fn copy_exact(
-    body: &mut Body,
-    out: &mut dyn Write,
-    length: u64,
-    buf: &mut [u8],
-) -> io::Result<u64> {
-    let mut left = length;
-    while left > 0 {
-        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let n = body.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("body ended {left} bytes short"),
-            ));
-        }
-        out.write_all(&buf[..n])?;
-        left -= n as u64;
-    }
-    Ok(length)
-}
-
-/// Copies until the body ends, in chunked framing if asked.
-fn copy_to_end(
-    body: &mut Body,
-    out: &mut dyn Write,
-    chunked: bool,
-    buf: &mut [u8],
-) -> io::Result<u64> {
-    let mut total = 0;
-    loop {
-        let n = body.read(buf)?;
-        if chunked {
-            write!(out, "{n:x}\r\n")?;
-        }
-        if n == 0 {
-            if chunked {
-                out.write_all(b"\r\n")?;
-            }
-            return Ok(total);
-        }
-        out.write_all(&buf[..n])?;
-        if chunked {
-            out.write_all(b"\r\n")?;
-        }
-        total += n as u64;
-    }
-}
-
-fn reason(status: u16) -> &'static str {
+pub fn reason(status: u16) -> &'static str {
     match status {
+        100 => "Continue",
         200 => "OK",
         206 => "Partial Content",
         301 => "Moved Permanently",
@@ -325,11 +207,17 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
         414 => "URI Too Long",
         416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
         _ => "",
     }
 }

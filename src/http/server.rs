@@ -1,255 +1,559 @@
-//! The proxy process: a tiny_http accept loop feeding a pool of worker threads.
+//! The HTTP/1.1 server: an accept loop, a thread per connection, and a pool of workers.
+//!
+//! Who holds what, and for how long (the reason for this shape):
+//! - A **connection thread** owns its socket. It reads each request
+//!   ([`request`](super::request), within one deadline and size caps), hands it to a
+//!   worker, and writes the response at whatever pace the client reads. A slow or hostile
+//!   client costs its own connection thread and nothing else, and the number of
+//!   connections is capped (`--max-connections`): past the cap a new connection gets 503
+//!   at once and is closed, before any thread is made for it.
+//! - A **worker** (`-t` of them) runs [`Service::respond`]: it asks the cache, drains the
+//!   answer out of the segment into memory ([`spool`](super::spool)) and goes back to the
+//!   pool. It never writes to a socket, so no client can hold it.
+//! - **Memory** waiting for slow clients is bounded by the spool's budget
+//!   (`--buffer-memory`); past it, responses pause and resume in windows instead of
+//!   holding a worker.
+//! - A client that reads slower than `--min-send-rate` bytes per second, measured over
+//!   each `--client-timeout` spent blocked in writes, is cut off.
+//!
+//! Nothing outlives its connection: the thread ends when the connection does, and its
+//! socket is closed with it.
 
-use std::io::{self, Read};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{self, BufReader, IoSlice, Read, Write};
+use std::net::{Shutdown as Direction, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use threadpool::ThreadPool;
-use tiny_http::Server;
 
-use super::cache_client::CacheClient;
-use super::coalesce::Coalescer;
-use super::handler::{self, Context};
-use super::storage::Storage;
-use crate::ipc::pool::SegmentPool;
-use crate::ipc::{remove_stale_segments, segment_prefix, sys};
-use crate::shutdown::{Shutdown, join_within};
+use super::body::Body;
+use super::request::{self, Limits, Method, ReadError, Request, Version};
+use super::response::{Head, reason, write_head};
+use super::spool::{self, Budget, Consumer, Item};
+use crate::shutdown::join_within;
 
-/// How a proxy process behaves.
+/// What the server answers with.
+pub trait Service: Send + Sync + 'static {
+    /// Answers `request` through `out`; runs on a pool worker.
+    fn respond(self: Arc<Self>, request: &Request, out: spool::Producer);
+
+    /// A response with `status` is about to be sent (counted before the client can see
+    /// it, so that a client that read it finds it counted).
+    fn sending(&self, _status: u16) {}
+
+    /// A response ended: `Ok(body bytes)` or why it was cut short.
+    fn sent(&self, _head: &Head, _outcome: &io::Result<u64>) {}
+}
+
+/// How the server treats its clients.
 #[derive(Debug, Clone)]
-pub struct ProxyConfig {
-    pub name: String,
-    pub bind: IpAddr,
-    pub port: u16,
+pub struct ServerConfig {
     pub threads: usize,
-    pub segments: usize,
-    pub segment_size: usize,
-    pub slots: usize,
-    /// Secondary storage: a directory, or `http://host:port[/prefix]`.
-    pub storage: Option<String>,
-    /// Connect and per-read timeouts for an HTTP origin.
-    pub origin_connect_timeout: Duration,
-    pub origin_read_timeout: Duration,
-    /// How long a miss waits for another request's fetch of the same key.
-    pub coalesce_timeout: Duration,
-    /// Freshness lifetime of what secondary storage serves, unless an origin says otherwise.
-    pub ttl: u64,
-    /// How long past its lifetime an entry may be served while storage is unreachable.
-    pub stale_if_error: u64,
-    /// Addresses allowed to PURGE besides 127.0.0.1 and ::1.
-    pub purge_allow: Vec<IpAddr>,
-    /// Longest wait for the cache: for a free segment, for the head, for each chunk.
-    pub cache_timeout: Duration,
-    /// Longest a client may keep a connection silent, or stall a write.
-    pub client_timeout: Duration,
-    /// Requests that may wait for a worker; past this the proxy answers 503 at once.
+    /// Requests that may wait for a worker; past this, 503 at once.
     pub max_pending: usize,
+    /// Connections open at once; past this, 503 at once and close.
+    pub max_connections: usize,
+    /// How long a connection may stay idle between requests, how long one request may
+    /// take to arrive, and the window over which `min_send_rate` is measured.
+    pub client_timeout: Duration,
+    /// Bytes per second a client must at least read while the server waits to write.
+    pub min_send_rate: u64,
+    /// The largest request body read (and thrown away); larger ones get 413.
+    pub max_body: u64,
+    /// How long [`Server::run`] lets requests in flight finish at shutdown.
+    pub drain_timeout: Duration,
 }
 
-/// Works around three ways tiny_http 0.12 stops serving, by connecting to our own
-/// listener (a "probe") every few hundred milliseconds and closing at once; tiny_http
-/// accepts, reads EOF and closes too.
-///
-/// - The client timeout is set as SO_RCVTIMEO on the listening socket, because that is the
-///   only way to reach the sockets tiny_http accepts (they inherit it). But on Linux it
-///   also bounds `accept` itself: after a timeout with no new connection, accept fails with
-///   EAGAIN and tiny_http's accept thread stops for good. Probes keep accept busy.
-/// - tiny_http hands each connection to a thread pool that loses wake-ups: when two
-///   connections arrive before an idle thread has woken for the first, the second waits in
-///   the pool's queue until some other connection ends, which with keep-alive clients can
-///   be never. Each probe is a connection that ends at once, so the thread that served it
-///   goes on to the queue. Probes come a few at a time, and a probe that is slow to be
-///   answered (it is queued itself) is followed by the next without a pause.
-/// - The accept thread can also die without a word (it panics when cloning an accepted
-///   socket fails with EMFILE). When no probe has been answered for `patience`, `on_dead`
-///   runs, so that the proxy exits loudly instead of running on deaf.
-fn spawn_accept_watchdog(
-    addr: SocketAddr,
-    patience: Duration,
-    shutdown: Shutdown,
-    on_dead: impl Fn() + Send + 'static,
-) -> io::Result<()> {
-    const INTERVAL: Duration = Duration::from_millis(200);
-    const ANSWER: Duration = Duration::from_millis(100);
-    const PROBES_PER_ROUND: u32 = 4;
-    let mut target = addr;
-    if target.ip().is_unspecified() {
-        target.set_ip(if addr.is_ipv4() {
-            IpAddr::from([127, 0, 0, 1])
-        } else {
-            IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
-        });
-    }
-    // Whether the probe was answered (EOF) within ANSWER.
-    let probe = move || -> io::Result<()> {
-        let mut stream = TcpStream::connect_timeout(&target, ANSWER)?;
-        stream.shutdown(std::net::Shutdown::Write)?;
-        stream.set_read_timeout(Some(ANSWER))?;
-        let mut sink = [0u8; 512];
-        while stream.read(&mut sink)? > 0 {}
-        Ok(())
-    };
-    let interval = INTERVAL.min(patience / 4);
-    std::thread::Builder::new()
-        .name("accept-watchdog".into())
-        .spawn(move || {
-            let mut answered = Instant::now();
-            let mut round = 0;
-            while !shutdown.is_triggered() {
-                match probe() {
-                    Ok(()) => {
-                        answered = Instant::now();
-                        // A few probes per round: each lets at most one queued connection go.
-                        round = (round + 1) % PROBES_PER_ROUND;
-                        if round == 0 {
-                            std::thread::sleep(interval);
-                        }
-                    }
-                    Err(_) if shutdown.is_triggered() => break,
-                    Err(e) if answered.elapsed() > patience => {
-                        log::debug!("accept probe: {e}");
-                        on_dead();
-                        break;
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        })?;
-    Ok(())
+/// A bound listener, ready to [`run`](Server::run).
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    stopping: Arc<AtomicBool>,
 }
 
-/// A bound, ready-to-run proxy.
-pub struct Proxy {
-    server: Arc<Server>,
-    config: ProxyConfig,
-    ctx: Arc<Context>,
-    pool: Arc<SegmentPool>,
+/// What the connection threads share.
+struct Shared<S> {
+    service: Arc<S>,
+    config: ServerConfig,
+    workers: Mutex<ThreadPool>,
+    budget: Arc<Budget>,
+    stopping: Arc<AtomicBool>,
+    /// Open connections, each with its socket so that shutdown can end idle reads.
+    connections: Mutex<Vec<(u64, Arc<TcpStream>)>>,
+    open: AtomicUsize,
 }
 
-impl Proxy {
-    /// Binds the listening socket, removes segments that dead proxies of this instance left
-    /// behind, creates our segments and looks for the cache.
+/// The stack of a connection thread: it parses, waits and copies, nothing deep.
+const CONNECTION_STACK: usize = 256 * 1024;
+
+impl Server {
+    /// Binds `addr` with TCP_NODELAY set on every connection.
     ///
     /// # Errors
-    /// A port in use, a storage directory that does not exist, or segments that cannot be
-    /// created (including a segment size below [`min_segment_size`](crate::ipc::segment::min_segment_size)).
-    pub fn bind(config: ProxyConfig) -> io::Result<Proxy> {
-        let storage = config
-            .storage
-            .as_deref()
-            .map(|spec| {
-                Storage::open(
-                    spec,
-                    config.origin_connect_timeout,
-                    config.origin_read_timeout,
-                    config.ttl,
-                )
-            })
-            .transpose()?;
-        let listener = TcpListener::bind(SocketAddr::from((config.bind, config.port)))?;
-        sys::tune_listener(&listener, config.client_timeout, config.client_timeout)?;
+    /// The address cannot be bound (in use, not local); the error names it.
+    pub fn bind(addr: SocketAddr) -> io::Result<Server> {
+        let listener = TcpListener::bind(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("binding {addr}: {e}")))?;
         let local_addr = listener.local_addr()?;
-        for stale in remove_stale_segments(&config.name)? {
-            log::warn!("removed {stale}, left by a proxy that is gone");
-        }
-        let pool = SegmentPool::new(
-            &segment_prefix(&config.name),
-            config.segments,
-            config.segment_size,
-            config.slots,
-        )?;
-        let cache = CacheClient::new(&config.name, Arc::clone(&pool), config.cache_timeout);
-        let server = Server::from_listener(listener, None).map_err(io::Error::other)?;
-        Ok(Proxy {
-            server: Arc::new(server),
-            ctx: Arc::new(Context {
-                cache,
-                storage,
-                local_addr,
-                coalescer: Coalescer::new(),
-                coalesce_timeout: config.coalesce_timeout,
-                stats: Arc::default(),
-                pool: Arc::clone(&pool),
-                stale_if_error: config.stale_if_error,
-                purge_allow: config.purge_allow.clone(),
-            }),
-            config,
-            pool,
+        Ok(Server {
+            listener,
+            local_addr,
+            stopping: Arc::default(),
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.ctx.local_addr
+        self.local_addr
     }
 
-    /// A function that makes [`run`](Self::run) stop accepting; for the signal thread.
-    pub fn stopper(&self) -> impl Fn() + Send + 'static {
-        let server = Arc::clone(&self.server);
-        move || server.unblock()
+    /// A function that makes [`run`](Self::run) return: it raises the flag and connects
+    /// once to wake the accept call. For the signal thread.
+    pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
+        let (stopping, mut addr) = (Arc::clone(&self.stopping), self.local_addr);
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        move || {
+            stopping.store(true, Ordering::SeqCst);
+            let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+        }
     }
 
-    /// Serves until `shutdown` is triggered (and the stopper called), lets requests in
-    /// flight finish for at most the cache timeout, then unlinks every segment.
-    ///
-    /// # Errors
-    /// When tiny_http stops accepting connections on its own (e.g. EMFILE): it never
-    /// resumes, so the proxy must not pretend to run on.
-    pub fn run(self, shutdown: &Shutdown) -> io::Result<()> {
-        self.ctx.cache.spawn_connector(shutdown.clone())?;
-        let deaf = Arc::new(AtomicBool::new(false));
-        let (flag, server) = (Arc::clone(&deaf), Arc::clone(&self.server));
-        spawn_accept_watchdog(
-            self.local_addr(),
-            self.config.client_timeout,
-            shutdown.clone(),
-            move || {
-                flag.store(true, Ordering::SeqCst);
-                server.unblock();
-            },
-        )?;
-        let workers = ThreadPool::with_name("proxy-worker".into(), self.config.threads.max(1));
-        log::info!(
-            "listening on http://{} ({} segments of {} bytes, {} slot(s) each)",
-            self.local_addr(),
-            self.config.segments,
-            self.config.segment_size,
-            self.config.slots
-        );
-        let result = loop {
-            match self.server.recv() {
-                // Bounded backlog: past it, refuse at once rather than queue without limit.
-                // The refusal is a few hundred bytes written on this thread. A client that
-                // pipelines a request behind a slow response of its own makes this thread
-                // wait for that response to be written first (tiny_http orders responses
-                // per connection): a known limit, since refusing on a thread of its own
-                // would need threads, which is what overload is short of.
-                Ok(request) if workers.queued_count() >= self.config.max_pending => {
-                    handler::refuse_overload(&self.ctx, request);
-                }
-                Ok(request) => {
-                    let ctx = Arc::clone(&self.ctx);
-                    workers.execute(move || handler::handle(&ctx, request));
-                }
-                Err(_) if deaf.load(Ordering::SeqCst) => {
-                    log::error!(
-                        "tiny_http stopped accepting connections: its accept thread is gone"
-                    );
-                    break Err(io::Error::other("the accept thread is gone"));
-                }
-                Err(_) if shutdown.is_triggered() => break Ok(()),
-                Err(e) => {
-                    log::error!("tiny_http stopped accepting connections: {e}");
-                    break Err(e);
-                }
+    /// Serves until the stopper is called, then ends idle connections, lets requests in
+    /// flight finish for at most `drain_timeout`, and returns.
+    /// `budget` bounds the memory that responses waiting for slow clients hold.
+    pub fn run<S: Service>(
+        self,
+        service: Arc<S>,
+        config: ServerConfig,
+        budget: Arc<Budget>,
+    ) -> io::Result<()> {
+        let shared = Arc::new(Shared {
+            service,
+            workers: Mutex::new(ThreadPool::with_name(
+                "proxy-worker".into(),
+                config.threads.max(1),
+            )),
+            budget,
+            stopping: Arc::clone(&self.stopping),
+            connections: Mutex::default(),
+            open: AtomicUsize::new(0),
+            config,
+        });
+        let mut next_id = 0u64;
+        let mut last_complaint: Option<Instant> = None;
+        for stream in self.listener.incoming() {
+            if self.stopping.load(Ordering::SeqCst) {
+                break;
             }
-        };
-        let running = join_within(&workers, self.config.cache_timeout);
+            let stream = match stream {
+                Ok(stream) => stream,
+                Err(e) => {
+                    // EMFILE and the like: the connection waits in the backlog; pause so
+                    // that a loop of failures does not spin, and say so now and then.
+                    if last_complaint.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        log::warn!("accepting on {}: {e}", self.local_addr);
+                        last_complaint = Some(Instant::now());
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            next_id += 1;
+            shared.admit(next_id, stream);
+        }
+        // Stop: end every idle read (a response being written goes on), then wait.
+        for (_, stream) in lock(&shared.connections).iter() {
+            let _ = stream.shutdown(Direction::Read);
+        }
+        let deadline = Instant::now() + shared.config.drain_timeout;
+        let running = join_within(&lock(&shared.workers), shared.config.drain_timeout);
         if running > 0 {
             log::warn!("{running} requests still running at exit");
         }
-        self.pool.unlink_all();
+        while shared.open.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A short answer written by the server itself, then the connection is closed (unless
+/// `keep_alive`).
+fn refusal(status: u16, why: &str, retry: bool, keep_alive: bool) -> Vec<u8> {
+    let body = format!("{status} {}: {why}\n", reason(status));
+    let mut head = Head::new(status, "-");
+    head.headers
+        .push("Content-Type", "text/plain; charset=utf-8");
+    if retry {
+        head.headers.push("Retry-After", "1");
+    }
+    head.length = Some(body.len() as u64);
+    let mut text = String::new();
+    write_head(&mut text, &head, false, keep_alive).expect("formatting into a String");
+    text.push_str(&body);
+    text.into_bytes()
+}
+
+impl<S: Service> Shared<S> {
+    /// Gives a new connection its thread, or refuses it past the cap.
+    fn admit(self: &Arc<Self>, id: u64, stream: TcpStream) {
+        let refuse = |stream: TcpStream, why: &str| {
+            // A few hundred bytes into an empty send buffer: this does not block.
+            let _ = stream.set_nonblocking(true);
+            let mut s = &stream;
+            let _ = s.write_all(&refusal(503, why, true, false));
+            let _ = stream.shutdown(Direction::Write);
+        };
+        if self.open.load(Ordering::SeqCst) >= self.config.max_connections {
+            self.service.sending(503);
+            refuse(stream, "too many connections, try again");
+            return;
+        }
+        let peer = match stream.peer_addr() {
+            Ok(peer) => peer,
+            Err(_) => return, // already gone
+        };
+        let stream = Arc::new(stream);
+        self.open.fetch_add(1, Ordering::SeqCst);
+        lock(&self.connections).push((id, Arc::clone(&stream)));
+        let shared = Arc::clone(self);
+        let conn = Arc::clone(&stream);
+        let spawned = std::thread::Builder::new()
+            .name("connection".into())
+            .stack_size(CONNECTION_STACK)
+            .spawn(move || {
+                shared.serve(&conn, peer);
+                shared.forget(id);
+            });
+        if spawned.is_err() {
+            self.forget(id);
+            self.service.sending(503);
+            if let Ok(stream) = Arc::try_unwrap(stream) {
+                refuse(stream, "out of threads, try again");
+            }
+        }
+    }
+
+    fn forget(&self, id: u64) {
+        lock(&self.connections).retain(|(i, _)| *i != id);
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// One connection, request after request, until either side closes it.
+    fn serve(&self, stream: &TcpStream, peer: SocketAddr) {
+        let config = &self.config;
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_write_timeout(Some(config.client_timeout));
+        let limits = Limits {
+            max_line: Limits::DEFAULT_MAX_LINE,
+            max_head: Limits::DEFAULT_MAX_HEAD,
+            max_body: config.max_body,
+            deadline: config.client_timeout,
+        };
+        let workers = lock(&self.workers).clone();
+        let mut reader = BufReader::with_capacity(8 * 1024, stream);
+        let mut out = Output::new(stream, config);
+        while !self.stopping.load(Ordering::SeqCst) {
+            let request = match request::read_request(
+                &mut reader,
+                stream,
+                peer,
+                &limits,
+                config.client_timeout,
+            ) {
+                Ok(request) => request,
+                Err(ReadError::Closed | ReadError::Io(_)) => break,
+                Err(ReadError::Refuse(status, why)) => {
+                    log::info!(target: "access", "{} \"-\" {status} - - - ({why})", peer.ip());
+                    self.service.sending(status);
+                    let _ = out.write(&[&refusal(status, why, false, false)]);
+                    let _ = stream.shutdown(Direction::Write);
+                    request::drain_briefly(stream);
+                    break;
+                }
+            };
+            let started = Instant::now();
+            let keep_alive = request.keeps_alive();
+            if workers.queued_count() >= config.max_pending {
+                self.service.sending(503);
+                let refused = refusal(503, "too busy, try again", true, keep_alive);
+                log_access(&request, 503, Ok(0), started, "-");
+                if out.write(&[&refused]).is_err() || !keep_alive {
+                    break;
+                }
+                continue;
+            }
+            let (producer, consumer) = spool::pair(&self.budget);
+            let request = Arc::new(request);
+            let (service, asked) = (Arc::clone(&self.service), Arc::clone(&request));
+            workers.execute(move || service.respond(&asked, producer));
+            match self.send(&mut out, &request, consumer, &workers, keep_alive, started) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(()) => {
+                    // Cut short of its length: close at once, so the client cannot take
+                    // a partial body as complete.
+                    let _ = stream.shutdown(Direction::Both);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Sends one response; `Ok(keep going)`, or `Err` when it was cut short.
+    fn send(
+        &self,
+        out: &mut Output,
+        request: &Request,
+        mut consumer: Consumer,
+        workers: &ThreadPool,
+        keep_alive: bool,
+        started: Instant,
+    ) -> Result<bool, ()> {
+        let Some(head) = consumer.head() else {
+            let why = "the request could not be answered";
+            self.service.sending(500);
+            let _ = out.write(&[&refusal(500, why, false, false)]);
+            log_access(request, 500, Ok(0), started, "-");
+            return Ok(false);
+        };
+        self.service.sending(head.status);
+        let sends_body = request.method != Method::Head && head.has_body();
+        let http11 = request.version == Version::Http11;
+        let chunked = sends_body && head.length.is_none() && http11;
+        // An HTTP/1.0 body of unknown length ends with the connection.
+        let close_delimited = sends_body && head.length.is_none() && !http11;
+        let keep_alive = keep_alive && !close_delimited && !self.stopping.load(Ordering::SeqCst);
+        let mut text = std::mem::take(&mut out.head);
+        text.clear();
+        write_head(&mut text, &head, chunked, keep_alive).expect("formatting into a String");
+        let outcome = if sends_body {
+            out.body(
+                text.as_bytes(),
+                &mut consumer,
+                workers,
+                &self.budget,
+                head.length,
+                chunked,
+            )
+        } else {
+            drop(consumer); // a HEAD or 304: whatever the worker produces is not wanted
+            out.write(&[text.as_bytes()]).map(|()| 0)
+        };
+        out.head = text;
+        let cut = outcome.is_err();
+        self.service.sent(&head, &outcome);
+        log_access(request, head.status, outcome, started, head.source);
+        if cut { Err(()) } else { Ok(keep_alive) }
+    }
+}
+
+/// One access-log line (target `access`):
+/// `client "METHOD target HTTP/x.y" status bytes microseconds source`, with `aborted` in
+/// place of the bytes for a response cut short.
+fn log_access(
+    request: &Request,
+    status: u16,
+    outcome: io::Result<u64>,
+    started: Instant,
+    source: &str,
+) {
+    let micros = started.elapsed().as_micros();
+    let client = request.peer.ip();
+    let (method, target, version) = (&request.method, &request.target, request.version);
+    match outcome {
+        Ok(bytes) => log::info!(
+            target: "access",
+            "{client} \"{method} {target} {version}\" {status} {bytes} {micros} {source}"
+        ),
+        Err(e) => log::warn!(
+            target: "access",
+            "{client} \"{method} {target} {version}\" {status} aborted {micros} {source} ({e})"
+        ),
+    }
+}
+
+/// The writing side of a connection: enforces the minimum send rate.
+struct Output<'a> {
+    stream: &'a TcpStream,
+    /// Formatted response heads, capacity kept from one response to the next.
+    head: String,
+    /// For bodies read from a stream (secondary storage).
+    buffer: Box<[u8]>,
+    min_rate: u64,
+    window: Duration,
+    /// Time spent blocked in writes, and bytes written, in the current window.
+    spent: Duration,
+    written: u64,
+}
+
+/// Body bytes read from a stream per write.
+const STREAM_BUFFER: usize = 64 * 1024;
+
+impl<'a> Output<'a> {
+    fn new(stream: &'a TcpStream, config: &ServerConfig) -> Output<'a> {
+        Output {
+            stream,
+            head: String::with_capacity(512),
+            buffer: Box::default(),
+            min_rate: config.min_send_rate,
+            window: config.client_timeout,
+            spent: Duration::ZERO,
+            written: 0,
+        }
+    }
+
+    /// Writes all of `parts`, in as few system calls as the socket allows.
+    ///
+    /// # Errors
+    /// The client is gone, wrote nothing for a whole window, or read less than the
+    /// minimum rate over one.
+    fn write(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        let mut slices: Vec<IoSlice> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        let mut slices = &mut slices[..];
+        IoSlice::advance_slices(&mut slices, 0);
+        while !slices.is_empty() {
+            let before = Instant::now();
+            let result = (&mut &*self.stream).write_vectored(slices);
+            self.spent += before.elapsed();
+            match result {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.written += n as u64;
+                    IoSlice::advance_slices(&mut slices, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+            if self.spent >= self.window {
+                let floor = self.min_rate.saturating_mul(self.window.as_secs().max(1));
+                if self.written == 0 || self.written < floor {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the client read {} bytes in {:?} of waiting, below the minimum rate",
+                            self.written, self.spent
+                        ),
+                    ));
+                }
+                (self.spent, self.written) = (Duration::ZERO, 0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `head` and the body that `consumer` hands over; returns the body bytes.
+    fn body(
+        &mut self,
+        head: &[u8],
+        consumer: &mut Consumer,
+        workers: &ThreadPool,
+        budget: &Arc<Budget>,
+        length: Option<u64>,
+        chunked: bool,
+    ) -> io::Result<u64> {
+        let mut head = Some(head);
+        let mut sent = 0u64;
+        let left = |sent: u64| length.map_or(u64::MAX, |l| l - sent);
+        loop {
+            match consumer.next() {
+                Item::Data(data) => {
+                    if data.len() as u64 > left(sent) {
+                        return Err(io::Error::other("the body is longer than its length"));
+                    }
+                    self.chunk(head.take(), &data, chunked)?;
+                    sent += data.len() as u64;
+                }
+                Item::Stream(mut body) => {
+                    if let Some(h) = head.take() {
+                        self.write(&[h])?;
+                    }
+                    sent += self.stream_body(&mut body, left(sent), chunked)?;
+                    return self.end(sent, length, chunked);
+                }
+                Item::Resume(job) => {
+                    let (producer, next) = spool::pair(budget);
+                    workers.execute(move || job(producer));
+                    *consumer = next;
+                }
+                Item::End => {
+                    if let Some(h) = head.take() {
+                        self.write(&[h])?;
+                    }
+                    return self.end(sent, length, chunked);
+                }
+                Item::Failed(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One piece of body, after the head if it has not gone yet.
+    fn chunk(&mut self, head: Option<&[u8]>, data: &[u8], chunked: bool) -> io::Result<()> {
+        let head = head.unwrap_or_default();
+        if chunked && !data.is_empty() {
+            let size = format!("{:x}\r\n", data.len());
+            self.write(&[head, size.as_bytes(), data, b"\r\n"])
+        } else {
+            self.write(&[head, data])
+        }
+    }
+
+    /// Copies a body that holds no worker, at the client's pace, up to `left` bytes.
+    fn stream_body(&mut self, body: &mut Body, left: u64, chunked: bool) -> io::Result<u64> {
+        if self.buffer.is_empty() {
+            self.buffer = vec![0; STREAM_BUFFER].into_boxed_slice();
+        }
+        let mut buffer = std::mem::take(&mut self.buffer);
+        let mut sent = 0u64;
+        let result = loop {
+            let want = buffer
+                .len()
+                .min(usize::try_from(left - sent).unwrap_or(usize::MAX));
+            if want == 0 {
+                break Ok(sent);
+            }
+            match body.read(&mut buffer[..want]) {
+                Ok(0) => break Ok(sent),
+                Ok(n) => {
+                    if let Err(e) = self.chunk(None, &buffer[..n], chunked) {
+                        break Err(e);
+                    }
+                    sent += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.buffer = buffer;
         result
+    }
+
+    /// Ends the body: a short one is an error, a chunked one gets its last chunk.
+    fn end(&mut self, sent: u64, length: Option<u64>, chunked: bool) -> io::Result<u64> {
+        if let Some(length) = length.filter(|&l| l != sent) {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("body ended {} bytes short", length - sent),
+            ));
+        }
+        if chunked {
+            self.write(&[b"0\r\n\r\n"])?;
+        }
+        Ok(sent)
     }
 }

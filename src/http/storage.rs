@@ -72,6 +72,8 @@ pub enum Revalidation {
 pub enum Source {
     File(File),
     Origin(ureq::BodyReader<'static>),
+    /// Nothing: what is left of a source handed on.
+    Empty,
 }
 
 impl Read for Source {
@@ -79,6 +81,7 @@ impl Read for Source {
         match self {
             Source::File(f) => f.read(buf),
             Source::Origin(r) => r.read(buf),
+            Source::Empty => Ok(0),
         }
     }
 }
@@ -97,6 +100,7 @@ impl Object {
                     Err(io::ErrorKind::UnexpectedEof.into())
                 }
             }
+            Source::Empty => Ok(()),
         }
     }
 }

@@ -594,3 +594,53 @@ pub fn stats(addr: SocketAddr) -> HashMap<String, u64> {
     }
     out
 }
+
+/// Starts a GET of `target` and reads `n` body bytes; returns the stream (left unread) and
+/// the declared length. The caller decides when to read on or hang up.
+pub fn start_download(
+    addr: std::net::SocketAddr,
+    target: &str,
+    n: usize,
+) -> (TcpStream, usize, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.write_all(format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let (status, headers) = read_head(&mut reader);
+    assert_eq!(status, 200);
+    let len = headers["content-length"].parse().unwrap();
+    let mut first = vec![0; n];
+    reader.read_exact(&mut first).unwrap();
+    // Bytes the BufReader holds beyond `n` belong to the body too.
+    let mut rest = reader.buffer().to_vec();
+    first.append(&mut rest);
+    (s, len, first)
+}
+
+/// Reads until EOF or a reset, whichever comes first; returns what arrived.
+pub fn read_until_closed(mut s: TcpStream, mut got: Vec<u8>) -> Vec<u8> {
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("reading the body: {e}"),
+        }
+    }
+}
+
+/// Open descriptors of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Threads of a process.
+pub fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count()
+}

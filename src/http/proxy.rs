@@ -1,0 +1,134 @@
+//! `webproxy` put together: the HTTP [`server`](super::server) in front, the
+//! [`handler`](super::handler) as its service, the cache and secondary storage behind.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::cache_client::CacheClient;
+use super::coalesce::Coalescer;
+use super::handler::Context;
+use super::server::{Server, ServerConfig};
+use super::spool::Budget;
+use super::storage::Storage;
+use crate::ipc::pool::SegmentPool;
+use crate::ipc::{remove_stale_segments, segment_prefix};
+use crate::shutdown::Shutdown;
+
+/// How a proxy process behaves.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub name: String,
+    pub bind: IpAddr,
+    pub port: u16,
+    pub segments: usize,
+    pub segment_size: usize,
+    pub slots: usize,
+    /// Secondary storage: a directory, or `http://host:port[/prefix]`.
+    pub storage: Option<String>,
+    /// Connect and per-read timeouts for an HTTP origin.
+    pub origin_connect_timeout: Duration,
+    pub origin_read_timeout: Duration,
+    /// How long a miss waits for another request's fetch of the same key.
+    pub coalesce_timeout: Duration,
+    /// Freshness lifetime of what secondary storage serves, unless an origin says otherwise.
+    pub ttl: u64,
+    /// How long past its lifetime an entry may be served while storage is unreachable.
+    pub stale_if_error: u64,
+    /// Addresses allowed to PURGE besides 127.0.0.1 and ::1.
+    pub purge_allow: Vec<IpAddr>,
+    /// Longest wait for the cache: for a free segment, for the head, for each chunk.
+    pub cache_timeout: Duration,
+    /// How the HTTP server treats clients (its `drain_timeout` is the cache timeout).
+    pub server: ServerConfig,
+    /// Memory that responses waiting for slow clients may hold (see [`spool`](super::spool)).
+    pub buffer_memory: u64,
+}
+
+/// A bound, ready-to-run proxy.
+pub struct Proxy {
+    server: Server,
+    config: ProxyConfig,
+    ctx: Arc<Context>,
+    pool: Arc<SegmentPool>,
+}
+
+impl Proxy {
+    /// Opens secondary storage, binds the listening socket, removes segments that dead
+    /// proxies of this instance left behind, creates our segments and looks for the cache.
+    ///
+    /// # Errors
+    /// A storage directory that does not exist, a port in use, or segments that cannot be
+    /// created; each error names what it concerns.
+    pub fn bind(config: ProxyConfig) -> io::Result<Proxy> {
+        let storage = config
+            .storage
+            .as_deref()
+            .map(|spec| {
+                Storage::open(
+                    spec,
+                    config.origin_connect_timeout,
+                    config.origin_read_timeout,
+                    config.ttl,
+                )
+                .map_err(|e| io::Error::new(e.kind(), format!("secondary storage {spec}: {e}")))
+            })
+            .transpose()?;
+        let server = Server::bind(SocketAddr::from((config.bind, config.port)))?;
+        for stale in remove_stale_segments(&config.name)? {
+            log::warn!("removed {stale}, left by a proxy that is gone");
+        }
+        let prefix = segment_prefix(&config.name);
+        let pool = SegmentPool::new(&prefix, config.segments, config.segment_size, config.slots)
+            .map_err(|e| io::Error::new(e.kind(), format!("creating segments {prefix}*: {e}")))?;
+        let cache = CacheClient::new(&config.name, Arc::clone(&pool), config.cache_timeout);
+        Ok(Proxy {
+            ctx: Arc::new(Context {
+                cache,
+                storage,
+                local_addr: server.local_addr(),
+                coalescer: Coalescer::new(),
+                coalesce_timeout: config.coalesce_timeout,
+                stats: Arc::default(),
+                pool: Arc::clone(&pool),
+                stale_if_error: config.stale_if_error,
+                purge_allow: config.purge_allow.clone(),
+                budget: Budget::new(config.buffer_memory),
+            }),
+            server,
+            config,
+            pool,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// A function that makes [`run`](Self::run) stop accepting; for the signal thread.
+    pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
+        self.server.stopper()
+    }
+
+    /// Serves until the stopper is called, lets requests in flight finish for at most the
+    /// cache timeout, then unlinks every segment.
+    pub fn run(self, shutdown: &Shutdown) -> io::Result<()> {
+        self.ctx.cache.spawn_connector(shutdown.clone())?;
+        let server = ServerConfig {
+            drain_timeout: self.config.cache_timeout,
+            ..self.config.server.clone()
+        };
+        log::info!(
+            "listening on http://{} ({} segments of {} bytes, {} slot(s) each)",
+            self.local_addr(),
+            self.config.segments,
+            self.config.segment_size,
+            self.config.slots
+        );
+        let budget = Arc::clone(&self.ctx.budget);
+        let result = self.server.run(Arc::clone(&self.ctx), server, budget);
+        self.pool.unlink_all();
+        result
+    }
+}

@@ -1,0 +1,344 @@
+//! The hand-over of one response from the worker that produces it to the connection
+//! thread that sends it.
+//!
+//! Why it exists: a worker that streamed a body straight to its client would be held, with
+//! the segment and the cache worker behind it, for as long as that client takes to read.
+//! A handful of slow readers would then hold every worker. Instead the worker drains the
+//! answer out of the segment into memory here, as fast as the channel goes, and returns
+//! to the pool; the connection's own thread writes the bytes at whatever pace the client
+//! reads.
+//!
+//! Memory is bounded by a [`Budget`] shared by all responses: each response may always
+//! hold [`ALLOWANCE`] bytes not yet sent (so small answers never wait for memory), and
+//! draws on the budget beyond that. When the budget is spent, [`Producer::push`] says so,
+//! and the worker pauses its response instead of waiting: it leaves a way to get the
+//! rest ([`Producer::resume`] or [`Producer::stream`]) and goes back to the pool. The
+//! connection thread picks that up once its client has read what came before.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use super::body::Body;
+use super::response::Head;
+
+/// Bytes a response may hold in memory without drawing on the [`Budget`]: answers up to
+/// this size are read out whole at once, whatever the budget.
+pub const ALLOWANCE: usize = 64 * 1024;
+
+/// The memory that responses waiting for their clients may hold, beyond their
+/// [`ALLOWANCE`].
+#[derive(Debug)]
+pub struct Budget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl Budget {
+    pub fn new(limit: u64) -> Arc<Budget> {
+        Arc::new(Budget {
+            limit,
+            used: AtomicU64::new(0),
+        })
+    }
+
+    /// Takes `n` bytes of the budget if there are that many left.
+    fn try_charge(&self, n: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, n: u64) {
+        if n > 0 {
+            self.used.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes taken now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+/// The rest of a paused response, run on a pool worker with a fresh [`Producer`].
+pub type Resume = Box<dyn FnOnce(Producer) + Send>;
+
+/// What the connection thread takes out, in order, after the head.
+pub enum Item {
+    /// Body bytes.
+    Data(Vec<u8>),
+    /// The rest of the body is this reader, which holds no worker (a file, an origin's
+    /// response, bytes in memory): the connection thread reads it itself. Boxed: it is
+    /// rare, and `Data` items are many.
+    Stream(Box<Body>),
+    /// The rest of the body is to be produced by this job, once everything before it has
+    /// been sent.
+    Resume(Resume),
+    /// The body is complete.
+    End,
+    /// The producer failed mid-body: the response cannot be completed.
+    Failed(io::Error),
+}
+
+struct State {
+    head: Option<Head>,
+    items: VecDeque<(Item, u64)>,
+    /// Data bytes queued and not yet taken.
+    pending: usize,
+    /// The connection thread has given up (its client is gone or too slow).
+    consumer_gone: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    ready: Condvar,
+    budget: Arc<Budget>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves only queued items behind: still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn put(&self, item: Item, charged: u64) {
+        let mut state = self.lock();
+        if let Item::Data(d) = &item {
+            state.pending += d.len();
+        }
+        state.items.push_back((item, charged));
+        drop(state);
+        self.ready.notify_one();
+    }
+}
+
+/// The worker's end.
+pub struct Producer {
+    shared: Arc<Shared>,
+    /// Whether the response has been ended (by `end`, `fail`, `stream` or `resume`).
+    closed: bool,
+}
+
+/// The client is gone: nobody will send what is produced.
+#[derive(Debug)]
+pub struct Gone;
+
+/// The connection thread's end.
+pub struct Consumer {
+    shared: Arc<Shared>,
+}
+
+/// A new hand-over drawing on `budget`.
+pub fn pair(budget: &Arc<Budget>) -> (Producer, Consumer) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            head: None,
+            items: VecDeque::new(),
+            pending: 0,
+            consumer_gone: false,
+        }),
+        ready: Condvar::new(),
+        budget: Arc::clone(budget),
+    });
+    (
+        Producer {
+            shared: Arc::clone(&shared),
+            closed: false,
+        },
+        Consumer { shared },
+    )
+}
+
+impl Producer {
+    /// Hands over the status line and headers; the body follows.
+    pub fn start(&mut self, head: Head) {
+        let mut state = self.shared.lock();
+        state.head = Some(head);
+        drop(state);
+        self.shared.ready.notify_one();
+    }
+
+    /// Queues body bytes. `Ok(true)`: go on; `Ok(false)`: queued, but memory is spent,
+    /// so pause the response (with [`resume`](Self::resume) or [`stream`](Self::stream))
+    /// rather than produce more now.
+    ///
+    /// # Errors
+    /// [`Gone`] when the connection has given up: stop and drop the body.
+    pub fn push(&mut self, data: Vec<u8>) -> Result<bool, Gone> {
+        let n = data.len();
+        let state = self.shared.lock();
+        if state.consumer_gone {
+            return Err(Gone);
+        }
+        let within_allowance = state.pending + n <= ALLOWANCE;
+        drop(state);
+        let (charged, more) = if within_allowance {
+            (0, true)
+        } else if self.shared.budget.try_charge(n as u64) {
+            (n as u64, true)
+        } else {
+            // Taken anyway (one chunk over is the bound), and the producer pauses.
+            (0, false)
+        };
+        self.shared.put(Item::Data(data), charged);
+        Ok(more)
+    }
+
+    /// Whether the connection has given up.
+    pub fn is_gone(&self) -> bool {
+        self.shared.lock().consumer_gone
+    }
+
+    /// The body is complete.
+    pub fn end(mut self) {
+        self.close(Item::End);
+    }
+
+    /// The body failed part-way.
+    pub fn fail(mut self, e: io::Error) {
+        self.close(Item::Failed(e));
+    }
+
+    /// The rest of the body is `body`, for the connection thread to read.
+    pub fn stream(mut self, body: Body) {
+        self.close(Item::Stream(Box::new(body)));
+    }
+
+    /// The rest of the body is for `job` to produce, later, on a worker.
+    pub fn resume(mut self, job: Resume) {
+        self.close(Item::Resume(job));
+    }
+
+    fn close(&mut self, item: Item) {
+        self.closed = true;
+        self.shared.put(item, 0);
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        if !self.closed {
+            // The worker panicked or forgot: never let the connection wait forever.
+            self.close(Item::Failed(io::Error::other("the response was abandoned")));
+        }
+    }
+}
+
+impl Consumer {
+    /// Waits for the head; `None` if the producer ended without one.
+    pub fn head(&self) -> Option<Head> {
+        let mut state = self.shared.lock();
+        loop {
+            if let Some(head) = state.head.take() {
+                return Some(head);
+            }
+            if !state.items.is_empty() {
+                return None;
+            }
+            state = self
+                .shared
+                .ready
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Waits for the next item of the body.
+    pub fn next(&self) -> Item {
+        let mut state = self.shared.lock();
+        loop {
+            if let Some((item, charged)) = state.items.pop_front() {
+                if let Item::Data(d) = &item {
+                    state.pending -= d.len();
+                }
+                drop(state);
+                self.shared.budget.release(charged);
+                return item;
+            }
+            state = self
+                .shared
+                .ready
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.consumer_gone = true;
+        let charged: u64 = state.items.iter().map(|(_, c)| c).sum();
+        state.items.clear();
+        state.pending = 0;
+        drop(state);
+        self.shared.budget.release(charged);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head() -> Head {
+        Head::new(200, "-")
+    }
+
+    #[test]
+    fn small_answers_never_touch_the_budget() {
+        let budget = Budget::new(0);
+        let (mut p, c) = pair(&budget);
+        p.start(head());
+        assert!(p.push(vec![1; ALLOWANCE]).unwrap());
+        p.end();
+        assert!(c.head().is_some());
+        assert!(matches!(c.next(), Item::Data(d) if d.len() == ALLOWANCE));
+        assert!(matches!(c.next(), Item::End));
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn the_budget_is_charged_beyond_the_allowance_and_released_when_sent() {
+        let budget = Budget::new(100);
+        let (mut p, c) = pair(&budget);
+        p.start(head());
+        assert!(p.push(vec![0; ALLOWANCE]).unwrap());
+        assert!(p.push(vec![0; 100]).unwrap(), "within the budget");
+        assert_eq!(budget.used(), 100);
+        assert!(!p.push(vec![0; 1]).unwrap(), "spent: pause");
+        c.head();
+        for _ in 0..3 {
+            assert!(matches!(c.next(), Item::Data(_)));
+        }
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_gone_consumer_stops_the_producer_and_gives_back_its_memory() {
+        let budget = Budget::new(1000);
+        let (mut p, c) = pair(&budget);
+        p.push(vec![0; ALLOWANCE]).unwrap();
+        p.push(vec![0; 500]).unwrap();
+        assert_eq!(budget.used(), 500);
+        drop(c);
+        assert_eq!(budget.used(), 0);
+        assert!(p.push(vec![0; 1]).is_err());
+    }
+
+    #[test]
+    fn an_abandoned_producer_fails_the_response() {
+        let budget = Budget::new(0);
+        let (p, c) = pair(&budget);
+        drop(p);
+        assert!(c.head().is_none());
+        assert!(matches!(c.next(), Item::Failed(_)));
+    }
+}
