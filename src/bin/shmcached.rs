@@ -49,7 +49,6 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let shutdown = Shutdown::new();
     let store = Arc::new(Store::new(args.capacity as u64, args.max_object as u64));
-    let name = args.name.clone();
     let reload = args.cache.clone().map(|path| {
         let (store, ttl) = (Arc::clone(&store), args.ttl);
         Box::new(move || match preload(&store, &path, ttl) {
@@ -57,7 +56,9 @@ fn main() -> ExitCode {
             Err(e) => log::error!("reloading {}: {e}; keeping what is loaded", path.display()),
         }) as Box<dyn Fn() + Send>
     });
-    if let Err(e) = on_signals(shutdown.clone(), move || Daemon::wake(&name), reload) {
+    // The daemon's main loop notices the flag on its own (it never blocks for long), so
+    // there is nothing to wake.
+    if let Err(e) = on_signals(shutdown.clone(), || {}, reload) {
         log::error!("installing signal handlers: {e}");
         return ExitCode::FAILURE;
     }
@@ -79,7 +80,7 @@ fn main() -> ExitCode {
     let daemon = match Daemon::new(config, store) {
         Ok(d) => d,
         Err(e) => {
-            log::error!("creating the request queue: {e}");
+            log::error!("{e}");
             return ExitCode::FAILURE;
         }
     };

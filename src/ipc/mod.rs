@@ -71,6 +71,12 @@
 //! the next chunk; whatever it writes before that lands in the orphaned object, never in
 //! the next transfer. If the proxy dies, the cache worker's wait for `free` times out and
 //! it returns to the pool.
+//!
+//! ## Shutdown
+//!
+//! The cache's main thread waits on the queue for at most 100 ms at a time and then looks at
+//! its shutdown flag, so SIGINT or SIGTERM stops it within that time. Nothing is sent to
+//! wake it: a message sent by name could land in another process's queue.
 
 pub mod channel;
 pub mod pool;
