@@ -10,6 +10,7 @@ use clap::Parser;
 use shmcache::args::{parse_instance_name, parse_seconds, parse_size};
 use shmcache::cache::daemon::{Daemon, DaemonConfig};
 use shmcache::cache::{preload::preload, store::Store};
+use shmcache::ipc::lock::InstanceLock;
 use shmcache::shutdown::{Shutdown, on_signals};
 
 /// Holds files in memory and writes them into webproxy's shared-memory segments on request.
@@ -62,6 +63,15 @@ fn main() -> ExitCode {
         log::error!("installing signal handlers: {e}");
         return ExitCode::FAILURE;
     }
+    // Before preloading, which can take long: a second cache of a live instance is refused
+    // at once, and never touches the first one's queue.
+    let lock = match InstanceLock::acquire(&args.name) {
+        Ok(lock) => lock,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Some(path) = &args.cache {
         match preload(&store, path, args.ttl) {
             Ok(n) => log::info!("preloaded {n} files from {}", path.display()),
@@ -77,7 +87,7 @@ fn main() -> ExitCode {
         delay: Duration::from_micros(args.delay),
         timeout: args.cache_timeout,
     };
-    let daemon = match Daemon::new(config, store) {
+    let daemon = match Daemon::new(config, store, lock) {
         Ok(d) => d,
         Err(e) => {
             log::error!("{e}");

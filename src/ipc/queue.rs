@@ -28,6 +28,9 @@ impl MessageQueue {
     /// Creates the queue `name` for reading, replacing any queue of that name that a dead
     /// run left behind. Returns whether a stale queue was replaced.
     ///
+    /// Whatever holds the name is unlinked, so only the process that holds the instance
+    /// lock ([`InstanceLock`](super::lock::InstanceLock)) may call this for a live instance.
+    ///
     /// `max_msgs` must be at most the kernel's `msg_max` (10 by default) and `msg_size` at
     /// most `msgsize_max` (8192) or the call fails with EINVAL for unprivileged users.
     ///
