@@ -32,7 +32,8 @@
 //! The proxy creates its segments with `O_EXCL` and mode 0600; at start it removes
 //! segments of its `NAME` whose `<pid>` is no longer running. Either process may start
 //! first: the proxy keeps trying to open the queue and serves from secondary storage until
-//! it can. Any number of proxies may share one cache.
+//! it can. Any number of proxies may share one cache; only `webproxy --spawn-cache` starts
+//! one, and it refuses to run when its cache is refused.
 //!
 //! ## A request ([`wire`])
 //!
