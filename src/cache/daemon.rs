@@ -97,7 +97,7 @@ impl Daemon {
         })
     }
 
-    /// Serves requests until `shutdown` is triggered (noticed within [`SHUTDOWN_POLL`]),
+    /// Serves requests until `shutdown` is triggered (noticed within `SHUTDOWN_POLL`),
     /// then unlinks the queue and lets in-flight transfers finish for at most the timeout.
     /// Returns the number of transfers still running when it gave up waiting. The instance
     /// lock is released last, when this returns.
