@@ -3,8 +3,8 @@
 //! Signal handlers may not take locks or join threads, and here they do not even interrupt
 //! blocking calls (signal-hook installs them with SA_RESTART). So a dedicated thread waits
 //! for the signal, raises a [`Shutdown`] flag, and then runs a `wake` action that unblocks
-//! the main loop by the loop's own means: a message on the queue for the cache,
-//! `Server::unblock` for the proxy.
+//! the main loop by the loop's own means: `Server::unblock` for the proxy. The cache needs
+//! none: its main loop waits on the queue with a short timeout and rechecks the flag.
 
 use std::io;
 use std::sync::Arc;

@@ -10,6 +10,7 @@ use clap::Parser;
 use shmcache::args::{parse_instance_name, parse_seconds, parse_size};
 use shmcache::cache::daemon::{Daemon, DaemonConfig};
 use shmcache::cache::{preload::preload, store::Store};
+use shmcache::ipc::lock::InstanceLock;
 use shmcache::shutdown::{Shutdown, on_signals};
 
 /// Holds files in memory and writes them into webproxy's shared-memory segments on request.
@@ -49,7 +50,6 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let shutdown = Shutdown::new();
     let store = Arc::new(Store::new(args.capacity as u64, args.max_object as u64));
-    let name = args.name.clone();
     let reload = args.cache.clone().map(|path| {
         let (store, ttl) = (Arc::clone(&store), args.ttl);
         Box::new(move || match preload(&store, &path, ttl) {
@@ -57,10 +57,21 @@ fn main() -> ExitCode {
             Err(e) => log::error!("reloading {}: {e}; keeping what is loaded", path.display()),
         }) as Box<dyn Fn() + Send>
     });
-    if let Err(e) = on_signals(shutdown.clone(), move || Daemon::wake(&name), reload) {
+    // The daemon's main loop notices the flag on its own (it never blocks for long), so
+    // there is nothing to wake.
+    if let Err(e) = on_signals(shutdown.clone(), || {}, reload) {
         log::error!("installing signal handlers: {e}");
         return ExitCode::FAILURE;
     }
+    // Before preloading, which can take long: a second cache of a live instance is refused
+    // at once, and never touches the first one's queue.
+    let lock = match InstanceLock::acquire(&args.name) {
+        Ok(lock) => lock,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Some(path) = &args.cache {
         match preload(&store, path, args.ttl) {
             Ok(n) => log::info!("preloaded {n} files from {}", path.display()),
@@ -76,10 +87,10 @@ fn main() -> ExitCode {
         delay: Duration::from_micros(args.delay),
         timeout: args.cache_timeout,
     };
-    let daemon = match Daemon::new(config, store) {
+    let daemon = match Daemon::new(config, store, lock) {
         Ok(d) => d,
         Err(e) => {
-            log::error!("creating the request queue: {e}");
+            log::error!("{e}");
             return ExitCode::FAILURE;
         }
     };

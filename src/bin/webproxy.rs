@@ -68,6 +68,7 @@ struct Args {
     #[arg(long, value_name = "ADDR")]
     purge_allow: Vec<IpAddr>,
     /// Start shmcached preloaded from PATH under the same --name, and stop it on exit.
+    /// Exits 1 if another live cache already serves that name.
     #[arg(long, value_name = "PATH")]
     spawn_cache: Option<PathBuf>,
     /// Seconds to wait on the cache (a free segment, the answer, each chunk).

@@ -11,6 +11,7 @@ use threadpool::ThreadPool;
 use super::mappings::Mappings;
 use super::store::{Entry, Store};
 use crate::ipc::channel::{self, ChannelError, Head, Receiver, Status};
+use crate::ipc::lock::InstanceLock;
 use crate::ipc::queue::MessageQueue;
 use crate::ipc::segment::Segment;
 use crate::ipc::wire::{ALLOW_STALE, FROM_END, MESSAGE_SIZE, Op, Request, Text};
@@ -30,13 +31,17 @@ pub struct DaemonConfig {
     pub timeout: Duration,
 }
 
-/// The cache process: owns the request queue (and unlinks it when dropped).
+/// The cache process: holds the instance lock and owns the request queue (and unlinks both
+/// when dropped).
 ///
 /// Why a boss and workers: the main thread only receives and validates; a worker may block
 /// for a long time on a slow proxy, and must not hold up requests for other segments.
 pub struct Daemon {
     shared: Arc<Shared>,
     queue: MessageQueue,
+    /// Held until the daemon is gone; declared after `queue` so that the queue is unlinked
+    /// while the lock still says it is ours.
+    _lock: InstanceLock,
 }
 
 /// What the workers share.
@@ -56,14 +61,20 @@ struct Shared {
 /// Messages the queue holds: the kernel's default (and unprivileged maximum) `msg_max`.
 pub const QUEUE_DEPTH: usize = 10;
 
+/// The longest the main thread waits on the queue before it looks at the shutdown flag
+/// again: the bound on how long SIGINT or SIGTERM takes to stop it.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+
 impl Daemon {
-    /// Creates the request queue, replacing a stale one.
+    /// Creates the request queue of the instance that `lock` was taken for, replacing a
+    /// stale one: holding the lock, any queue of that name is a dead cache's.
     ///
     /// # Errors
-    /// Those of [`MessageQueue::create`].
-    pub fn new(config: DaemonConfig, store: Arc<Store>) -> io::Result<Daemon> {
+    /// Those of [`MessageQueue::create`], with the queue's name.
+    pub fn new(config: DaemonConfig, store: Arc<Store>, lock: InstanceLock) -> io::Result<Daemon> {
         let name = queue_name(&config.name);
-        let (queue, replaced) = MessageQueue::create(&name, QUEUE_DEPTH, MESSAGE_SIZE)?;
+        let (queue, replaced) = MessageQueue::create(&name, QUEUE_DEPTH, MESSAGE_SIZE)
+            .map_err(|e| io::Error::new(e.kind(), format!("creating the queue {name}: {e}")))?;
         if replaced {
             log::warn!("replaced a stale queue {name}");
         }
@@ -79,21 +90,17 @@ impl Daemon {
             renewed: AtomicU64::new(0),
             purged: AtomicU64::new(0),
         });
-        Ok(Daemon { shared, queue })
+        Ok(Daemon {
+            shared,
+            queue,
+            _lock: lock,
+        })
     }
 
-    /// Wakes a daemon of instance `name` blocked in [`run`](Self::run), so that it notices
-    /// its shutdown flag. Sends an empty message without waiting; if the queue is full, the
-    /// daemon is awake anyway.
-    pub fn wake(name: &str) {
-        if let Ok(q) = MessageQueue::open(&queue_name(name)) {
-            let _ = q.send_timeout(&[], Duration::ZERO);
-        }
-    }
-
-    /// Serves requests until `shutdown` is triggered (and [`wake`](Self::wake) called),
-    /// then lets in-flight transfers finish for at most the timeout. Returns the number of
-    /// transfers still running when it gave up waiting.
+    /// Serves requests until `shutdown` is triggered (noticed within `SHUTDOWN_POLL`),
+    /// then unlinks the queue and lets in-flight transfers finish for at most the timeout.
+    /// Returns the number of transfers still running when it gave up waiting. The instance
+    /// lock is released last, when this returns.
     pub fn run(self, shutdown: &Shutdown) -> usize {
         let config = &self.shared.config;
         let workers = ThreadPool::with_name("cache-worker".into(), config.threads.max(1));
@@ -105,18 +112,18 @@ impl Daemon {
             queue_name(&config.name),
             config.threads
         );
+        // Nothing wakes us for a shutdown: a message sent to the queue by name could reach
+        // another process's queue. So the wait is bounded and the flag checked after it.
         while !shutdown.is_triggered() {
-            let len = match self.queue.receive(&mut buf) {
+            let len = match self.queue.receive_timeout(&mut buf, SHUTDOWN_POLL) {
                 Ok(len) => len,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => continue,
                 Err(e) => {
-                    log::error!("receiving from the queue: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
+                    log::error!("receiving from {}: {e}", queue_name(&config.name));
+                    std::thread::sleep(SHUTDOWN_POLL);
                     continue;
                 }
             };
-            if shutdown.is_triggered() {
-                break;
-            }
             let request = match Request::decode(&buf[..len]) {
                 Ok(r) if is_instance_segment(&config.name, &r.segment) => r,
                 Ok(r) => {

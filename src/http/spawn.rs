@@ -5,7 +5,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use crate::ipc::queue::MessageQueue;
-use crate::ipc::{queue_name, sys};
+use crate::ipc::{lock, lock_name, queue_name, sys};
 
 /// A shmcached child process, stopped with SIGTERM (so it unlinks its queue) when dropped.
 pub struct CacheChild {
@@ -15,9 +15,18 @@ pub struct CacheChild {
 /// How often to look for the child's queue or exit while it starts or stops.
 const POLL: Duration = Duration::from_millis(20);
 
+/// How long past the startup wait to wait for the child to take the instance lock or exit.
+const LOCK_PATIENCE: Duration = Duration::from_secs(10);
+
 impl CacheChild {
     /// Starts `shmcached --name NAME -c PRELOAD` from the directory of our own executable
-    /// and waits (at most `startup`) until its queue exists, so the first requests can hit.
+    /// and waits (at most `startup`) until it holds the instance and its queue exists, so
+    /// the first requests can hit.
+    ///
+    /// # Errors
+    /// When shmcached cannot be started or exits at start. If another live cache holds the
+    /// instance (another proxy's, say), the message names its pid: this proxy must not run
+    /// then, as it would serve through a cache it does not own and stop nothing at exit.
     pub fn spawn(name: &str, preload: &Path, startup: Duration) -> Result<CacheChild, String> {
         let exe = std::env::current_exe()
             .map_err(|e| format!("locating webproxy: {e}"))?
@@ -36,14 +45,40 @@ impl CacheChild {
             .spawn()
             .map_err(|e| format!("starting {}: {e}", exe.display()))?;
         let mut child = CacheChild { child };
+        let pid = child.child.id();
         let deadline = Instant::now() + startup;
-        while MessageQueue::open(&queue_name(name)).is_err() {
-            if let Ok(Some(status)) = child.child.try_wait() {
-                return Err(format!("shmcached exited at start: {status}"));
+        loop {
+            // Ready when our child holds the instance and the queue is there. The queue
+            // alone proves nothing: it may be another proxy's live cache's, which our child
+            // is about to be refused for.
+            let holds = lock::holder(name) == Some(pid);
+            if holds && MessageQueue::open(&queue_name(name)).is_ok() {
+                break;
             }
-            if Instant::now() > deadline {
+            if let Ok(Some(status)) = child.child.try_wait() {
+                return Err(match lock::holder(name) {
+                    Some(holder) => format!(
+                        "instance {name} is already served by the cache with pid {holder} \
+                         (it holds {}), so our shmcached exited at start ({status}); \
+                         stop that cache or choose another --name",
+                        lock_name(name)
+                    ),
+                    None => format!("shmcached --name {name} exited at start: {status}"),
+                });
+            }
+            let now = Instant::now();
+            if holds && now > deadline {
+                // Still preloading: the proxy finds its queue when it appears.
                 log::warn!("shmcached is not ready yet; serving without it meanwhile");
                 break;
+            }
+            // Until it holds the instance it may still be refused, and we must not run
+            // then; it takes the lock (or gives up) right after it starts, so this is long.
+            if now > deadline + LOCK_PATIENCE {
+                return Err(format!(
+                    "shmcached (pid {pid}) did not take instance {name} ({}) in time",
+                    lock_name(name)
+                ));
             }
             std::thread::sleep(POLL);
         }
@@ -53,8 +88,12 @@ impl CacheChild {
 
 impl Drop for CacheChild {
     fn drop(&mut self) {
+        // Once reaped (it exited at start), its pid may already be another process's.
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
         if let Err(e) = sys::terminate(self.child.id()) {
-            log::warn!("stopping shmcached: {e}");
+            log::warn!("stopping shmcached (pid {}): {e}", self.child.id());
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {

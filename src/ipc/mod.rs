@@ -13,15 +13,27 @@
 //!
 //! | object              | name                      | created by | removed by          |
 //! |---------------------|---------------------------|------------|---------------------|
+//! | instance lock       | `/NAME-lock` (shm)        | cache      | cache, at exit      |
 //! | request queue       | `/NAME.req`               | cache      | cache, at exit      |
 //! | segment `i`         | `/NAME.seg.<pid>.<i>`     | proxy      | proxy, at exit      |
 //!
-//! The cache creates the queue at start, replacing a stale one left by a dead run; the
-//! queue holds at most 10 messages of [`wire::MESSAGE_SIZE`] bytes, within the kernel's
-//! unprivileged defaults (`msg_max` 10, `msgsize_max` 8192). The proxy creates its
-//! segments with `O_EXCL` and mode 0600; at start it removes segments of its `NAME` whose
-//! `<pid>` is no longer running. Either process may start first: the proxy keeps trying to
-//! open the queue and serves from secondary storage until it can.
+//! One live cache per name ([`lock`]): a cache first takes an exclusive `flock` on the
+//! shared-memory object `/NAME-lock` and writes its pid into it; if a live process holds
+//! it, the cache exits 1 naming that pid. The kernel releases the lock when its holder
+//! dies, so an object left by a killed cache is taken over by the next one. Only the
+//! holder creates the queue, replacing a stale one (a live cache would hold the lock, so
+//! any queue found then is a dead cache's). The queue holds at most 10 messages of
+//! [`wire::MESSAGE_SIZE`] bytes, within the kernel's unprivileged defaults (`msg_max` 10,
+//! `msgsize_max` 8192). At exit the cache unlinks the queue and then the lock object, each
+//! only if the name still leads to its own object, and the lock is released last. The
+//! lock object is outside the `/NAME.` namespace ([`lock_name`]), so the proxy's cleanup of
+//! stale segments never takes it for a segment.
+//!
+//! The proxy creates its segments with `O_EXCL` and mode 0600; at start it removes
+//! segments of its `NAME` whose `<pid>` is no longer running. Either process may start
+//! first: the proxy keeps trying to open the queue and serves from secondary storage until
+//! it can. Any number of proxies may share one cache; only `webproxy --spawn-cache` starts
+//! one, and it refuses to run when its cache is refused.
 //!
 //! ## A request ([`wire`])
 //!
@@ -71,8 +83,15 @@
 //! the next chunk; whatever it writes before that lands in the orphaned object, never in
 //! the next transfer. If the proxy dies, the cache worker's wait for `free` times out and
 //! it returns to the pool.
+//!
+//! ## Shutdown
+//!
+//! The cache's main thread waits on the queue for at most 100 ms at a time and then looks at
+//! its shutdown flag, so SIGINT or SIGTERM stops it within that time. Nothing is sent to
+//! wake it: a message sent by name could land in another process's queue.
 
 pub mod channel;
+pub mod lock;
 pub mod pool;
 pub mod queue;
 pub mod segment;
@@ -103,6 +122,16 @@ pub fn check_instance_name(name: &str) -> Result<(), String> {
 /// The request queue of instance `name`.
 pub fn queue_name(name: &str) -> String {
     format!("/{name}.req")
+}
+
+/// The shared-memory object whose `flock` the live cache of instance `name` holds.
+///
+/// Outside the `/NAME.` namespace of the channel's objects on purpose, so that what lists
+/// those (the proxy's cleanup of stale segments, `ls /dev/shm/NAME.*`) sees the channel
+/// only. It cannot collide with any instance's other objects: instance names have no '.',
+/// so every other object name has one and no lock name does.
+pub fn lock_name(name: &str) -> String {
+    format!("/{name}-lock")
 }
 
 /// What every segment name of instance `name` starts with.
@@ -200,6 +229,7 @@ mod tests {
             "/t.seg..0",
             "/t.seg.1.x",
             "/t.req",
+            &lock_name("t"),
         ] {
             assert!(!is_instance_segment("t", bad), "{bad}");
         }

@@ -1,8 +1,9 @@
 //! A POSIX message queue: the request channel from proxies to the cache.
 //!
 //! [`MessageQueue`] is an RAII handle: dropping it closes the descriptor, and the handle that
-//! created the queue (the cache's) also unlinks the name, so a clean exit leaves nothing in
-//! the kernel. Every blocking call takes a timeout and retries EINTR itself.
+//! created the queue (the cache's) also unlinks the name if it still leads to that queue,
+//! so a clean exit leaves nothing in the kernel. Blocking calls retry EINTR themselves (in
+//! one helper), and all but the test helper [`MessageQueue::receive`] take a timeout.
 
 use std::ffi::CString;
 use std::io;
@@ -26,6 +27,9 @@ pub struct MessageQueue {
 impl MessageQueue {
     /// Creates the queue `name` for reading, replacing any queue of that name that a dead
     /// run left behind. Returns whether a stale queue was replaced.
+    ///
+    /// Whatever holds the name is unlinked, so only the process that holds the instance
+    /// lock ([`InstanceLock`](super::lock::InstanceLock)) may call this for a live instance.
     ///
     /// `max_msgs` must be at most the kernel's `msg_max` (10 by default) and `msg_size` at
     /// most `msgsize_max` (8192) or the call fails with EINVAL for unprivileged users.
@@ -69,20 +73,25 @@ impl MessageQueue {
     /// # Errors
     /// ENOENT when no cache has created it (yet), EACCES when it belongs to another user.
     pub fn open(name: &str) -> io::Result<Self> {
-        let cname = check_name(name)?;
+        Self::open_c(check_name(name)?)
+    }
+
+    fn open_c(cname: CString) -> io::Result<Self> {
         // SAFETY: `cname` is NUL-terminated and outlives the call; without O_CREAT mq_open
         // takes no further arguments.
         let mqd = unsafe { libc::mq_open(cname.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
         if mqd == -1 {
             return Err(io::Error::last_os_error());
         }
-        let msg_size = Self::attr(mqd)?.mq_msgsize as usize;
-        Ok(MessageQueue {
+        // Built before the next call can fail, so that the descriptor is closed on error.
+        let mut queue = MessageQueue {
             mqd,
             name: cname,
             owner: false,
-            msg_size,
-        })
+            msg_size: 0,
+        };
+        queue.msg_size = Self::attr(mqd)?.mq_msgsize as usize;
+        Ok(queue)
     }
 
     fn attr(mqd: libc::mqd_t) -> io::Result<libc::mq_attr> {
@@ -119,58 +128,97 @@ impl MessageQueue {
     /// is longer than the queue's message size.
     pub fn send_timeout(&self, msg: &[u8], timeout: Duration) -> io::Result<()> {
         let deadline = realtime_deadline(timeout);
-        loop {
+        retry_interrupted(|| {
             // SAFETY: `msg` is a valid buffer of `msg.len()` bytes and `deadline` a valid
             // timespec, both alive for the call; `self.mqd` is open.
             let rc = unsafe {
                 libc::mq_timedsend(self.mqd, msg.as_ptr().cast(), msg.len(), 0, &deadline)
             };
-            if rc == 0 {
-                return Ok(());
+            rc as isize
+        })
+        .map(drop)
+    }
+
+    /// Receives one message into `buf`, waiting at most `timeout` for one to arrive.
+    /// Returns its length.
+    ///
+    /// # Errors
+    /// `TimedOut` when no message came, EMSGSIZE when `buf` is shorter than
+    /// [`msg_size`](Self::msg_size), EBADF when this handle was opened for sending only.
+    pub fn receive_timeout(&self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
+        let deadline = realtime_deadline(timeout);
+        retry_interrupted(|| {
+            // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes and `deadline` a
+            // valid timespec, both alive for the call; `self.mqd` is open.
+            unsafe {
+                libc::mq_timedreceive(
+                    self.mqd,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    std::ptr::null_mut(),
+                    &deadline,
+                )
             }
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::ETIMEDOUT) => return Err(io::ErrorKind::TimedOut.into()),
-                _ => return Err(err),
-            }
-        }
+        })
     }
 
     /// Receives one message into `buf`, waiting until one arrives. Returns its length.
+    /// For tests that play the cache; the cache itself uses
+    /// [`receive_timeout`](Self::receive_timeout) so that it can notice a shutdown.
     ///
     /// # Errors
-    /// EMSGSIZE when `buf` is shorter than [`msg_size`](Self::msg_size), EBADF when this
-    /// handle was opened for sending only.
+    /// As [`receive_timeout`](Self::receive_timeout), without the timeout.
     pub fn receive(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes for the call.
-            let n = unsafe {
+        retry_interrupted(|| {
+            // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes for the call;
+            // `self.mqd` is open.
+            unsafe {
                 libc::mq_receive(
                     self.mqd,
                     buf.as_mut_ptr().cast(),
                     buf.len(),
                     std::ptr::null_mut(),
                 )
-            };
-            if n >= 0 {
-                return Ok(n as usize);
             }
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EINTR) {
-                return Err(err);
-            }
+        })
+    }
+
+    /// Whether our name still leads to this queue: someone may have unlinked it and another
+    /// process created a queue under the same name, which is not ours to remove.
+    fn still_named(&self) -> bool {
+        let Ok(named) = Self::open_c(self.name.clone()) else {
+            return false;
+        };
+        // Inode numbers tell queues apart while both are open, as these two are.
+        matches!((named.identity(), self.identity()), (Ok(a), Ok(b)) if a == b)
+    }
+}
+
+/// Runs one `mq_*` call until a signal does not interrupt it; turns its -1 into the OS
+/// error, ETIMEDOUT into `ErrorKind::TimedOut`. The timed calls take an absolute deadline,
+/// so a retry waits only for what is left of the timeout.
+fn retry_interrupted(mut call: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        let rc = call();
+        if rc >= 0 {
+            return Ok(rc as usize);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::ETIMEDOUT) => return Err(io::ErrorKind::TimedOut.into()),
+            _ => return Err(err),
         }
     }
 }
 
 impl Drop for MessageQueue {
     fn drop(&mut self) {
-        // SAFETY: `self.mqd` is open and closed exactly once, here.
-        unsafe { libc::mq_close(self.mqd) };
-        if self.owner {
+        if self.owner && self.still_named() {
             let _ = unlink(&self.name);
         }
+        // SAFETY: `self.mqd` is open and closed exactly once, here.
+        unsafe { libc::mq_close(self.mqd) };
     }
 }
 

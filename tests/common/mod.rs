@@ -98,6 +98,11 @@ impl Proc {
         Proc { child, log, what }
     }
 
+    /// Starts `exe` without waiting for it to be ready: for a start that should fail.
+    pub fn launch(what: &'static str, exe: &str, args: &[&str]) -> Proc {
+        Proc::start(what, exe, args)
+    }
+
     /// Starts shmcached for `name` and waits until its queue is up.
     pub fn cache(name: &str, args: &[&str]) -> Proc {
         let mut all = vec!["--name", name];
