@@ -238,6 +238,7 @@ impl Shared {
             accept_len: if expired { self.store.accept_len() } else { 0 },
             stored_at: entry.stored_at(),
             max_age: entry.max_age(),
+            source_version: entry.source_version,
             answerer_pid: 0,
         };
         if expired {
@@ -297,6 +298,7 @@ impl Shared {
             body.into_boxed_slice(),
             head.modified,
             head.etag,
+            head.source_version,
             head.max_age,
         );
         match self.store.insert(&request.key, entry) {

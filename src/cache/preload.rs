@@ -11,7 +11,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::store::{Entry, Store, file_etag};
+use super::store::{Entry, Store, file_etag, file_version};
 use crate::ipc::channel::Etag;
 
 /// Loads `path` (a directory or a manifest) into `store`, each entry fresh for `ttl`
@@ -47,9 +47,16 @@ pub fn list(path: &Path) -> io::Result<Vec<(String, PathBuf)>> {
 
 fn load(file: &Path, ttl: u64) -> io::Result<Entry> {
     let body = fs::read(file)?.into_boxed_slice();
-    let modified = fs::metadata(file)?.modified().ok();
+    let meta = fs::metadata(file)?;
+    let modified = meta.modified().ok();
     let etag = file_etag(modified, body.len() as u64);
-    Ok(Entry::new(body, modified, Etag::new(&etag), ttl))
+    Ok(Entry::new(
+        body,
+        modified,
+        Etag::new(&etag),
+        file_version(&meta),
+        ttl,
+    ))
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> io::Result<()> {
