@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use super::preload::Source;
 use crate::ipc::channel::{Etag, unix_now};
 
 /// One cached object. Shared by `Arc` so that a transfer in progress keeps its bytes alive
@@ -22,6 +23,10 @@ pub struct Entry {
     pub etag: Option<Etag>,
     /// The identity of the file the bytes came from ([`file_version`]); 0 when unknown.
     pub source_version: u64,
+    /// For a preloaded entry, the file it was read from: the cache checks that file itself
+    /// once the entry expires (see [`preload::check`](super::preload::check)). `None` for
+    /// what the proxy stored.
+    pub source: Option<Source>,
     /// When it was stored or last found unchanged, seconds since the Unix epoch; renewed in
     /// place, so it is an atomic.
     stored_at: AtomicU64,
@@ -43,8 +48,17 @@ impl Entry {
             modified,
             etag,
             source_version,
+            source: None,
             stored_at: AtomicU64::new(unix_now()),
             max_age: AtomicU64::new(max_age),
+        }
+    }
+
+    /// The same entry, marked as read from `source`.
+    pub fn with_source(self, source: Source) -> Entry {
+        Entry {
+            source: Some(source),
+            ..self
         }
     }
 
@@ -166,7 +180,11 @@ struct Node {
 }
 
 fn cost(key: &str, entry: &Entry) -> u64 {
-    entry.body.len() as u64 + key.len() as u64 + ENTRY_OVERHEAD
+    let source = entry
+        .source
+        .as_ref()
+        .map_or(0, |s| s.path().as_os_str().len());
+    entry.body.len() as u64 + key.len() as u64 + source as u64 + ENTRY_OVERHEAD
 }
 
 impl Lru {
@@ -198,6 +216,14 @@ impl Lru {
             h => self.nodes[h].prev = i,
         }
         self.head = i;
+    }
+
+    /// Whether `key` holds this very entry (not an equal one: a replacement).
+    fn holds(&self, key: &str, entry: &Arc<Entry>) -> bool {
+        self.index
+            .get(key)
+            .and_then(|&i| self.nodes[i].entry.as_ref())
+            .is_some_and(|held| Arc::ptr_eq(held, entry))
     }
 
     fn remove(&mut self, key: &str) -> Option<Arc<Entry>> {
@@ -264,6 +290,28 @@ impl Store {
     /// Stores `entry` under `key`, replacing any entry there, then evicts least recently
     /// used entries until the budget holds again. Returns how many were evicted.
     pub fn insert(&self, key: &str, entry: Entry) -> Result<usize, Refused> {
+        self.put(key, Arc::new(entry), None)
+            .map(|evicted| evicted.expect("an unconditional insert always happens"))
+    }
+
+    /// Stores `entry` under `key` as [`insert`](Self::insert) does, but only if `key` still
+    /// holds `current`: a check that took a while (reading a file again) must not undo a
+    /// STORE, PURGE or reload that came meanwhile. `Ok(None)` when it did not.
+    pub fn replace(
+        &self,
+        key: &str,
+        current: &Arc<Entry>,
+        entry: Arc<Entry>,
+    ) -> Result<Option<usize>, Refused> {
+        self.put(key, entry, Some(current))
+    }
+
+    fn put(
+        &self,
+        key: &str,
+        entry: Arc<Entry>,
+        only_over: Option<&Arc<Entry>>,
+    ) -> Result<Option<usize>, Refused> {
         if entry.body.len() as u64 > self.max_object || cost(key, &entry) > self.capacity {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Refused::TooLarge);
@@ -272,8 +320,11 @@ impl Store {
         // body takes time that other lookups should not wait for.
         let mut leaving = Vec::new();
         let mut lru = self.lock();
+        if only_over.is_some_and(|current| !lru.holds(key, current)) {
+            return Ok(None);
+        }
         leaving.extend(lru.remove(key));
-        lru.insert(Arc::from(key), Arc::new(entry));
+        lru.insert(Arc::from(key), entry);
         let mut evicted = 0;
         while lru.bytes > self.capacity {
             let victim = Arc::clone(&lru.nodes[lru.tail].key);
@@ -286,7 +337,7 @@ impl Store {
         self.stats
             .evictions
             .fetch_add(evicted as u64, Ordering::Relaxed);
-        Ok(evicted)
+        Ok(Some(evicted))
     }
 
     /// Looks `key` up and marks it most recently used.
@@ -319,9 +370,26 @@ impl Store {
         lru.nodes[i].entry.clone()
     }
 
+    /// Whether `key` holds this very entry, not a replacement of it.
+    pub fn holds(&self, key: &str, entry: &Arc<Entry>) -> bool {
+        self.lock().holds(key, entry)
+    }
+
     /// Removes `key`; returns whether it was there.
     pub fn remove(&self, key: &str) -> bool {
         let removed = self.lock().remove(key);
+        removed.is_some() // freed here, after the lock
+    }
+
+    /// Removes `key` if it still holds `current` (see [`replace`](Self::replace)).
+    pub fn remove_if_current(&self, key: &str, current: &Arc<Entry>) -> bool {
+        let removed = {
+            let mut lru = self.lock();
+            if !lru.holds(key, current) {
+                return false;
+            }
+            lru.remove(key)
+        };
         removed.is_some() // freed here, after the lock
     }
 
@@ -398,6 +466,26 @@ mod tests {
         assert_ne!(replaced.ino(), rewritten.ino());
         assert_eq!(replaced.mtime_nsec(), rewritten.mtime_nsec());
         assert_ne!(file_version(&replaced), file_version(&rewritten));
+    }
+
+    #[test]
+    fn replace_and_remove_only_touch_the_entry_they_were_given() {
+        let store = Store::new(room_for(3, 100), 1000);
+        store.insert("a", entry(10)).unwrap();
+        let old = store.get("a").unwrap();
+        assert_eq!(
+            store.replace("a", &old, Arc::new(entry(20))),
+            Ok(Some(0)),
+            "still current"
+        );
+        let new = store.get("a").unwrap();
+        assert!(!store.holds("a", &old) && store.holds("a", &new));
+        assert_eq!(store.replace("a", &old, Arc::new(entry(30))), Ok(None));
+        assert!(!store.remove_if_current("a", &old), "a newer entry stays");
+        assert_eq!(store.get("a").unwrap().body.len(), 20);
+        assert!(store.remove_if_current("a", &new));
+        assert!(store.get("a").is_none());
+        assert_eq!(store.size(), (0, 0));
     }
 
     #[test]

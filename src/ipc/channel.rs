@@ -29,7 +29,8 @@ pub enum Status {
     /// The answerer failed (e.g. could not read its copy): the asker should not retry here.
     Error = 3,
     /// The object is there but its freshness lifetime has passed: the head carries its
-    /// validators and no body, so the asker can revalidate it.
+    /// validators and no body, so the asker can revalidate it. Never the answer for an
+    /// entry the cache preloaded: the cache checks those against their files itself.
     Expired = 4,
 }
 

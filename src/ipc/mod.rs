@@ -45,6 +45,11 @@
 //! that an expired entry is checked against the file's whole `stat`, not just against what
 //! its entity tag shows.
 //!
+//! An entry the cache preloaded (`-c`) is never answered `Expired`: the cache knows the
+//! file it came from and checks it itself when the entry is asked for past its lifetime,
+//! then answers with the entry renewed, with the file's new bytes, or, when the file is
+//! gone, not-found.
+//!
 //! ## One transfer ([`channel`])
 //!
 //! ```text
