@@ -8,8 +8,8 @@
 //! are skipped. A malformed manifest line is an error (the operator mistyped something);
 //! a file that cannot be read is logged and skipped, as nginx does for a missing file.
 //!
-//! Each preloaded entry remembers its file ([`Source`]). When one is asked for past its
-//! lifetime, the cache checks that file itself ([`check`]) rather than answering
+//! Each preloaded entry remembers its file (`Source`). When one is asked for past its
+//! lifetime, the cache checks that file itself (`check`) rather than answering
 //! "expired" and leaving the proxy to revalidate against its own secondary storage: a
 //! manifest maps keys to paths of its own choosing, which that storage may not have under
 //! the same key (or may have other bytes under), and only the cache knows the mapping.
@@ -24,7 +24,7 @@ use crate::ipc::channel::Etag;
 
 /// Where a preloaded entry came from, kept with it.
 #[derive(Debug)]
-pub struct Source {
+pub(super) struct Source {
     path: PathBuf,
     /// The preload's lifetime, given again each time the file is found unchanged or read
     /// again.
@@ -43,7 +43,7 @@ impl Source {
         }
     }
 
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.path
     }
 }
@@ -116,7 +116,7 @@ fn read(mut file: File, meta: &Metadata, path: PathBuf, ttl: u64) -> io::Result<
 
 /// What checking an expired preloaded entry against its file found.
 #[derive(Debug)]
-pub enum Checked {
+pub(super) enum Checked {
     /// Unchanged: the entry was renewed in place.
     Renewed(Arc<Entry>),
     /// Changed: read again; this new entry replaced the old one.
@@ -140,7 +140,7 @@ pub enum Checked {
 ///
 /// # Panics
 /// If `entry` was not preloaded (it has no [`Source`]).
-pub fn check(store: &Store, key: &str, entry: &Arc<Entry>) -> Checked {
+pub(super) fn check(store: &Store, key: &str, entry: &Arc<Entry>) -> Checked {
     let source = entry
         .source
         .as_ref()
@@ -207,7 +207,8 @@ pub fn check(store: &Store, key: &str, entry: &Arc<Entry>) -> Checked {
 
 /// Whether an error opening or reading a preloaded file means it is no longer there to
 /// serve, as opposed to a failure that may pass. Permission denied counts as gone: access
-/// was taken away on purpose, and preloading skips such a file too.
+/// was taken away on purpose, and preloading skips such a file too. `InvalidInput` is
+/// [`open`] finding something other than a regular file at the path.
 fn is_gone(e: &io::Error) -> bool {
     matches!(
         e.kind(),

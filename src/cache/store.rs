@@ -26,7 +26,7 @@ pub struct Entry {
     /// For a preloaded entry, the file it was read from: the cache checks that file itself
     /// once the entry expires (see [`preload::check`](super::preload::check)). `None` for
     /// what the proxy stored.
-    pub source: Option<Source>,
+    pub(super) source: Option<Source>,
     /// When it was stored or last found unchanged, seconds since the Unix epoch; renewed in
     /// place, so it is an atomic.
     stored_at: AtomicU64,
@@ -55,7 +55,7 @@ impl Entry {
     }
 
     /// The same entry, marked as read from `source`.
-    pub fn with_source(self, source: Source) -> Entry {
+    pub(super) fn with_source(self, source: Source) -> Entry {
         Entry {
             source: Some(source),
             ..self
@@ -297,7 +297,7 @@ impl Store {
     /// Stores `entry` under `key` as [`insert`](Self::insert) does, but only if `key` still
     /// holds `current`: a check that took a while (reading a file again) must not undo a
     /// STORE, PURGE or reload that came meanwhile. `Ok(None)` when it did not.
-    pub fn replace(
+    pub(super) fn replace(
         &self,
         key: &str,
         current: &Arc<Entry>,
@@ -371,7 +371,7 @@ impl Store {
     }
 
     /// Whether `key` holds this very entry, not a replacement of it.
-    pub fn holds(&self, key: &str, entry: &Arc<Entry>) -> bool {
+    pub(super) fn holds(&self, key: &str, entry: &Arc<Entry>) -> bool {
         self.lock().holds(key, entry)
     }
 
@@ -382,7 +382,7 @@ impl Store {
     }
 
     /// Removes `key` if it still holds `current` (see [`replace`](Self::replace)).
-    pub fn remove_if_current(&self, key: &str, current: &Arc<Entry>) -> bool {
+    pub(super) fn remove_if_current(&self, key: &str, current: &Arc<Entry>) -> bool {
         let removed = {
             let mut lru = self.lock();
             if !lru.holds(key, current) {
