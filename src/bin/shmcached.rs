@@ -36,8 +36,9 @@ struct Args {
     /// The largest object kept; larger ones are served from secondary storage every time.
     #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_size)]
     max_object: usize,
-    /// Seconds a preloaded file stays fresh; after that the proxy revalidates it against its
-    /// secondary storage. SIGHUP reloads the preload set.
+    /// Seconds a preloaded file stays fresh; after that the next request for it makes the
+    /// cache check the file (one stat): unchanged, it is renewed; changed, read again; gone,
+    /// removed. SIGHUP reloads the preload set.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     ttl: u64,
     /// Seconds a worker waits for the proxy to free a slot before giving up.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use threadpool::ThreadPool;
 
 use super::mappings::Mappings;
+use super::preload::{self, Checked};
 use super::store::{Entry, Store};
 use crate::ipc::channel::{self, ChannelError, Head, Receiver, Status};
 use crate::ipc::lock::InstanceLock;
@@ -55,6 +56,8 @@ struct Shared {
     transfers_failed: AtomicU64,
     expired: AtomicU64,
     renewed: AtomicU64,
+    reloaded: AtomicU64,
+    sources_gone: AtomicU64,
     purged: AtomicU64,
 }
 
@@ -88,6 +91,8 @@ impl Daemon {
             transfers_failed: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             renewed: AtomicU64::new(0),
+            reloaded: AtomicU64::new(0),
+            sources_gone: AtomicU64::new(0),
             purged: AtomicU64::new(0),
         });
         Ok(Daemon {
@@ -216,7 +221,11 @@ impl Shared {
     }
 
     fn answer_get(&self, seg: &Segment, request: &Request<Text>) -> Result<(), ChannelError> {
-        let Some(entry) = self.store.get(&request.key) else {
+        let mut entry = self.store.get(&request.key);
+        if let Some(held) = entry.take_if(|e| e.source.is_some() && !e.is_fresh()) {
+            entry = self.check_preloaded(&request.key, &held);
+        }
+        let Some(entry) = entry else {
             let head = Head {
                 accept_len: self.store.accept_len(),
                 ..Head::empty(Status::NotFound)
@@ -224,7 +233,10 @@ impl Shared {
             return channel::send(seg, request.generation, &head, &[], self.config.timeout);
         };
         let total = entry.body.len() as u64;
-        let expired = !entry.is_fresh() && request.flags & ALLOW_STALE == 0;
+        // A preloaded entry still expired here could not be checked just now: it is served
+        // as it is, since the proxy would revalidate it against the wrong storage.
+        let expired =
+            !entry.is_fresh() && request.flags & ALLOW_STALE == 0 && entry.source.is_none();
         let (start, len) = if expired {
             (0, 0)
         } else {
@@ -245,6 +257,7 @@ impl Shared {
             accept_len: if expired { self.store.accept_len() } else { 0 },
             stored_at: entry.stored_at(),
             max_age: entry.max_age(),
+            source_version: entry.source_version,
             answerer_pid: 0,
         };
         if expired {
@@ -300,10 +313,13 @@ impl Shared {
             }
         }
         let len = body.len() as u64;
+        // No source: even if it replaces a preloaded entry, what the proxy stored is an
+        // ordinary entry, revalidated by the proxy against its own storage.
         let entry = Entry::new(
             body.into_boxed_slice(),
             head.modified,
             head.etag,
+            head.source_version,
             head.max_age,
         );
         match self.store.insert(&request.key, entry) {
@@ -311,6 +327,35 @@ impl Shared {
             Err(e) => log::warn!("could not store {} ({len} bytes): {e:?}", request.key),
         }
         rx.finish(seg)
+    }
+
+    /// Checks an expired preloaded entry against the file it was read from (see
+    /// [`preload::check`]) and returns what to serve: the entry renewed, the file's new
+    /// bytes, or nothing when the file is gone (the proxy then treats it as a miss).
+    ///
+    /// The cache does this, not the proxy, because only the cache knows which file a key
+    /// was preloaded from: a manifest's keys need not match the paths of the proxy's `-s`.
+    fn check_preloaded(&self, key: &str, entry: &Arc<Entry>) -> Option<Arc<Entry>> {
+        self.expired.fetch_add(1, Ordering::Relaxed);
+        match preload::check(&self.store, key, entry) {
+            Checked::Renewed(entry) => {
+                self.renewed.fetch_add(1, Ordering::Relaxed);
+                Some(entry)
+            }
+            Checked::Reloaded(entry) => {
+                self.reloaded.fetch_add(1, Ordering::Relaxed);
+                Some(entry)
+            }
+            Checked::Gone => {
+                self.sources_gone.fetch_add(1, Ordering::Relaxed);
+                // The lookup counted a hit; what the proxy gets is a miss.
+                self.store.stats.hits.fetch_sub(1, Ordering::Relaxed);
+                self.store.stats.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Checked::Unchecked(entry) => Some(entry),
+            Checked::Superseded(current) => current,
+        }
     }
 
     /// Makes an expired entry fresh again for `request.length` seconds.
@@ -386,6 +431,8 @@ impl Shared {
             ("evictions", load(&s.evictions)),
             ("expired", load(&self.expired)),
             ("renewed", load(&self.renewed)),
+            ("reloaded", load(&self.reloaded)),
+            ("sources_gone", load(&self.sources_gone)),
             ("purged", load(&self.purged)),
             ("messages_dropped", load(&self.dropped)),
             ("transfers_failed", load(&self.transfers_failed)),

@@ -1,18 +1,52 @@
 //! Filling the store at start from a directory or a `locals.txt` manifest, within the
-//! store's capacity (a preload larger than it keeps the files loaded last).
+//! store's capacity (a preload larger than it keeps the files loaded last), and keeping
+//! what was preloaded fresh.
 //!
 //! A directory is walked recursively and each file stored under `/` + its path relative to
 //! the directory. A manifest holds `key path` per line (the classic course format);
 //! relative paths are resolved against the manifest's folder, blank lines and `#` comments
 //! are skipped. A malformed manifest line is an error (the operator mistyped something);
 //! a file that cannot be read is logged and skipped, as nginx does for a missing file.
+//!
+//! Each preloaded entry remembers its file (`Source`). When one is asked for past its
+//! lifetime, the cache checks that file itself (`check`) rather than answering
+//! "expired" and leaving the proxy to revalidate against its own secondary storage: a
+//! manifest maps keys to paths of its own choosing, which that storage may not have under
+//! the same key (or may have other bytes under), and only the cache knows the mapping.
 
-use std::fs;
-use std::io;
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use super::store::{Entry, Store, file_etag};
+use super::store::{Entry, Store, file_etag, file_version};
 use crate::ipc::channel::Etag;
+
+/// Where a preloaded entry came from, kept with it.
+#[derive(Debug)]
+pub(super) struct Source {
+    path: PathBuf,
+    /// The preload's lifetime, given again each time the file is found unchanged or read
+    /// again.
+    ttl: u64,
+    /// Held while the file is checked, so that concurrent requests for one expired entry
+    /// make one check (and read a changed file once), like the proxy's coalescing.
+    checking: Mutex<()>,
+}
+
+impl Source {
+    fn new(path: PathBuf, ttl: u64) -> Source {
+        Source {
+            path,
+            ttl,
+            checking: Mutex::new(()),
+        }
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+}
 
 /// Loads `path` (a directory or a manifest) into `store`, each entry fresh for `ttl`
 /// seconds; returns the number of entries. Loading again (SIGHUP) replaces entries in place
@@ -20,7 +54,10 @@ use crate::ipc::channel::Etag;
 pub fn preload(store: &Store, path: &Path, ttl: u64) -> io::Result<usize> {
     let mut loaded = 0;
     for (key, file) in list(path)? {
-        match load(&file, ttl).map(|entry| store.insert(&key, entry)) {
+        match open(&file)
+            .and_then(|(f, meta)| read(f, &meta, file.clone(), ttl))
+            .map(|entry| store.insert(&key, entry))
+        {
             Ok(Ok(evicted)) => {
                 loaded += 1;
                 if evicted > 0 {
@@ -45,11 +82,142 @@ pub fn list(path: &Path) -> io::Result<Vec<(String, PathBuf)>> {
     }
 }
 
-fn load(file: &Path, ttl: u64) -> io::Result<Entry> {
-    let body = fs::read(file)?.into_boxed_slice();
-    let modified = fs::metadata(file)?.modified().ok();
-    let etag = file_etag(modified, body.len() as u64);
-    Ok(Entry::new(body, modified, Etag::new(&etag), ttl))
+/// Opens a file to preload, with its metadata taken from the open descriptor: the identity
+/// recorded is that of the very file whose bytes are read, even if the path is replaced
+/// meanwhile.
+fn open(path: &Path) -> io::Result<(File, Metadata)> {
+    let file = File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok((file, meta))
+}
+
+/// Reads an opened file into an entry fresh for `ttl` seconds.
+fn read(mut file: File, meta: &Metadata, path: PathBuf, ttl: u64) -> io::Result<Entry> {
+    let mut body = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut body)?;
+    let modified = meta.modified().ok();
+    // The tag the proxy's directory storage gives the same file, from the same metadata.
+    let etag = file_etag(modified, meta.len());
+    let entry = Entry::new(
+        body.into_boxed_slice(),
+        modified,
+        Etag::new(&etag),
+        file_version(meta),
+        ttl,
+    );
+    Ok(entry.with_source(Source::new(path, ttl)))
+}
+
+/// What checking an expired preloaded entry against its file found.
+#[derive(Debug)]
+pub(super) enum Checked {
+    /// Unchanged: the entry was renewed in place.
+    Renewed(Arc<Entry>),
+    /// Changed: read again; this new entry replaced the old one.
+    Reloaded(Arc<Entry>),
+    /// The file is gone, unreadable, not a file any more, or now too large to keep: the
+    /// entry was removed.
+    Gone,
+    /// It could not be checked just now (an I/O error that may pass, such as running out
+    /// of descriptors): the entry as it is, not renewed, so the next request checks again.
+    Unchecked(Arc<Entry>),
+    /// While this request waited for another one's check, the key changed hands (that
+    /// check, or a STORE, PURGE or reload): what the store holds now.
+    Superseded(Option<Arc<Entry>>),
+}
+
+/// Checks an expired preloaded entry against its file, with one `stat` of it: the same
+/// [`file_version`] (device, inode, length, modification and change times to the
+/// nanosecond) renews the entry; another reads the file again into a new entry (within the
+/// store's byte budget); a file that is gone removes the entry. Only a request for an
+/// expired entry gets here, so fresh hits never pay for a `stat`.
+///
+/// # Panics
+/// If `entry` was not preloaded (it has no [`Source`]).
+pub(super) fn check(store: &Store, key: &str, entry: &Arc<Entry>) -> Checked {
+    let source = entry
+        .source
+        .as_ref()
+        .expect("only preloaded entries are checked");
+    let _checking = source
+        .checking
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    // A check that ran while we waited for the lock has settled it.
+    if entry.is_fresh() || !store.holds(key, entry) {
+        return Checked::Superseded(store.peek(key));
+    }
+    let gone = |why: &dyn std::fmt::Display| {
+        log::info!("{key}: {} {why}; removed", source.path.display());
+        store.remove_if_current(key, entry);
+        Checked::Gone
+    };
+    let (file, meta) = match open(&source.path) {
+        Ok(opened) => opened,
+        Err(e) if is_gone(&e) => return gone(&e),
+        Err(e) => {
+            log::warn!(
+                "{key}: cannot check {} ({e}); serving what is held",
+                source.path.display()
+            );
+            return Checked::Unchecked(Arc::clone(entry));
+        }
+    };
+    if file_version(&meta) == entry.source_version {
+        entry.renew(source.ttl);
+        return Checked::Renewed(Arc::clone(entry));
+    }
+    // Not read at all when it cannot be kept: the proxy serves it from its own storage.
+    if meta.len() > store.accept_len() {
+        return gone(&format_args!(
+            "grew to {} bytes, over the limit",
+            meta.len()
+        ));
+    }
+    let fresh = match read(file, &meta, source.path.clone(), source.ttl) {
+        Ok(fresh) => Arc::new(fresh),
+        Err(e) if is_gone(&e) => return gone(&e),
+        Err(e) => {
+            log::warn!(
+                "{key}: cannot read {} again ({e}); serving what is held",
+                source.path.display()
+            );
+            return Checked::Unchecked(Arc::clone(entry));
+        }
+    };
+    match store.replace(key, entry, Arc::clone(&fresh)) {
+        Ok(Some(evicted)) => {
+            log::info!(
+                "{key}: {} changed; read again ({} bytes, {evicted} evicted)",
+                source.path.display(),
+                fresh.body.len()
+            );
+            Checked::Reloaded(fresh)
+        }
+        Ok(None) => Checked::Superseded(store.peek(key)),
+        Err(refused) => gone(&format_args!("changed but cannot be kept: {refused:?}")),
+    }
+}
+
+/// Whether an error opening or reading a preloaded file means it is no longer there to
+/// serve, as opposed to a failure that may pass. Permission denied counts as gone: access
+/// was taken away on purpose, and preloading skips such a file too. `InvalidInput` is
+/// [`open`] finding something other than a regular file at the path.
+fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound
+            | io::ErrorKind::NotADirectory
+            | io::ErrorKind::PermissionDenied
+            | io::ErrorKind::InvalidInput
+            | io::ErrorKind::IsADirectory
+    )
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> io::Result<()> {
@@ -117,6 +285,66 @@ mod tests {
         fs::write(&manifest, "/ok a.txt\n/too many words\n").unwrap();
         let err = preload(&Store::new(1 << 20, 1 << 20), &manifest, 60).unwrap_err();
         assert!(err.to_string().contains(":2:"), "{err}");
+    }
+
+    /// A store preloaded from a one-line manifest `/k file.txt`, its entry expired at once
+    /// (a lifetime of 0), and that entry.
+    fn expired_alias(dir: &Path, body: &[u8], capacity: u64) -> (Store, Arc<Entry>) {
+        fs::write(dir.join("file.txt"), body).unwrap();
+        let manifest = dir.join("locals.txt");
+        fs::write(&manifest, "/k file.txt\n").unwrap();
+        let store = Store::new(capacity, capacity);
+        assert_eq!(preload(&store, &manifest, 0).unwrap(), 1);
+        let entry = store.get("/k").unwrap();
+        assert!(!entry.is_fresh());
+        (store, entry)
+    }
+
+    #[test]
+    fn an_expired_entry_is_checked_against_its_own_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, entry) = expired_alias(dir.path(), b"alpha", 1 << 20);
+        let stored_at = entry.stored_at();
+        match check(&store, "/k", &entry) {
+            Checked::Renewed(e) => assert!(Arc::ptr_eq(&e, &entry)),
+            other => panic!("unchanged file: {other:?}"),
+        }
+        assert!(entry.stored_at() >= stored_at);
+
+        // Same length, rewritten in place: read again, with its new identity. The mtime is
+        // set apart so that the test does not hang on the filesystem's clock granularity.
+        fs::write(dir.path().join("file.txt"), b"omega").unwrap();
+        File::options()
+            .write(true)
+            .open(dir.path().join("file.txt"))
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH)
+            .unwrap();
+        let Checked::Reloaded(fresh) = check(&store, "/k", &entry) else {
+            panic!("changed file not read again");
+        };
+        assert_eq!(&*fresh.body, b"omega");
+        assert_ne!(fresh.source_version, entry.source_version);
+        assert!(store.holds("/k", &fresh));
+        assert!(fresh.source.is_some(), "still preloaded");
+        // A request that held the old entry finds the new one.
+        match check(&store, "/k", &entry) {
+            Checked::Superseded(Some(e)) => assert!(Arc::ptr_eq(&e, &fresh)),
+            other => panic!("{other:?}"),
+        }
+
+        fs::remove_file(dir.path().join("file.txt")).unwrap();
+        assert!(matches!(check(&store, "/k", &fresh), Checked::Gone));
+        assert!(store.get("/k").is_none());
+    }
+
+    #[test]
+    fn a_file_grown_past_the_limit_is_dropped_without_being_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, entry) = expired_alias(dir.path(), b"small", 1024);
+        fs::write(dir.path().join("file.txt"), vec![0u8; 4096]).unwrap();
+        assert!(matches!(check(&store, "/k", &entry), Checked::Gone));
+        assert_eq!(store.size(), (0, 0));
     }
 
     #[test]

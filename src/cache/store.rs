@@ -2,10 +2,13 @@
 //! used going first when an insert would pass it.
 
 use std::collections::HashMap;
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use super::preload::Source;
 use crate::ipc::channel::{Etag, unix_now};
 
 /// One cached object. Shared by `Arc` so that a transfer in progress keeps its bytes alive
@@ -18,6 +21,12 @@ pub struct Entry {
     /// Entity tag, quotes included (see [`file_etag`]); `None` for an origin's object that
     /// came without one, so that hits and misses carry the same validators.
     pub etag: Option<Etag>,
+    /// The identity of the file the bytes came from ([`file_version`]); 0 when unknown.
+    pub source_version: u64,
+    /// For a preloaded entry, the file it was read from: the cache checks that file itself
+    /// once the entry expires (see [`preload::check`](super::preload::check)). `None` for
+    /// what the proxy stored.
+    pub(super) source: Option<Source>,
     /// When it was stored or last found unchanged, seconds since the Unix epoch; renewed in
     /// place, so it is an atomic.
     stored_at: AtomicU64,
@@ -31,14 +40,25 @@ impl Entry {
         body: Box<[u8]>,
         modified: Option<SystemTime>,
         etag: Option<Etag>,
+        source_version: u64,
         max_age: u64,
     ) -> Entry {
         Entry {
             body,
             modified,
             etag,
+            source_version,
+            source: None,
             stored_at: AtomicU64::new(unix_now()),
             max_age: AtomicU64::new(max_age),
+        }
+    }
+
+    /// The same entry, marked as read from `source`.
+    pub(super) fn with_source(self, source: Source) -> Entry {
+        Entry {
+            source: Some(source),
+            ..self
         }
     }
 
@@ -70,6 +90,39 @@ pub fn file_etag(modified: Option<SystemTime>, len: u64) -> String {
         .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
     format!("\"{secs:x}-{len:x}\"")
+}
+
+/// An opaque 64-bit identity of a file's contents as `stat` sees them: device, inode,
+/// length, and modification and change times to the nanosecond. The entity tag (nginx's
+/// format, kept for clients) shows only the length and the modification second, so a
+/// rewrite of the same length within one second, a file replaced by another (a new inode)
+/// or one whose mtime was set back (the change time still moves) keep their tag but not
+/// this. Never 0, which means "unknown".
+pub fn file_version(meta: &Metadata) -> u64 {
+    stat_version([
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime() as u64,
+        meta.mtime_nsec() as u64,
+        meta.ctime() as u64,
+        meta.ctime_nsec() as u64,
+    ])
+}
+
+/// Folds the fields through a bijective mixer (splitmix64's finaliser), one after the
+/// other: with the others fixed, each step is a bijection of the field it takes in, so two
+/// stats that differ in any one field never get the same version.
+fn stat_version(fields: [u64; 7]) -> u64 {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let version = fields
+        .iter()
+        .fold(0x9e37_79b9_7f4a_7c15, |h, &field| mix(h ^ field));
+    version.max(1)
 }
 
 /// Bytes charged per entry on top of its body and key: the slot, the map bucket, the `Arc`
@@ -127,7 +180,11 @@ struct Node {
 }
 
 fn cost(key: &str, entry: &Entry) -> u64 {
-    entry.body.len() as u64 + key.len() as u64 + ENTRY_OVERHEAD
+    let source = entry
+        .source
+        .as_ref()
+        .map_or(0, |s| s.path().as_os_str().len());
+    entry.body.len() as u64 + key.len() as u64 + source as u64 + ENTRY_OVERHEAD
 }
 
 impl Lru {
@@ -159,6 +216,14 @@ impl Lru {
             h => self.nodes[h].prev = i,
         }
         self.head = i;
+    }
+
+    /// Whether `key` holds this very entry (not an equal one: a replacement).
+    fn holds(&self, key: &str, entry: &Arc<Entry>) -> bool {
+        self.index
+            .get(key)
+            .and_then(|&i| self.nodes[i].entry.as_ref())
+            .is_some_and(|held| Arc::ptr_eq(held, entry))
     }
 
     fn remove(&mut self, key: &str) -> Option<Arc<Entry>> {
@@ -225,6 +290,28 @@ impl Store {
     /// Stores `entry` under `key`, replacing any entry there, then evicts least recently
     /// used entries until the budget holds again. Returns how many were evicted.
     pub fn insert(&self, key: &str, entry: Entry) -> Result<usize, Refused> {
+        self.put(key, Arc::new(entry), None)
+            .map(|evicted| evicted.expect("an unconditional insert always happens"))
+    }
+
+    /// Stores `entry` under `key` as [`insert`](Self::insert) does, but only if `key` still
+    /// holds `current`: a check that took a while (reading a file again) must not undo a
+    /// STORE, PURGE or reload that came meanwhile. `Ok(None)` when it did not.
+    pub(super) fn replace(
+        &self,
+        key: &str,
+        current: &Arc<Entry>,
+        entry: Arc<Entry>,
+    ) -> Result<Option<usize>, Refused> {
+        self.put(key, entry, Some(current))
+    }
+
+    fn put(
+        &self,
+        key: &str,
+        entry: Arc<Entry>,
+        only_over: Option<&Arc<Entry>>,
+    ) -> Result<Option<usize>, Refused> {
         if entry.body.len() as u64 > self.max_object || cost(key, &entry) > self.capacity {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Refused::TooLarge);
@@ -233,8 +320,11 @@ impl Store {
         // body takes time that other lookups should not wait for.
         let mut leaving = Vec::new();
         let mut lru = self.lock();
+        if only_over.is_some_and(|current| !lru.holds(key, current)) {
+            return Ok(None);
+        }
         leaving.extend(lru.remove(key));
-        lru.insert(Arc::from(key), Arc::new(entry));
+        lru.insert(Arc::from(key), entry);
         let mut evicted = 0;
         while lru.bytes > self.capacity {
             let victim = Arc::clone(&lru.nodes[lru.tail].key);
@@ -247,7 +337,7 @@ impl Store {
         self.stats
             .evictions
             .fetch_add(evicted as u64, Ordering::Relaxed);
-        Ok(evicted)
+        Ok(Some(evicted))
     }
 
     /// Looks `key` up and marks it most recently used.
@@ -280,9 +370,26 @@ impl Store {
         lru.nodes[i].entry.clone()
     }
 
+    /// Whether `key` holds this very entry, not a replacement of it.
+    pub(super) fn holds(&self, key: &str, entry: &Arc<Entry>) -> bool {
+        self.lock().holds(key, entry)
+    }
+
     /// Removes `key`; returns whether it was there.
     pub fn remove(&self, key: &str) -> bool {
         let removed = self.lock().remove(key);
+        removed.is_some() // freed here, after the lock
+    }
+
+    /// Removes `key` if it still holds `current` (see [`replace`](Self::replace)).
+    pub(super) fn remove_if_current(&self, key: &str, current: &Arc<Entry>) -> bool {
+        let removed = {
+            let mut lru = self.lock();
+            if !lru.holds(key, current) {
+                return false;
+            }
+            lru.remove(key)
+        };
         removed.is_some() // freed here, after the lock
     }
 
@@ -298,12 +405,92 @@ mod tests {
     use super::*;
 
     fn entry(len: usize) -> Entry {
-        Entry::new(vec![7; len].into_boxed_slice(), None, None, u64::MAX)
+        Entry::new(vec![7; len].into_boxed_slice(), None, None, 0, u64::MAX)
+    }
+
+    #[test]
+    fn a_change_to_any_one_stat_field_changes_the_version() {
+        let base = [64769, 1234567, 21, 1_700_000_000, 5, 1_700_000_000, 7];
+        assert_eq!(stat_version(base), stat_version(base), "deterministic");
+        for field in 0..base.len() {
+            for delta in [1, 1 << 32, u64::MAX] {
+                let mut changed = base;
+                changed[field] = changed[field].wrapping_add(delta);
+                assert_ne!(stat_version(changed), stat_version(base), "field {field}");
+            }
+        }
+        assert_ne!(stat_version([0; 7]), 0, "0 is kept for unknown");
+    }
+
+    #[test]
+    fn same_length_same_second_rewrites_get_another_version_and_the_same_etag() {
+        use std::fs::{self, File};
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.txt");
+        fs::write(&path, b"one").unwrap();
+        let second = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(second)
+            .unwrap();
+        let first = fs::metadata(&path).unwrap();
+        assert_eq!(
+            file_version(&first),
+            file_version(&fs::metadata(&path).unwrap())
+        );
+
+        // Rewritten in place, the same length, the mtime 1 ns later in the same second.
+        fs::write(&path, b"two").unwrap();
+        let f = File::options().write(true).open(&path).unwrap();
+        f.set_modified(second + Duration::from_nanos(1)).unwrap();
+        let rewritten = fs::metadata(&path).unwrap();
+        assert_eq!(rewritten.ino(), first.ino());
+        assert_ne!(file_version(&rewritten), file_version(&first));
+        let etag = |m: &Metadata| file_etag(m.modified().ok(), m.len());
+        assert_eq!(etag(&rewritten), etag(&first), "nginx's tag cannot tell");
+
+        // Replaced by another file (another inode) with the same length and mtime.
+        let other = dir.path().join("g.txt");
+        fs::write(&other, b"new").unwrap();
+        File::options()
+            .write(true)
+            .open(&other)
+            .unwrap()
+            .set_modified(second + Duration::from_nanos(1))
+            .unwrap();
+        fs::rename(&other, &path).unwrap();
+        let replaced = fs::metadata(&path).unwrap();
+        assert_ne!(replaced.ino(), rewritten.ino());
+        assert_eq!(replaced.mtime_nsec(), rewritten.mtime_nsec());
+        assert_ne!(file_version(&replaced), file_version(&rewritten));
+    }
+
+    #[test]
+    fn replace_and_remove_only_touch_the_entry_they_were_given() {
+        let store = Store::new(room_for(3, 100), 1000);
+        store.insert("a", entry(10)).unwrap();
+        let old = store.get("a").unwrap();
+        assert_eq!(
+            store.replace("a", &old, Arc::new(entry(20))),
+            Ok(Some(0)),
+            "still current"
+        );
+        let new = store.get("a").unwrap();
+        assert!(!store.holds("a", &old) && store.holds("a", &new));
+        assert_eq!(store.replace("a", &old, Arc::new(entry(30))), Ok(None));
+        assert!(!store.remove_if_current("a", &old), "a newer entry stays");
+        assert_eq!(store.get("a").unwrap().body.len(), 20);
+        assert!(store.remove_if_current("a", &new));
+        assert!(store.get("a").is_none());
+        assert_eq!(store.size(), (0, 0));
     }
 
     #[test]
     fn freshness_and_renewal() {
-        let e = Entry::new(Box::new([]), None, None, 0);
+        let e = Entry::new(Box::new([]), None, None, 0, 0);
         assert!(!e.is_fresh(), "a zero lifetime is stale at once (no-cache)");
         e.renew(60);
         assert!(e.is_fresh());

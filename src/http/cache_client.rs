@@ -277,14 +277,15 @@ impl Fill {
 }
 
 impl CacheClient {
-    /// Starts filling the cache with an object of `len` bytes for `key`; the bytes follow
-    /// through [`Fill::write`].
+    /// Starts filling the cache with an object of `len` bytes for `key`, read from a file of
+    /// identity `source_version` (0: not a file); the bytes follow through [`Fill::write`].
     pub fn store(
         &self,
         key: &str,
         len: u64,
         modified: Option<SystemTime>,
         etag: Option<String>,
+        source_version: u64,
         max_age: u64,
     ) -> Result<Fill, CacheError> {
         let part = Part::Range {
@@ -302,6 +303,7 @@ impl CacheClient {
             accept_len: 0,
             stored_at: unix_now(),
             max_age,
+            source_version,
             answerer_pid: 0,
         };
         let tx = Sender::start(lease.segment(), lease.generation(), &head, self.timeout)

@@ -344,9 +344,9 @@ fn revalidate(
         }
     };
     let cached = StoredValidators {
-        len: head.total_len,
         modified: head.modified,
         etag: head.etag.as_ref().map(Etag::as_str),
+        source_version: head.source_version,
     };
     match storage.revalidate(key, &cached) {
         Ok(Revalidation::Unchanged { max_age }) => {
@@ -569,6 +569,7 @@ fn from_storage(
                 return (Reply::text(502, "502 Bad Gateway\n"), Source::Proxy);
             }
             let (len, modified, max_age) = (object.len, object.modified, object.max_age);
+            let source_version = object.source_version;
             let source = object.body.take(n);
             // Only the whole object, of known length within the cache's limit, and
             // storable (not no-store or private) goes in.
@@ -576,7 +577,10 @@ fn from_storage(
                 outcome == Outcome::Full && len.is_some_and(|l| l <= accept_len_of(&fill));
             match (fill, max_age) {
                 (Some((_, ticket)), Some(max_age)) if storable => {
-                    match ctx.cache.store(key, n, modified, etag.clone(), max_age) {
+                    match ctx
+                        .cache
+                        .store(key, n, modified, etag.clone(), source_version, max_age)
+                    {
                         Ok(f) => {
                             Body::Fill(FillBody::new(source, f, ticket, Arc::clone(&ctx.stats)))
                         }

@@ -3,9 +3,9 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use crate::cache::store::file_etag;
+use crate::cache::store::{file_etag, file_version};
 
 /// Where misses are served from (`-s DIR` or `-s http://host:port[/prefix]`).
 pub enum Storage {
@@ -15,9 +15,10 @@ pub enum Storage {
 
 /// Storage's view of an object the cache holds: the validators to compare.
 pub struct Cached<'a> {
-    pub len: u64,
     pub modified: Option<SystemTime>,
     pub etag: Option<&'a str>,
+    /// The identity of the file it was read from (see [`file_version`]); 0 when unknown.
+    pub source_version: u64,
 }
 
 /// What a key names in secondary storage.
@@ -53,6 +54,9 @@ pub struct Object {
     pub len: Option<u64>,
     pub modified: Option<SystemTime>,
     pub etag: Option<String>,
+    /// For a file, its [`file_version`], to keep with a cached copy; 0 for an origin's
+    /// object.
+    pub source_version: u64,
     /// How many seconds a cached copy stays fresh; `None`: it must not be stored at all
     /// (`Cache-Control: no-store` or `private`).
     pub max_age: Option<u64>,
@@ -138,19 +142,19 @@ impl Storage {
         }
     }
 
-    /// Checks an expired cached object: for a directory, one stat (same length and
-    /// modification second); for an origin, a conditional GET with the cached validators.
+    /// Checks an expired cached object: for a directory, one stat (the same
+    /// [`file_version`]: device, inode, length, modification and change times to the
+    /// nanosecond); for an origin, a conditional GET with the cached validators.
     pub fn revalidate(&self, key: &str, cached: &Cached) -> Result<Revalidation, StorageError> {
         let found = match self {
             Storage::Dir(dir) => {
                 let found = dir.lookup(key).map_err(StorageError::Io)?;
-                if let Lookup::Found(object) = &found {
-                    let same_second = |t: Option<SystemTime>| t.map(whole_seconds);
-                    if object.len == Some(cached.len)
-                        && same_second(object.modified) == same_second(cached.modified)
-                    {
-                        return Ok(Revalidation::Unchanged { max_age: dir.ttl });
-                    }
+                // A copy of unknown origin (version 0) is never taken as unchanged.
+                if let Lookup::Found(object) = &found
+                    && cached.source_version != 0
+                    && object.source_version == cached.source_version
+                {
+                    return Ok(Revalidation::Unchanged { max_age: dir.ttl });
                 }
                 found
             }
@@ -164,10 +168,6 @@ impl Storage {
             Lookup::Directory | Lookup::Missing => Revalidation::Missing,
         })
     }
-}
-
-fn whole_seconds(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// A directory that serves files by key, never anything outside it.
@@ -225,6 +225,7 @@ impl DirStorage {
             len: Some(meta.len()),
             modified,
             etag: Some(file_etag(modified, meta.len())),
+            source_version: file_version(&meta),
             max_age: Some(self.ttl),
         }))
     }
@@ -330,6 +331,7 @@ impl Origin {
             len,
             modified,
             etag,
+            source_version: 0,
             max_age,
         })))
     }

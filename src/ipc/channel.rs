@@ -29,7 +29,8 @@ pub enum Status {
     /// The answerer failed (e.g. could not read its copy): the asker should not retry here.
     Error = 3,
     /// The object is there but its freshness lifetime has passed: the head carries its
-    /// validators and no body, so the asker can revalidate it.
+    /// validators and no body, so the asker can revalidate it. Never the answer for an
+    /// entry the cache preloaded: the cache checks those against their files itself.
     Expired = 4,
 }
 
@@ -106,6 +107,11 @@ pub struct Head {
     pub stored_at: u64,
     /// Its freshness lifetime in seconds from `stored_at` (`u64::MAX`: forever).
     pub max_age: u64,
+    /// An opaque identity of the file the object was read from (see
+    /// [`file_version`](crate::cache::store::file_version)), 0 when unknown: a STORE hands
+    /// it to the cache and every answer gives it back, so that revalidation compares the
+    /// file's whole `stat` identity, not just what the entity tag shows.
+    pub source_version: u64,
     /// The writing process (filled in by [`Sender::start`]), so the reader can watch it.
     pub answerer_pid: u32,
 }
@@ -123,6 +129,7 @@ impl Head {
             accept_len: 0,
             stored_at: 0,
             max_age: u64::MAX,
+            source_version: 0,
             answerer_pid: 0,
         }
     }
@@ -163,8 +170,9 @@ impl Head {
     }
 
     /// Validates what a peer wrote: a known status, a body inside the object, and an
-    /// entity tag that fits its field and can go into an HTTP header.
-    fn from_raw(raw: &RawHead) -> Result<Head, ChannelError> {
+    /// entity tag that fits its field and can go into an HTTP header. Every source version
+    /// is valid: it is only ever compared.
+    fn from_raw(raw: &RawHead, source_version: u64) -> Result<Head, ChannelError> {
         let status =
             Status::from_u32(raw.status).ok_or(ChannelError::Protocol("unknown status"))?;
         let in_object = raw
@@ -191,6 +199,7 @@ impl Head {
             accept_len: raw.accept_len,
             stored_at: raw.stored_at,
             max_age: raw.max_age,
+            source_version,
             answerer_pid: raw.pid,
         })
     }
@@ -295,6 +304,7 @@ impl Sender {
         if seg.generation() != generation {
             return Err(ChannelError::Stale);
         }
+        seg.set_source_version(head.source_version);
         seg.write_head(&head.to_raw(generation));
         Ok(Sender {
             generation,
@@ -460,7 +470,7 @@ impl Receiver {
         if raw.generation != generation {
             return Err(ChannelError::Protocol("answer for another generation"));
         }
-        let head = Head::from_raw(&raw)?;
+        let head = Head::from_raw(&raw, seg.source_version())?;
         let mut rx = Receiver {
             timeout,
             chunk: 0,
@@ -566,7 +576,7 @@ mod properties {
                 etag_len,
                 etag: [fill; ETAG_CAPACITY],
             };
-            if let Ok(head) = Head::from_raw(&raw) {
+            if let Ok(head) = Head::from_raw(&raw, 0) {
                 prop_assert!(head.body_offset.checked_add(head.body_len).is_some_and(|e| e <= head.total_len));
                 prop_assert!(head.status == Status::Found || head.body_len == 0);
                 let etag = head.etag.map(|e| e.as_str().to_owned()).unwrap_or_default();

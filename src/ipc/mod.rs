@@ -49,6 +49,19 @@
 //! `slot_capacity` bytes, each with its own length word. With one slot this is the classic
 //! lock-step handoff; with more, the cache fills slot `j+1` while the proxy drains slot `j`.
 //!
+//! The head describes the object: status, lengths, validators (modification second, entity
+//! tag), freshness (`stored_at`, `max_age`) and `source_version`, an opaque 64-bit identity
+//! of the file the bytes were read from (device, inode, length, modification and change
+//! times to the nanosecond; 0 when unknown, as for an origin's object). A STORE's head
+//! hands it to the cache, which keeps it with the entry and returns it in every answer, so
+//! that an expired entry is checked against the file's whole `stat`, not just against what
+//! its entity tag shows.
+//!
+//! An entry the cache preloaded (`-c`) is never answered `Expired`: the cache knows the
+//! file it came from and checks it itself when the entry is asked for past its lifetime,
+//! then answers with the entry renewed, with the file's new bytes, or, when the file is
+//! gone, not-found.
+//!
 //! ## One transfer ([`channel`])
 //!
 //! ```text

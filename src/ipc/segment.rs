@@ -32,8 +32,9 @@ pub const SEGMENT_MAGIC: u32 = u32::from_be_bytes(*b"SHMS");
 /// Version 2 added the validators (`modified`, `etag`) for HTTP conditional requests;
 /// version 3 the answerer's pid, so the asker can tell when the cache has died; version 4
 /// `accept_len`, so that a miss tells the proxy whether to fill; version 5 the freshness
-/// fields `stored_at` and `max_age`.
-pub const SEGMENT_VERSION: u32 = 5;
+/// fields `stored_at` and `max_age`; version 6 `source_version`, so that revalidation sees
+/// a file rewritten within the same second at the same length.
+pub const SEGMENT_VERSION: u32 = 6;
 /// Bytes reserved for an entity tag, quotes included.
 pub const ETAG_CAPACITY: usize = 128;
 /// The smallest slot we agree to carve: below this the header costs more than it carries.
@@ -73,6 +74,9 @@ struct Header {
     stored_at: AtomicU64,
     /// Its freshness lifetime in seconds from `stored_at` (`u64::MAX`: forever).
     max_age: AtomicU64,
+    /// An opaque identity of the file the object was read from (see
+    /// `cache::store::file_version`); 0 when unknown. Written with the head.
+    source_version: AtomicU64,
     /// Bytes of `etag` in use; 0 when the object has no entity tag.
     etag_len: AtomicU32,
     /// Process id of the answerer, written with the head.
@@ -328,6 +332,9 @@ impl Segment {
             .store(0, Ordering::Release);
         self.field::<AtomicU32>(offset_of!(Header, cancelled))
             .store(0, Ordering::Release);
+        // A writer that never sets it (see `set_source_version`) must not pass on the
+        // previous transfer's.
+        self.set_source_version(0);
         self.field::<AtomicU64>(offset_of!(Header, generation))
             .store(generation, Ordering::Release);
     }
@@ -418,6 +425,20 @@ impl Segment {
         }
     }
 
+    /// Writes the head's source version: part of the head like the fields of [`RawHead`],
+    /// and published by the same `ready` post, but set on its own so that code which
+    /// builds a `RawHead` field by field (the fault-injection tests) is unaffected by it.
+    pub fn set_source_version(&self, version: u64) {
+        self.field::<AtomicU64>(offset_of!(Header, source_version))
+            .store(version, Ordering::Relaxed);
+    }
+
+    /// The head's source version as the answerer wrote it (any value is valid).
+    pub fn source_version(&self) -> u64 {
+        self.field::<AtomicU64>(offset_of!(Header, source_version))
+            .load(Ordering::Acquire)
+    }
+
     fn slot_len_field(&self, slot: usize) -> &AtomicU64 {
         assert!(slot < self.slots);
         // SAFETY: the table starts at HEADER_SIZE (8-aligned) and has `slots` entries, all
@@ -475,8 +496,8 @@ impl Segment {
     }
 }
 
-/// The head fields exactly as they sit in shared memory; see `channel::Head` for the
-/// validated form.
+/// The head fields exactly as they sit in shared memory, all but the source version (see
+/// [`Segment::set_source_version`]); see `channel::Head` for the validated form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawHead {
     pub status: u32,
