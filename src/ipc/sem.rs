@@ -111,7 +111,7 @@ impl<'a> Semaphore<'a> {
     /// calls of `wait_timeout`: only a wait that is already long pays for the checks. When
     /// `give_up` says yes, one last non-blocking try still takes a unit posted just before:
     /// a peer that posted and then died has its last post honoured.
-    pub fn wait_checking(
+    pub(super) fn wait_checking(
         &self,
         timeout: Duration,
         slice: Duration,

@@ -162,7 +162,7 @@ pub fn process_alive(pid: u32) -> bool {
 /// it exits, and that reports a zombie (exited, not yet reaped by its parent) as exited,
 /// where `kill(pid, 0)` still succeeds: a pidfd (Linux 5.3).
 #[derive(Debug)]
-pub struct ProcessHandle {
+pub(super) struct ProcessHandle {
     fd: OwnedFd,
 }
 
@@ -170,7 +170,7 @@ impl ProcessHandle {
     /// # Errors
     /// ESRCH when no process has this pid (it is gone already), ENOSYS on kernels before
     /// 5.3 or under a seccomp policy that refuses the call.
-    pub fn open(pid: u32) -> io::Result<ProcessHandle> {
+    pub(super) fn open(pid: u32) -> io::Result<ProcessHandle> {
         let pid = libc::pid_t::try_from(pid)
             .ok()
             .filter(|&p| p > 0)
@@ -188,7 +188,7 @@ impl ProcessHandle {
 
     /// Whether the process has exited: a pidfd becomes readable then. One `poll` that does
     /// not block.
-    pub fn has_exited(&self) -> bool {
+    pub(super) fn has_exited(&self) -> bool {
         let mut pfd = libc::pollfd {
             fd: self.fd.as_raw_fd(),
             events: libc::POLLIN,
