@@ -1,4 +1,5 @@
-//! The proxy's side of the channel: send a request, wait for the head, hand back a body.
+//! The proxy's side of the channel: send a request, wait for the head, hand back a body;
+//! and stop waiting on a cache that has died (at once) or stalled (after one timeout).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
