@@ -1,15 +1,18 @@
-//! The proxy's side of the channel: send a request, wait for the head, hand back a body.
+//! The proxy's side of the channel: send a request, wait for the head, hand back a body;
+//! and stop waiting on a cache that has died (at once) or stalled (after one timeout).
 
 use std::io;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::ipc::channel::{ChannelError, Etag, Head, Receiver, Sender, Status, unix_now};
+use crate::ipc::channel::{
+    ChannelError, Etag, Head, PEER_CHECK, Patience, Peer, Receiver, Sender, Status, unix_now,
+};
 use crate::ipc::pool::{CheckoutError, Lease, SegmentPool};
 use crate::ipc::queue::MessageQueue;
+use crate::ipc::queue_name;
 use crate::ipc::wire::{ALLOW_STALE, FROM_END, Op, Request};
-use crate::ipc::{queue_name, sys};
 use crate::shutdown::Shutdown;
 
 use super::body::CacheBody;
@@ -65,6 +68,9 @@ pub enum Answer {
 pub enum CacheError {
     /// No cache is running (the queue does not exist), or it stopped reading.
     Unavailable,
+    /// The cache let a wait run out recently and has not answered a probe since: it is
+    /// skipped without being asked.
+    Bypassed,
     /// No segment became free in time.
     Busy(CheckoutError),
     /// The transfer failed before the head: the cache is slow, dead or broken.
@@ -75,40 +81,96 @@ impl std::fmt::Display for CacheError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CacheError::Unavailable => write!(f, "no cache is connected"),
+            CacheError::Bypassed => write!(f, "the cache is bypassed until it answers again"),
             CacheError::Busy(e) => write!(f, "no free segment: {e:?}"),
             CacheError::Failed(e) => write!(f, "{e}"),
         }
     }
 }
 
-/// A connection to the cache that survives the cache going away and coming back.
+/// One cache process, reached through its request queue.
+struct Link {
+    queue: MessageQueue,
+    /// The queue's inode: a restarted cache creates a new queue under the same name.
+    identity: Option<u64>,
+    /// The process that answers on the queue, as every wait on it sees it.
+    peer: Arc<Peer>,
+    /// `peer.stalls()` when the cache last showed that it answers (when we connected, or a
+    /// probe was answered). While a wait has run out since, the cache is bypassed: this is
+    /// the circuit breaker.
+    answering_at: AtomicU64,
+    /// Whether the connector has reported the current outage (it alone touches this).
+    outage: AtomicBool,
+}
+
+impl Link {
+    fn open(queue: MessageQueue) -> Link {
+        Link {
+            identity: queue.identity().ok(),
+            queue,
+            peer: Arc::default(),
+            answering_at: AtomicU64::new(0),
+            outage: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether a wait on this cache ran out since it last answered a probe.
+    fn is_tripped(&self) -> bool {
+        self.peer.stalls() != self.answering_at.load(Ordering::Relaxed)
+    }
+
+    /// Whether requests may go to this cache now: three atomic loads on the hit path.
+    fn admit(&self) -> Result<(), CacheError> {
+        if self.peer.has_gone() {
+            Err(CacheError::Unavailable)
+        } else if self.is_tripped() {
+            Err(CacheError::Bypassed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A connection to the cache that survives the cache going away, stalling, and coming back.
 ///
-/// The queue handle sits behind a lock that is held only to clone an `Arc`; a connector
+/// The current [`Link`] sits behind a lock that is held only to clone an `Arc`; a connector
 /// thread keeps it pointing at the live queue of our instance: it opens the queue when it
 /// appears, switches when a restarted cache has created a new queue under the same name
 /// (told apart by inode), and drops it when the queue disappears or the process that
 /// answers on it has died. A cache killed with SIGKILL leaves its queue behind; without the
 /// pid check every request would wait out the timeout on a queue nobody reads.
+///
+/// A cache that is there but does not answer (stopped, overloaded) costs one timeout: the
+/// first wait that runs out trips a breaker, and from then on requests skip the cache at
+/// once (served from secondary storage, or 503) while the connector thread probes it, one
+/// probe at a time, until it answers again. No client waits on a probe.
 pub struct CacheClient {
     queue_name: String,
-    queue: RwLock<Option<Arc<MessageQueue>>>,
-    /// The pid that answered on the current queue (0 until the first answer).
-    cache_pid: AtomicU32,
+    link: RwLock<Option<Arc<Link>>>,
     pool: Arc<SegmentPool>,
     timeout: Duration,
+    /// Lookups that skipped the cache because the breaker was open.
+    bypassed: AtomicU64,
+    /// Times the breaker opened.
+    trips: AtomicU64,
 }
 
-/// How often the connector looks at the queue name.
+/// How often the connector looks at the queue name, and how long it pauses between probes
+/// of a cache that stopped answering. A fixed pause, not a growing back-off: a probe of a
+/// stalled cache already waits `--cache-timeout` before it fails and only one runs at a
+/// time, so the probes cost the cache one request per timeout at most and no client ever
+/// waits on one; a longer pause would only keep clients off a recovered cache for longer.
 const RECONNECT_INTERVAL: Duration = Duration::from_millis(200);
 
 impl CacheClient {
     pub fn new(instance: &str, pool: Arc<SegmentPool>, timeout: Duration) -> Arc<CacheClient> {
         let client = Arc::new(CacheClient {
             queue_name: queue_name(instance),
-            queue: RwLock::new(None),
-            cache_pid: AtomicU32::new(0),
+            link: RwLock::new(None),
             pool,
             timeout,
+            bypassed: AtomicU64::new(0),
+            trips: AtomicU64::new(0),
         });
         client.reconnect(&mut None);
         client
@@ -124,38 +186,48 @@ impl CacheClient {
                 while !shutdown.is_triggered() {
                     std::thread::sleep(RECONNECT_INTERVAL);
                     client.reconnect(&mut abandoned);
+                    client.probe();
                 }
             })?;
         Ok(())
     }
 
-    fn current(&self) -> Option<Arc<MessageQueue>> {
-        self.queue.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The breaker's counters: lookups that skipped the cache, times it opened.
+    pub fn breaker_stats(&self) -> [(&'static str, u64); 2] {
+        [
+            ("cache_bypassed", self.bypassed.load(Ordering::Relaxed)),
+            ("cache_trips", self.trips.load(Ordering::Relaxed)),
+        ]
     }
 
-    fn set(&self, queue: Option<Arc<MessageQueue>>) {
-        self.cache_pid.store(0, Ordering::Relaxed);
-        *self.queue.write().unwrap_or_else(|e| e.into_inner()) = queue;
+    fn current(&self) -> Option<Arc<Link>> {
+        self.link.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, link: Option<Link>) {
+        *self.link.write().unwrap_or_else(|e| e.into_inner()) = link.map(Arc::new);
     }
 
     /// Points the handle at the live queue of our instance, if any. `abandoned` remembers
     /// the identity of a queue whose cache died, so we do not reconnect to it.
     fn reconnect(&self, abandoned: &mut Option<u64>) {
         let current = self.current();
-        let current_id = current.as_ref().and_then(|q| q.identity().ok());
-        let pid = self.cache_pid.load(Ordering::Relaxed);
-        if current.is_some() && pid != 0 && !sys::process_alive(pid) {
+        if let Some(link) = &current
+            && link.peer.is_gone()
+        {
+            let pid = link.peer.pid().unwrap_or(0);
             log::warn!("the cache (pid {pid}) is gone; serving without it");
-            *abandoned = current_id;
+            *abandoned = link.identity;
             self.set(None);
             return;
         }
         match MessageQueue::open(&self.queue_name) {
             Ok(queue) => {
-                let id = queue.identity().ok();
-                if id != current_id && id != *abandoned {
+                let link = Link::open(queue);
+                let current_id = current.as_ref().and_then(|l| l.identity);
+                if link.identity != current_id && link.identity != *abandoned {
                     log::info!("connected to the cache at {}", self.queue_name);
-                    self.set(Some(Arc::new(queue)));
+                    self.set(Some(link));
                 }
             }
             Err(e) => {
@@ -167,24 +239,63 @@ impl CacheClient {
         }
     }
 
-    /// Drops `queue` if it is still the current one (after it failed us).
-    fn forget(&self, queue: &Arc<MessageQueue>) {
-        let mut current = self.queue.write().unwrap_or_else(|e| e.into_inner());
-        if current.as_ref().is_some_and(|q| Arc::ptr_eq(q, queue)) {
+    /// While the breaker is open, asks the cache for its counters (an answer it must write,
+    /// which touches no entry) and closes the breaker once that is answered in time.
+    fn probe(&self) {
+        let Some(link) = self.current() else { return };
+        let stalls = link.peer.stalls();
+        let answering_at = link.answering_at.load(Ordering::Relaxed);
+        if stalls == answering_at {
+            return;
+        }
+        if !link.outage.swap(true, Ordering::Relaxed) {
+            self.trips.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "the cache did not answer within {:?}; serving without it until it answers a probe",
+                self.timeout
+            );
+        }
+        match self.ask_stats(&link, false) {
+            Ok(_) => {
+                log::info!("the cache answers again; using it");
+                // The stalls counted before the probe are over; one counted while it ran
+                // keeps the breaker open for another probe.
+                link.answering_at.store(stalls, Ordering::Relaxed);
+                link.outage.store(false, Ordering::Relaxed);
+            }
+            Err(e) => log::debug!("probing the cache: {e}"),
+        }
+    }
+
+    /// Drops `link` if it is still the current one (after it failed us).
+    fn forget(&self, link: &Link) {
+        let mut current = self.link.write().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_some_and(|l| std::ptr::eq(&**l, link)) {
             *current = None;
         }
     }
 
-    /// Checks out a segment and sends the cache a request that names it.
+    /// Checks out a segment and sends the cache a request that names it. With `admit`,
+    /// only if the breaker lets requests through (a probe goes regardless).
     fn send(
         &self,
+        link: &Link,
+        admit: bool,
         op: Op,
         key: &str,
         part: Part,
         extra_flags: u32,
-    ) -> Result<(Arc<MessageQueue>, Lease), CacheError> {
-        let queue = self.current().ok_or(CacheError::Unavailable)?;
+    ) -> Result<Lease, CacheError> {
+        if admit {
+            link.admit()?;
+        }
         let mut lease = self.pool.checkout(self.timeout).map_err(CacheError::Busy)?;
+        if admit && let Err(e) = link.admit() {
+            // The checkout may have waited for segments held by requests that the cache
+            // left waiting; once one of them ran out, this one should not wait again.
+            lease.set_at_rest();
+            return Err(e);
+        }
         let (offset, length, flags) = part.wire();
         let flags = flags | extra_flags;
         let request = Request {
@@ -199,34 +310,72 @@ impl CacheClient {
         let message = request
             .encode()
             .expect("keys are normalised and length-checked before they get here");
-        if let Err(e) = queue.send_timeout(&message, self.timeout) {
+        if let Err(e) = self.post(link, &message) {
             // Nothing was sent, so nothing touches the segment.
             lease.set_at_rest();
-            log::warn!("sending to the cache: {e}");
-            self.forget(&queue);
-            return Err(CacheError::Unavailable);
+            return Err(e);
         }
-        Ok((queue, lease))
+        Ok(lease)
+    }
+
+    /// Puts a request on the queue, waiting at most the timeout for room in it. Like the
+    /// waits on a segment, a wait that is already long checks between slices that the
+    /// cache is still there, and one that runs out counts as a stall of the cache.
+    fn post(&self, link: &Link, message: &[u8]) -> Result<(), CacheError> {
+        let timed_out = |r: &io::Result<()>| {
+            r.as_ref()
+                .is_err_and(|e| e.kind() == io::ErrorKind::TimedOut)
+        };
+        // The common case, room in the queue, takes the one call it always took.
+        let first = PEER_CHECK.min(self.timeout);
+        let mut sent = link.queue.send_timeout(message, first);
+        if timed_out(&sent) {
+            let deadline = Instant::now() + (self.timeout - first);
+            loop {
+                if link.peer.is_gone() {
+                    return Err(CacheError::Failed(ChannelError::PeerGone));
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    link.peer.note_stall();
+                    return Err(CacheError::Failed(ChannelError::TimedOut));
+                }
+                sent = link.queue.send_timeout(message, left.min(PEER_CHECK));
+                if !timed_out(&sent) {
+                    break;
+                }
+            }
+        }
+        sent.map_err(|e| {
+            log::warn!("sending to the cache: {e}");
+            self.forget(link);
+            CacheError::Unavailable
+        })
+    }
+
+    /// How long each wait on the cache behind `link` may last, watching its process.
+    fn patience(&self, link: &Link) -> Patience {
+        Patience::watching(self.timeout, Arc::clone(&link.peer))
     }
 
     /// Asks the cache for `part` of `key`; with `allow_stale`, even if it has expired.
     /// `key` must be a normalised key short enough for the wire format.
     pub fn get(&self, key: &str, part: Part, allow_stale: bool) -> Result<Answer, CacheError> {
+        let link = self.current().ok_or(CacheError::Unavailable)?;
         let extra = if allow_stale { ALLOW_STALE } else { 0 };
-        let (queue, mut lease) = self.send(Op::Get, key, part, extra)?;
-        let (head, mut rx) =
-            match Receiver::recv_head(lease.segment(), lease.generation(), self.timeout) {
-                Ok(answer) => answer,
-                Err(e) => {
-                    if matches!(e, ChannelError::TimedOut) {
-                        // A cache that does not answer may be dead behind a queue that still
-                        // exists; stop sending there until the connector finds a live one.
-                        self.forget(&queue);
-                    }
-                    return Err(CacheError::Failed(e));
+        let mut lease = match self.send(&link, true, Op::Get, key, part, extra) {
+            Ok(lease) => lease,
+            Err(e) => {
+                if matches!(e, CacheError::Bypassed) {
+                    self.bypassed.fetch_add(1, Ordering::Relaxed);
                 }
-            };
-        self.cache_pid.store(head.answerer_pid, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        let (head, mut rx) =
+            Receiver::recv_head(lease.segment(), lease.generation(), self.patience(&link))
+                .map_err(CacheError::Failed)?;
+        link.peer.learn(head.answerer_pid);
         if head.status != Status::Found {
             // No body: give the only slot back and the segment is at rest.
             rx.finish(lease.segment()).map_err(CacheError::Failed)?;
@@ -288,11 +437,12 @@ impl CacheClient {
         source_version: u64,
         max_age: u64,
     ) -> Result<Fill, CacheError> {
+        let link = self.current().ok_or(CacheError::Unavailable)?;
         let part = Part::Range {
             offset: 0,
             length: len,
         };
-        let (_, lease) = self.send(Op::Store, key, part, 0)?;
+        let lease = self.send(&link, true, Op::Store, key, part, 0)?;
         let head = Head {
             status: Status::Found,
             total_len: len,
@@ -306,8 +456,13 @@ impl CacheClient {
             source_version,
             answerer_pid: 0,
         };
-        let tx = Sender::start(lease.segment(), lease.generation(), &head, self.timeout)
-            .map_err(CacheError::Failed)?;
+        let tx = Sender::start(
+            lease.segment(),
+            lease.generation(),
+            &head,
+            self.patience(&link),
+        )
+        .map_err(CacheError::Failed)?;
         let mut fill = Fill { lease, tx };
         if len == 0 {
             fill.write(&[]).map_err(CacheError::Failed)?;
@@ -332,9 +487,12 @@ impl CacheClient {
 
     /// Sends an operation whose answer is a status alone.
     fn command(&self, op: Op, key: &str, part: Part) -> Result<bool, CacheError> {
-        let (_, mut lease) = self.send(op, key, part, 0)?;
-        let (head, mut rx) = Receiver::recv_head(lease.segment(), lease.generation(), self.timeout)
-            .map_err(CacheError::Failed)?;
+        let link = self.current().ok_or(CacheError::Unavailable)?;
+        let mut lease = self.send(&link, true, op, key, part, 0)?;
+        let (head, mut rx) =
+            Receiver::recv_head(lease.segment(), lease.generation(), self.patience(&link))
+                .map_err(CacheError::Failed)?;
+        link.peer.learn(head.answerer_pid);
         rx.finish(lease.segment()).map_err(CacheError::Failed)?;
         lease.set_at_rest();
         Ok(head.status == Status::Found)
@@ -342,9 +500,18 @@ impl CacheClient {
 
     /// The cache's counters, as `name value` lines.
     pub fn stats(&self) -> Result<String, CacheError> {
-        let (_, mut lease) = self.send(Op::Stats, "/", Part::ALL, 0)?;
-        let (head, mut rx) = Receiver::recv_head(lease.segment(), lease.generation(), self.timeout)
-            .map_err(CacheError::Failed)?;
+        let link = self.current().ok_or(CacheError::Unavailable)?;
+        self.ask_stats(&link, true)
+    }
+
+    /// Asks `link`'s cache for its counters; with `admit`, only if the breaker lets
+    /// requests through.
+    fn ask_stats(&self, link: &Link, admit: bool) -> Result<String, CacheError> {
+        let mut lease = self.send(link, admit, Op::Stats, "/", Part::ALL, 0)?;
+        let (head, mut rx) =
+            Receiver::recv_head(lease.segment(), lease.generation(), self.patience(link))
+                .map_err(CacheError::Failed)?;
+        link.peer.learn(head.answerer_pid);
         if head.body_len > 1 << 20 {
             return Err(CacheError::Failed(ChannelError::Protocol(
                 "oversized stats",

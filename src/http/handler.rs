@@ -649,7 +649,8 @@ fn answer(key: &str, v: &Validators, outcome: Outcome, body: Body, source: Sourc
 
 /// `/-/stats` (JSON) or `/-/metrics` (Prometheus): the proxy's counters and the cache's.
 fn stats_page(ctx: &Context, prometheus: bool) -> Reply {
-    let proxy = ctx.stats.values(ctx.pool.wait_stats());
+    let mut proxy = ctx.stats.values(ctx.pool.wait_stats());
+    proxy.extend(ctx.cache.breaker_stats());
     let cache = ctx
         .cache
         .stats()

@@ -15,10 +15,13 @@
 
 use std::fmt;
 use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::segment::{ETAG_CAPACITY, RawHead, Segment};
-use super::sem::WaitError;
+use super::sem::{Semaphore, WaitError};
+use super::sys::{ProcessHandle, process_alive};
 
 /// The answer's outcome, as the `status` word in the segment header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,6 +220,8 @@ pub fn unix_now() -> u64 {
 pub enum ChannelError {
     /// The peer did not hand over the next slot in time: slow, stuck or dead.
     TimedOut,
+    /// The peer's process has exited: nothing more will come.
+    PeerGone,
     /// The asker abandoned the transfer (its client hung up).
     Cancelled,
     /// The segment has moved on to another generation: this transfer is stale.
@@ -231,6 +236,7 @@ impl fmt::Display for ChannelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ChannelError::TimedOut => write!(f, "peer did not answer in time"),
+            ChannelError::PeerGone => write!(f, "peer process has exited"),
             ChannelError::Cancelled => write!(f, "transfer cancelled by the asker"),
             ChannelError::Stale => write!(f, "segment generation changed"),
             ChannelError::Protocol(why) => write!(f, "protocol violation: {why}"),
@@ -241,10 +247,146 @@ impl fmt::Display for ChannelError {
 
 impl std::error::Error for ChannelError {}
 
+/// The process at the other end of a channel, as the waits on it see it: whether it has
+/// exited, and how many waits on it ran out their timeout (a stall).
+///
+/// Its pid is learned from the first answer (every head carries the writer's pid), so until
+/// then a wait cannot tell a dead peer from a slow one and runs its full timeout.
+#[derive(Debug, Default)]
+pub struct Peer {
+    process: OnceLock<Watched>,
+    /// Set once the process is seen to have exited; it never comes back.
+    gone: AtomicBool,
+    stalls: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Watched {
+    pid: u32,
+    /// `None` where pidfds are unavailable (kernel before 5.3, seccomp): then
+    /// `kill(pid, 0)`, which cannot see a zombie or a reused pid, but is better than nothing.
+    handle: Option<ProcessHandle>,
+}
+
+impl Peer {
+    /// Records the pid an answer carried. Only the first one counts: a `Peer` stands for
+    /// one process (the proxy keeps one per cache queue, and a queue is created by one
+    /// process). Cheap after that, one atomic load, since it runs for every answer.
+    pub fn learn(&self, pid: u32) {
+        if pid == 0 || self.process.get().is_some() {
+            return;
+        }
+        self.process.get_or_init(|| {
+            let handle = ProcessHandle::open(pid)
+                .inspect_err(|e| {
+                    if e.raw_os_error() == Some(libc::ESRCH) {
+                        self.gone.store(true, Ordering::Relaxed);
+                    } else {
+                        log::debug!("no pidfd for pid {pid} ({e}); watching it with kill(pid, 0)");
+                    }
+                })
+                .ok();
+            Watched { pid, handle }
+        });
+    }
+
+    /// The pid learned, if any.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.get().map(|w| w.pid)
+    }
+
+    /// Whether the process is known to have exited. Costs one system call once the pid is
+    /// known and until it has exited; call it only where a wait is already long.
+    pub fn is_gone(&self) -> bool {
+        if self.has_gone() {
+            return true;
+        }
+        let exited = match self.process.get() {
+            None => false,
+            Some(Watched {
+                handle: Some(handle),
+                ..
+            }) => handle.has_exited(),
+            Some(Watched { pid, handle: None }) => !process_alive(*pid),
+        };
+        if exited {
+            self.gone.store(true, Ordering::Relaxed);
+        }
+        exited
+    }
+
+    /// What [`is_gone`](Self::is_gone) last found, without a system call.
+    pub fn has_gone(&self) -> bool {
+        self.gone.load(Ordering::Relaxed)
+    }
+
+    /// Waits on this peer that ran out their timeout, so far.
+    pub fn stalls(&self) -> u64 {
+        self.stalls.load(Ordering::Relaxed)
+    }
+
+    /// Counts a wait on this peer that ran out its timeout (the channel does this itself;
+    /// waits outside it, such as for room in the request queue, report theirs here).
+    pub fn note_stall(&self) {
+        self.stalls.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How long each wait on the peer may last, and which peer to watch meanwhile.
+///
+/// A plain `Duration` converts into a patience that watches nobody: each wait then runs
+/// until it is served or times out. With a [`Peer`], a wait that has lasted
+/// [`PEER_CHECK`] checks after each such slice whether the peer's process has exited, and
+/// ends with [`ChannelError::PeerGone`] if so; a wait that times out counts a stall.
+#[derive(Debug, Clone)]
+pub struct Patience {
+    timeout: Duration,
+    peer: Option<Arc<Peer>>,
+}
+
+/// How often a long wait on a watched peer checks that its process is still there; what a
+/// dead peer costs a waiter at most, beyond the time it already waited.
+pub const PEER_CHECK: Duration = Duration::from_millis(50);
+
+impl Patience {
+    pub fn watching(timeout: Duration, peer: Arc<Peer>) -> Patience {
+        Patience {
+            timeout,
+            peer: Some(peer),
+        }
+    }
+
+    /// Takes one unit of `sem`, waiting as this patience allows.
+    fn wait(&self, sem: Semaphore<'_>) -> Result<(), ChannelError> {
+        self.wait_for(sem, self.timeout)
+    }
+
+    /// Like [`wait`](Self::wait), but for at most `timeout`.
+    fn wait_for(&self, sem: Semaphore<'_>, timeout: Duration) -> Result<(), ChannelError> {
+        let Some(peer) = &self.peer else {
+            return Ok(sem.wait_timeout(timeout)?);
+        };
+        let result = sem.wait_checking(timeout, PEER_CHECK, || peer.is_gone());
+        if result == Err(WaitError::TimedOut) {
+            peer.note_stall();
+        }
+        Ok(result?)
+    }
+}
+
+impl From<Duration> for Patience {
+    fn from(timeout: Duration) -> Patience {
+        Patience {
+            timeout,
+            peer: None,
+        }
+    }
+}
+
 /// Waits for the next `ready`, then checks that the writer did not abandon the transfer
 /// (an abandoning writer posts `ready` once to wake us).
-fn wait_ready(seg: &Segment, timeout: Duration) -> Result<(), ChannelError> {
-    seg.ready().wait_timeout(timeout)?;
+fn wait_ready(seg: &Segment, patience: &Patience) -> Result<(), ChannelError> {
+    patience.wait(seg.ready())?;
     if seg.is_cancelled() {
         return Err(ChannelError::Cancelled);
     }
@@ -255,6 +397,8 @@ impl From<WaitError> for ChannelError {
     fn from(e: WaitError) -> Self {
         match e {
             WaitError::TimedOut => ChannelError::TimedOut,
+            // The channel's only reason to give up a wait is a peer that has exited.
+            WaitError::GaveUp => ChannelError::PeerGone,
             WaitError::Os(errno) => ChannelError::Os(io::Error::from_raw_os_error(errno)),
         }
     }
@@ -264,6 +408,7 @@ impl From<ChannelError> for io::Error {
     fn from(e: ChannelError) -> io::Error {
         let kind = match e {
             ChannelError::TimedOut => io::ErrorKind::TimedOut,
+            ChannelError::PeerGone => io::ErrorKind::BrokenPipe,
             ChannelError::Os(e) => return e,
             _ => io::ErrorKind::InvalidData,
         };
@@ -283,7 +428,7 @@ impl From<ChannelError> for io::Error {
 #[derive(Debug)]
 pub struct Sender {
     generation: u64,
-    timeout: Duration,
+    patience: Patience,
     /// Index of the chunk being filled.
     chunk: u64,
     /// Bytes in the current slot, if one is held.
@@ -299,7 +444,7 @@ impl Sender {
         seg: &Segment,
         generation: u64,
         head: &Head,
-        timeout: Duration,
+        patience: impl Into<Patience>,
     ) -> Result<Sender, ChannelError> {
         if seg.generation() != generation {
             return Err(ChannelError::Stale);
@@ -308,7 +453,7 @@ impl Sender {
         seg.write_head(&head.to_raw(generation));
         Ok(Sender {
             generation,
-            timeout,
+            patience: patience.into(),
             chunk: 0,
             filled: None,
             remaining: head.body_len,
@@ -321,7 +466,7 @@ impl Sender {
 
     /// Takes the next free slot, checking that the transfer is still ours.
     fn take_slot(&mut self, seg: &Segment) -> Result<usize, ChannelError> {
-        seg.free().wait_timeout(self.timeout)?;
+        self.patience.wait(seg.free())?;
         if seg.is_cancelled() {
             return Err(ChannelError::Cancelled);
         }
@@ -409,10 +554,10 @@ impl Sender {
     /// rest. Each wait lasts at most the timeout.
     pub fn wait_drained(&mut self, seg: &Segment) -> Result<(), ChannelError> {
         // One deadline for all the slots, not a timeout each.
-        let deadline = std::time::Instant::now() + self.timeout;
+        let deadline = std::time::Instant::now() + self.patience.timeout;
         for _ in 0..seg.slots() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            seg.free().wait_timeout(left)?;
+            self.patience.wait_for(seg.free(), left)?;
         }
         for _ in 0..seg.slots() {
             seg.free().post().map_err(ChannelError::Os)?;
@@ -428,9 +573,9 @@ pub fn send(
     generation: u64,
     head: &Head,
     body: &[u8],
-    timeout: Duration,
+    patience: impl Into<Patience>,
 ) -> Result<(), ChannelError> {
-    let mut tx = Sender::start(seg, generation, head, timeout)?;
+    let mut tx = Sender::start(seg, generation, head, patience)?;
     tx.write(seg, body)?;
     tx.finish(seg)
 }
@@ -443,7 +588,7 @@ pub fn send(
 /// argument; it must be the same segment every time.
 #[derive(Debug)]
 pub struct Receiver {
-    timeout: Duration,
+    patience: Patience,
     /// Index of the chunk held or expected next.
     chunk: u64,
     /// Bytes of the held chunk already copied out, and its length; `None` when no slot is held.
@@ -454,25 +599,27 @@ pub struct Receiver {
 
 impl Receiver {
     /// Waits for the head of the answer to `generation` and validates it against this
-    /// process's own view of the segment.
+    /// process's own view of the segment. `patience` bounds this wait and each later one.
     ///
     /// # Errors
-    /// [`ChannelError::TimedOut`] when nothing arrives in `timeout`; `Protocol` when the head
+    /// [`ChannelError::TimedOut`] when nothing arrives in time, `PeerGone` when the watched
+    /// peer exits first (see [`Patience`]); `Protocol` when the head
     /// or the first chunk cannot be right (wrong generation, unknown status, a length past
     /// the slot or past the body, a malformed entity tag).
     pub fn recv_head(
         seg: &Segment,
         generation: u64,
-        timeout: Duration,
+        patience: impl Into<Patience>,
     ) -> Result<(Head, Receiver), ChannelError> {
-        wait_ready(seg, timeout)?;
+        let patience = patience.into();
+        wait_ready(seg, &patience)?;
         let raw = seg.read_head();
         if raw.generation != generation {
             return Err(ChannelError::Protocol("answer for another generation"));
         }
         let head = Head::from_raw(&raw, seg.source_version())?;
         let mut rx = Receiver {
-            timeout,
+            patience,
             chunk: 0,
             held: None,
             remaining: head.body_len,
@@ -510,7 +657,7 @@ impl Receiver {
             return Ok(0);
         }
         if self.held.is_none() {
-            wait_ready(seg, self.timeout)?;
+            wait_ready(seg, &self.patience)?;
             self.hold(seg)?;
         }
         let (at, len) = self.held.expect("a slot is held");
@@ -584,5 +731,56 @@ mod properties {
                 prop_assert!(etag.bytes().all(|b| (0x21..0x7f).contains(&b)));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::segment::Segment;
+
+    #[test]
+    fn a_wait_on_a_peer_that_exits_ends_within_a_check() {
+        let name = format!("/chantest.seg.{}.0", std::process::id());
+        let seg = Segment::create(&name, 4096, 1).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let peer = Arc::new(Peer::default());
+        peer.learn(child.id());
+        assert!(!peer.is_gone());
+        let patience = Patience::watching(Duration::from_secs(10), Arc::clone(&peer));
+        let (killed_tx, killed) = std::sync::mpsc::channel();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            // Killed, not reaped: a zombie, which `kill(pid, 0)` would still find.
+            child.kill().unwrap();
+            killed_tx.send(std::time::Instant::now()).unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+            child.wait().unwrap();
+        });
+        let result = Receiver::recv_head(&seg, 1, patience);
+        let after_kill = killed.recv().unwrap().elapsed();
+        assert!(matches!(result, Err(ChannelError::PeerGone)), "{result:?}");
+        // Within a check or so; the bound is wide for a loaded machine, and far below the
+        // 10 s the wait would otherwise last.
+        assert!(after_kill < Duration::from_secs(1), "{after_kill:?}");
+        assert!(peer.has_gone());
+        assert_eq!(peer.stalls(), 0, "an exit is not a stall");
+        killer.join().unwrap();
+    }
+
+    #[test]
+    fn a_wait_that_runs_out_counts_a_stall() {
+        let name = format!("/chantest.seg.{}.1", std::process::id());
+        let seg = Segment::create(&name, 4096, 1).unwrap();
+        let peer = Arc::new(Peer::default());
+        peer.learn(std::process::id());
+        let patience = Patience::watching(Duration::from_millis(80), Arc::clone(&peer));
+        let result = Receiver::recv_head(&seg, 1, patience);
+        assert!(matches!(result, Err(ChannelError::TimedOut)), "{result:?}");
+        assert_eq!(peer.stalls(), 1);
+        assert!(!peer.is_gone());
     }
 }

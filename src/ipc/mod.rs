@@ -87,11 +87,16 @@
 //!
 //! ## When a transfer does not finish
 //!
-//! Both sides wait with a timeout (`--cache-timeout`), never forever. If the proxy gives up
-//! (its client hung up, the cache is too slow or dead, the head is malformed), it sets the
-//! segment's `cancelled` flag, posts `free` and `ready` once each to wake a peer blocked
-//! there (a writer waits on `free`, a reader on `ready`),
-//! unlinks the object and creates a fresh one under the same name with a new generation.
+//! Both sides wait with a timeout (`--cache-timeout`), never forever. The proxy also
+//! watches the cache's process ([`channel::Peer`]): every head carries the writer's pid, the
+//! proxy opens a pidfd on it, and a wait that has already lasted 50 ms checks after each
+//! further 50 ms slice whether that process has exited, so a dead cache ends a wait within
+//! about 50 ms instead of at its timeout. A wait that is served at once costs nothing more.
+//!
+//! If the proxy gives up (its client hung up, the cache is too slow or dead, the head is
+//! malformed), it sets the segment's `cancelled` flag, posts `free` and `ready` once each
+//! to wake a peer blocked there (a writer waits on `free`, a reader on `ready`), unlinks
+//! the object and creates a fresh one under the same name with a new generation.
 //! The cache worker checks `cancelled` and the generation after every wait, so it stops at
 //! the next chunk; whatever it writes before that lands in the orphaned object, never in
 //! the next transfer. If the proxy dies, the cache worker's wait for `free` times out and

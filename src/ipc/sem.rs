@@ -18,15 +18,18 @@ unsafe extern "C" {
     ) -> libc::c_int;
 }
 
-/// The absolute CLOCK_MONOTONIC instant `timeout` from now.
-fn monotonic_deadline(timeout: Duration) -> libc::timespec {
+/// Now on CLOCK_MONOTONIC, as a duration since its (arbitrary) origin.
+fn monotonic_now() -> Duration {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `now` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    let at = Duration::new(now.tv_sec as u64, now.tv_nsec as u32).saturating_add(timeout);
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+fn timespec(at: Duration) -> libc::timespec {
     libc::timespec {
         tv_sec: at.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
         tv_nsec: at.subsec_nanos() as libc::c_long,
@@ -38,6 +41,9 @@ fn monotonic_deadline(timeout: Duration) -> libc::timespec {
 pub enum WaitError {
     /// The timeout passed first: the peer is slow, stuck or dead.
     TimedOut,
+    /// The caller's check between slices said to stop waiting (see
+    /// [`Semaphore::wait_checking`]).
+    GaveUp,
     /// `sem_timedwait` failed for another reason (EINVAL: the memory is not a semaphore).
     Os(i32),
 }
@@ -95,7 +101,44 @@ impl<'a> Semaphore<'a> {
     /// The deadline is on CLOCK_MONOTONIC, so a step of the wall clock neither stretches
     /// nor cuts the wait.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<(), WaitError> {
-        let deadline = monotonic_deadline(timeout);
+        self.wait_until(monotonic_now().saturating_add(timeout))
+    }
+
+    /// Like [`wait_timeout`](Self::wait_timeout), but a wait that outlasts `slice` asks
+    /// `give_up` after each slice and ends with [`WaitError::GaveUp`] when it says so.
+    ///
+    /// A unit that is there at once (or within the first slice) is taken with exactly the
+    /// calls of `wait_timeout`: only a wait that is already long pays for the checks. When
+    /// `give_up` says yes, one last non-blocking try still takes a unit posted just before:
+    /// a peer that posted and then died has its last post honoured.
+    pub(super) fn wait_checking(
+        &self,
+        timeout: Duration,
+        slice: Duration,
+        mut give_up: impl FnMut() -> bool,
+    ) -> Result<(), WaitError> {
+        let mut now = monotonic_now();
+        let end = now.saturating_add(timeout);
+        loop {
+            let until = now.saturating_add(slice).min(end);
+            match self.wait_until(until) {
+                Err(WaitError::TimedOut) if until < end => {}
+                other => return other,
+            }
+            if give_up() {
+                return match self.try_take() {
+                    Ok(()) => Ok(()),
+                    Err(WaitError::TimedOut) => Err(WaitError::GaveUp),
+                    Err(e) => Err(e),
+                };
+            }
+            now = monotonic_now();
+        }
+    }
+
+    /// Takes one unit, waiting until the CLOCK_MONOTONIC instant `at`.
+    fn wait_until(&self, at: Duration) -> Result<(), WaitError> {
+        let deadline = timespec(at);
         loop {
             // SAFETY: as in `post`; `deadline` is a valid timespec on our stack, and
             // sem_clockwait takes exactly these argument types (glibc 2.30, `sem.h`).
@@ -105,6 +148,21 @@ impl<'a> Semaphore<'a> {
             match io::Error::last_os_error().raw_os_error().unwrap_or(0) {
                 libc::EINTR => continue,
                 libc::ETIMEDOUT => return Err(WaitError::TimedOut),
+                errno => return Err(WaitError::Os(errno)),
+            }
+        }
+    }
+
+    /// Takes one unit if there is one, without waiting (`TimedOut` if there is none).
+    fn try_take(&self) -> Result<(), WaitError> {
+        loop {
+            // SAFETY: as in `post`.
+            if unsafe { libc::sem_trywait(self.sem) } == 0 {
+                return Ok(());
+            }
+            match io::Error::last_os_error().raw_os_error().unwrap_or(0) {
+                libc::EINTR => continue,
+                libc::EAGAIN => return Err(WaitError::TimedOut),
                 errno => return Err(WaitError::Os(errno)),
             }
         }
@@ -136,5 +194,45 @@ mod tests {
             seg.free().wait_timeout(Duration::ZERO),
             Err(WaitError::TimedOut)
         );
+    }
+
+    #[test]
+    fn long_waits_check_between_slices() {
+        let name = format!("/semtest.seg.{}.1", std::process::id());
+        let seg = Segment::create(&name, 4096, 1).unwrap();
+        let (slice, long) = (Duration::from_millis(20), Duration::from_secs(5));
+        let mut asked = 0;
+        // A unit that is there is taken without asking.
+        seg.ready().post().unwrap();
+        assert_eq!(
+            seg.ready().wait_checking(long, slice, || {
+                asked += 1;
+                true
+            }),
+            Ok(())
+        );
+        assert_eq!(asked, 0);
+        // A long wait asks after each slice and stops when told to.
+        let started = std::time::Instant::now();
+        let result = seg.ready().wait_checking(long, slice, || {
+            asked += 1;
+            asked == 3
+        });
+        assert_eq!(result, Err(WaitError::GaveUp));
+        assert!(started.elapsed() >= slice * 3 && started.elapsed() < long);
+        // A post that lands just before the decision to give up is still taken.
+        let ready = seg.ready();
+        assert_eq!(
+            ready.wait_checking(long, slice, || ready.post().is_ok()),
+            Ok(())
+        );
+        // Without a reason to stop, the wait runs its timeout and ends there.
+        let started = std::time::Instant::now();
+        let timeout = Duration::from_millis(70);
+        assert_eq!(
+            seg.ready().wait_checking(timeout, slice, || false),
+            Err(WaitError::TimedOut)
+        );
+        assert!(started.elapsed() >= timeout && started.elapsed() < long);
     }
 }
