@@ -29,7 +29,7 @@
 #   (b) memserve DIR 0                        (same threads, listener tuning, response path),
 #   (c) nginx with a private config in the temporary directory, when nginx is installed:
 #       worker_processes auto, sendfile, tcp_nopush, tcp_nodelay, no access log, keep-alive
-#       without a request limit (tiny_http has none);
+#       without a request limit (webproxy has none);
 # checks that each serves every file byte for byte; then, REPEAT times, for each file, each
 # connection count and each server in turn, runs `wrk -tT -cN -dDURATION` on
 # http://127.0.0.1:PORT/FILE. Access logs are off everywhere (webproxy runs with

@@ -7,12 +7,14 @@
 //!   ([`ipc::queue`]), the wire format of a request ([`ipc::wire`]), segments
 //!   ([`ipc::segment`]) with their semaphores ([`ipc::sem`]), the transfer protocol over a
 //!   segment's ring of slots ([`ipc::channel`]), the proxy's freelist of segments
-//!   ([`ipc::pool`]) and a few socket and process calls ([`ipc::sys`]). Its module docs are
+//!   ([`ipc::pool`]) and the instance lock ([`ipc::lock`]) and a few process calls ([`ipc::sys`]). Its module docs are
 //!   the protocol specification.
 //! - [`cache`]: the `shmcached` process: the in-memory store, preloading, and the daemon
 //!   that answers the queue with a pool of workers.
-//! - [`http`]: the `webproxy` process: the tiny_http server and its workers, URL-to-key
-//!   mapping, the client side of the channel, secondary storage and response bodies.
+//! - [`http`]: the `webproxy` process: the HTTP/1.1 server (a thread per connection, a
+//!   pool of workers, and the spool that hands each response from one to the other),
+//!   URL-to-key mapping, the client side of the channel, secondary storage and response
+//!   bodies.
 //! - [`shutdown`]: SIGINT/SIGTERM to an orderly stop, shared by both processes.
 //! - [`args`]: command-line value parsers shared by both binaries.
 //!
