@@ -34,7 +34,7 @@ use shmcache::http::path::object_key;
 use shmcache::http::request::{Method, Request};
 use shmcache::http::response::{Headers, Reply, Value};
 use shmcache::http::server::{Server, ServerConfig, Service};
-use shmcache::http::spool::{Budget, Producer};
+use shmcache::http::spool::{self, Budget, CHUNK, Producer};
 use shmcache::ipc::channel::Etag;
 use shmcache::ipc::sys;
 
@@ -44,8 +44,6 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_PENDING: usize = 1024;
 const MAX_CONNECTIONS: usize = 4096;
 const BUFFER_MEMORY: u64 = 64 << 20;
-/// As webproxy copies a hit out of its segment.
-const CHUNK: usize = 64 * 1024;
 
 /// One file held in memory, with what its headers need.
 struct File {
@@ -130,7 +128,9 @@ impl Service for Memory {
         let all = Arc::clone(bytes.get_ref());
         for piece in all.chunks(CHUNK) {
             bytes.set_position(bytes.position() + piece.len() as u64);
-            match out.push(piece.to_vec()) {
+            let mut data = spool::buffer();
+            data.extend_from_slice(piece);
+            match out.push(data) {
                 Ok(true) => {}
                 // Out of memory for slow clients: the connection sends the rest itself.
                 Ok(false) => return out.stream(Body::Memory(bytes)),

@@ -14,7 +14,7 @@ use super::path::{PathError, object_key, percent_encode};
 use super::request::{Method, Request};
 use super::response::{self, Headers, Reply, Value};
 use super::server::Service;
-use super::spool::{ALLOWANCE, Budget, Producer};
+use super::spool::{self, ALLOWANCE, Budget, CHUNK, Producer};
 use super::stats::{self, ProxyStats, bump};
 use super::storage::{Cached as StoredValidators, Lookup, Revalidation, StorageError};
 use crate::ipc::channel::{ChannelError, Etag, Head};
@@ -105,9 +105,6 @@ impl Service for Context {
     }
 }
 
-/// Body bytes taken out of a segment at a time.
-const CHUNK: usize = 64 * 1024;
-
 /// Moves a cache hit's body out of its segment into the response's spool. `after` is how
 /// many bytes the response wants beyond this body (0 unless the body is one window of a
 /// resumed response). If memory runs out first, the transfer is cancelled (its segment
@@ -126,7 +123,7 @@ fn drain_cache(
             false
         } else {
             let n = CHUNK.min(usize::try_from(left).unwrap_or(usize::MAX));
-            let mut data = Vec::with_capacity(n);
+            let mut data = spool::buffer();
             match (&mut body).take(n as u64).read_to_end(&mut data) {
                 Ok(got) if got == n => {}
                 Ok(_) => return out.fail(io::ErrorKind::UnexpectedEof.into()),
@@ -181,7 +178,7 @@ fn resume_hit(ctx: Arc<Context>, hit: HitRange, next: u64, out: Producer) {
 /// partial) and the connection reads the rest from storage itself, at its client's pace.
 fn drain_fill(mut body: FillBody, mut out: Producer) {
     loop {
-        let mut data = Vec::with_capacity(CHUNK);
+        let mut data = spool::buffer();
         match (&mut body).take(CHUNK as u64).read_to_end(&mut data) {
             Ok(0) => return out.end(),
             Ok(_) => {}

@@ -478,6 +478,7 @@ impl<'a> Output<'a> {
                     }
                     self.chunk(head.take(), &data, chunked)?;
                     sent += data.len() as u64;
+                    consumer.done_with(data);
                 }
                 Item::Stream(mut body) => {
                     if let Some(h) = head.take() {

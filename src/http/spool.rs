@@ -8,6 +8,12 @@
 //! to the pool; the connection's own thread writes the bytes at whatever pace the client
 //! reads.
 //!
+//! A client that keeps up is not made to wait for memory traffic: the worker stays at
+//! most [`RUN_AHEAD`] bytes ahead of the connection for as long as the connection keeps
+//! taking them (so the bytes are still in the CPU's caches when they are written), and
+//! body buffers are recycled. Only when a connection falls behind for [`LAG`] does the
+//! worker stop waiting for it and drain the rest at the channel's pace.
+//!
 //! Memory is bounded by a [`Budget`] shared by all responses: each response may always
 //! hold [`ALLOWANCE`] bytes not yet sent (so small answers never wait for memory), and
 //! draws on the budget beyond that. When the budget is spent, [`Producer::push`] says so,
@@ -19,6 +25,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::body::Body;
 use super::response::Head;
@@ -26,6 +33,41 @@ use super::response::Head;
 /// Bytes a response may hold in memory without drawing on the [`Budget`]: answers up to
 /// this size are read out whole at once, whatever the budget.
 pub const ALLOWANCE: usize = 64 * 1024;
+
+/// How far ahead of its connection a worker runs while the connection keeps up.
+pub const RUN_AHEAD: usize = 256 * 1024;
+
+/// How long a worker waits for its connection to take bytes before it takes it for a
+/// slow one and no longer waits: far longer than a socket write to a client that reads,
+/// far shorter than anything a client could hold a segment for.
+pub const LAG: Duration = Duration::from_millis(5);
+
+/// Size of the recycled body buffers; [`buffer`] gives one.
+pub const CHUNK: usize = 64 * 1024;
+
+/// Recycled buffers kept (at most 4 MiB).
+const KEPT_BUFFERS: usize = 64;
+
+static BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// An empty buffer of [`CHUNK`] bytes' capacity, recycled when one is free: its pages are
+/// already mapped and likely in cache.
+pub fn buffer() -> Vec<u8> {
+    let recycled = BUFFERS.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    recycled.unwrap_or_else(|| Vec::with_capacity(CHUNK))
+}
+
+/// Gives a written buffer back for [`buffer`] to hand out again.
+fn recycle(mut data: Vec<u8>) {
+    if data.capacity() != CHUNK {
+        return;
+    }
+    data.clear();
+    let mut kept = BUFFERS.lock().unwrap_or_else(|e| e.into_inner());
+    if kept.len() < KEPT_BUFFERS {
+        kept.push(data);
+    }
+}
 
 /// The memory that responses waiting for their clients may hold, beyond their
 /// [`ALLOWANCE`].
@@ -95,11 +137,16 @@ struct State {
     pending: usize,
     /// The connection thread has given up (its client is gone or too slow).
     consumer_gone: bool,
+    /// The producer waits for the connection to take bytes (see [`RUN_AHEAD`]).
+    producer_waiting: bool,
 }
 
 struct Shared {
     state: Mutex<State>,
+    /// Signalled when an item is queued.
     ready: Condvar,
+    /// Signalled when the connection takes an item and the producer waits for that.
+    taken: Condvar,
     budget: Arc<Budget>,
 }
 
@@ -109,13 +156,9 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn put(&self, item: Item, charged: u64) {
-        let mut state = self.lock();
-        if let Item::Data(d) = &item {
-            state.pending += d.len();
-        }
-        state.items.push_back((item, charged));
-        drop(state);
+    /// Queues the item that ends the body.
+    fn put_last(&self, item: Item) {
+        self.lock().items.push_back((item, 0));
         self.ready.notify_one();
     }
 }
@@ -125,6 +168,8 @@ pub struct Producer {
     shared: Arc<Shared>,
     /// Whether the response has been ended (by `end`, `fail`, `stream` or `resume`).
     closed: bool,
+    /// The connection fell behind once: stop waiting for it.
+    lagging: bool,
 }
 
 /// The client is gone: nobody will send what is produced.
@@ -144,14 +189,17 @@ pub fn pair(budget: &Arc<Budget>) -> (Producer, Consumer) {
             items: VecDeque::new(),
             pending: 0,
             consumer_gone: false,
+            producer_waiting: false,
         }),
         ready: Condvar::new(),
+        taken: Condvar::new(),
         budget: Arc::clone(budget),
     });
     (
         Producer {
             shared: Arc::clone(&shared),
             closed: false,
+            lagging: false,
         },
         Consumer { shared },
     )
@@ -174,13 +222,13 @@ impl Producer {
     /// [`Gone`] when the connection has given up: stop and drop the body.
     pub fn push(&mut self, data: Vec<u8>) -> Result<bool, Gone> {
         let n = data.len();
-        let state = self.shared.lock();
+        // Charged and queued under the lock, so that a consumer leaving meanwhile cannot
+        // miss this item's charge when it gives back what it held.
+        let mut state = self.shared.lock();
         if state.consumer_gone {
             return Err(Gone);
         }
-        let within_allowance = state.pending + n <= ALLOWANCE;
-        drop(state);
-        let (charged, more) = if within_allowance {
+        let (charged, more) = if state.pending + n <= ALLOWANCE {
             (0, true)
         } else if self.shared.budget.try_charge(n as u64) {
             (n as u64, true)
@@ -188,7 +236,22 @@ impl Producer {
             // Taken anyway (one chunk over is the bound), and the producer pauses.
             (0, false)
         };
-        self.shared.put(Item::Data(data), charged);
+        state.pending += n;
+        state.items.push_back((Item::Data(data), charged));
+        self.shared.ready.notify_one();
+        if more && !self.lagging && state.pending > RUN_AHEAD {
+            state.producer_waiting = true;
+            let (state, timeout) = self
+                .shared
+                .taken
+                .wait_timeout_while(state, LAG, |s| {
+                    s.pending > RUN_AHEAD / 2 && !s.consumer_gone
+                })
+                .unwrap_or_else(|e| e.into_inner());
+            let mut state = state;
+            state.producer_waiting = false;
+            self.lagging = timeout.timed_out();
+        }
         Ok(more)
     }
 
@@ -219,7 +282,7 @@ impl Producer {
 
     fn close(&mut self, item: Item) {
         self.closed = true;
-        self.shared.put(item, 0);
+        self.shared.put_last(item);
     }
 }
 
@@ -259,7 +322,11 @@ impl Consumer {
                 if let Item::Data(d) = &item {
                     state.pending -= d.len();
                 }
+                let wake = state.producer_waiting;
                 drop(state);
+                if wake {
+                    self.shared.taken.notify_one();
+                }
                 self.shared.budget.release(charged);
                 return item;
             }
@@ -272,6 +339,13 @@ impl Consumer {
     }
 }
 
+impl Consumer {
+    /// Gives back a data buffer once it has been written.
+    pub fn done_with(&self, data: Vec<u8>) {
+        recycle(data);
+    }
+}
+
 impl Drop for Consumer {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
@@ -280,6 +354,7 @@ impl Drop for Consumer {
         state.items.clear();
         state.pending = 0;
         drop(state);
+        self.shared.taken.notify_one();
         self.shared.budget.release(charged);
     }
 }
