@@ -289,3 +289,40 @@ fn a_client_reading_below_the_minimum_rate_is_cut_off() {
     proxy.wait_log("below the minimum rate");
     stop_and_check_clean(&name, vec![proxy, cache]);
 }
+
+#[test]
+fn a_paused_response_is_never_spliced_from_two_versions() {
+    let name = instance("splice");
+    let dir = tempfile::tempdir().unwrap();
+    let old = pattern(8 << 20, 11);
+    write_files(dir.path(), &[("big.bin", &old)]);
+    let cache = Proc::cache(&name, &["-c", dir.path().to_str().unwrap()]);
+    // No memory beyond 64 KiB a response: a client that lags has the rest of its answer
+    // asked for again, later, as a range.
+    let (proxy, addr) = Proc::proxy(&name, &["--buffer-memory", "0"]);
+    let (s, len, first) = start_download(addr, "/big.bin", 1);
+    // Same length, other bytes, same second: only the entry's version tells them apart.
+    let new = pattern(8 << 20, 12);
+    write_files(dir.path(), &[("big.bin", &new)]);
+    cache.signal("HUP");
+    // ("preloaded 1 files" at start contains "reloaded 1 files" too.)
+    cache.wait_log("] reloaded 1 files");
+    let r = get(addr, "/big.bin");
+    assert!(
+        r.status == 200 && r.body == new,
+        "new requests get the new bytes: {} {} bytes, old prefix {}",
+        r.status,
+        r.body.len(),
+        r.body.len() <= old.len() && r.body[..] == old[..r.body.len()]
+    );
+    let got = read_until_closed_or(s, first, len);
+    assert!(
+        got.len() < len,
+        "cut short, not completed from the new version"
+    );
+    assert!(
+        got[..] == old[..got.len()],
+        "what arrived is the old version's prefix"
+    );
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}

@@ -21,7 +21,10 @@ pub struct Entry {
     /// Entity tag, quotes included (see [`file_etag`]); `None` for an origin's object that
     /// came without one, so that hits and misses carry the same validators.
     pub etag: Option<Etag>,
-    /// The identity of the file the bytes came from ([`file_version`]); 0 when unknown.
+    /// The identity of these bytes: of the file they came from ([`file_version`]), or,
+    /// when there is no file (an origin's object), a number no other entry has had (see
+    /// [`unique_version`]). A response paused half-way compares it before it takes the
+    /// rest, so it can never splice two versions of an object together.
     pub source_version: u64,
     /// For a preloaded entry, the file it was read from: the cache checks that file itself
     /// once the entry expires (see [`preload::check`](super::preload::check)). `None` for
@@ -32,6 +35,22 @@ pub struct Entry {
     stored_at: AtomicU64,
     /// Freshness lifetime in seconds from `stored_at` (`u64::MAX`: forever).
     max_age: AtomicU64,
+}
+
+/// A version for bytes that came from no file: unique within this process (a counter)
+/// and, with overwhelming likelihood, across restarts (it starts from the clock and pid).
+/// The top bit is set; [`file_version`]'s values may have it too, but they are hashes, so
+/// a collision is as likely as any other 64-bit one.
+fn unique_version() -> u64 {
+    static NEXT: std::sync::OnceLock<AtomicU64> = std::sync::OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let seed = (now.as_nanos() as u64) ^ (u64::from(std::process::id()) << 40);
+        AtomicU64::new(seed)
+    });
+    next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) | 1 << 63
 }
 
 impl Entry {
@@ -47,7 +66,11 @@ impl Entry {
             body,
             modified,
             etag,
-            source_version,
+            source_version: if source_version == 0 {
+                unique_version()
+            } else {
+                source_version
+            },
             source: None,
             stored_at: AtomicU64::new(unix_now()),
             max_age: AtomicU64::new(max_age),

@@ -81,7 +81,10 @@ impl Service for Context {
         out.start(head);
         match body {
             // These hold a segment: drain them here, where holding it costs no client.
-            Body::Cache(body, hit) if sends_body => drain_cache(self, body, hit, 0, out),
+            Body::Cache(body, hit) if sends_body => {
+                let end = hit.end;
+                deliver_hit(self, body, hit, end, out)
+            }
             Body::Fill(body) if sends_body => drain_fill(body, out),
             // These hold no worker: the connection reads them at its client's pace.
             body if sends_body => out.stream(body),
@@ -105,48 +108,81 @@ impl Service for Context {
     }
 }
 
-/// Moves a cache hit's body out of its segment into the response's spool. `after` is how
-/// many bytes the response wants beyond this body (0 unless the body is one window of a
-/// resumed response). If memory runs out first, the transfer is cancelled (its segment
-/// goes back to the pool) and the rest is asked for later, as a range, once the client
-/// has read what it has.
-fn drain_cache(
+/// Hands a cache hit's body to the response. `body_end` is the offset just past this
+/// body's bytes (the hit's end, unless the body is one window of a resumed response).
+///
+/// An answer of up to [`ALLOWANCE`] bytes is copied out here, whole, before the client
+/// sees a byte: its segment is back in the pool at once, whatever the client's pace (and
+/// under load, segments are what requests wait for). A larger one is held
+/// ([`HeldHit`]): the connection copies it straight out of the segment while its client
+/// keeps up, and lets the segment go as soon as the client lags.
+fn deliver_hit(
     ctx: Arc<Context>,
     mut body: CacheBody,
     hit: HitRange,
-    after: u64,
+    body_end: u64,
     mut out: Producer,
 ) {
-    loop {
-        let left = body.remaining();
-        let more = if left == 0 {
-            false
-        } else {
-            let n = CHUNK.min(usize::try_from(left).unwrap_or(usize::MAX));
-            let mut data = spool::buffer();
-            match (&mut body).take(n as u64).read_to_end(&mut data) {
-                Ok(got) if got == n => {}
-                Ok(_) => return out.fail(io::ErrorKind::UnexpectedEof.into()),
-                Err(e) => return out.fail(e),
-            }
-            match out.push(data) {
-                Ok(more) => more,
-                Err(_) => return, // the client is gone; dropping the body cancels the transfer
-            }
-        };
-        if body.remaining() + after == 0 {
-            return out.end();
-        }
-        if !more || body.remaining() == 0 {
-            let next = hit.end - after - body.remaining();
-            drop(body);
-            return out.resume(Box::new(move |out| resume_hit(ctx, hit, next, out)));
-        }
+    if body.remaining() > ALLOWANCE as u64 {
+        return out.hold(Box::new(HeldHit {
+            ctx,
+            body,
+            hit,
+            body_end,
+        }));
+    }
+    let n = body.remaining();
+    let mut data = spool::buffer();
+    match (&mut body).take(n).read_to_end(&mut data) {
+        Ok(got) if got as u64 == n => {}
+        Ok(_) => return out.fail(io::ErrorKind::UnexpectedEof.into()),
+        Err(e) => return out.fail(e),
+    }
+    drop(body);
+    if out.push(data).is_err() {
+        return;
+    }
+    match resume_after(ctx, hit, body_end) {
+        Some(job) => out.resume(job),
+        None => out.end(),
     }
 }
 
-/// Asks the cache for the next window of a paused hit, from `next` (one the free memory
-/// can take, so that it is not cancelled again), and drains it.
+/// A hit's body left in its segment for the connection to read (see [`spool::Held`]).
+struct HeldHit {
+    ctx: Arc<Context>,
+    body: CacheBody,
+    hit: HitRange,
+    body_end: u64,
+}
+
+impl Read for HeldHit {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.body.read(buf)
+    }
+}
+
+impl spool::Held for HeldHit {
+    fn remaining(&self) -> u64 {
+        self.body.remaining()
+    }
+
+    fn release(self: Box<Self>) -> Option<spool::Resume> {
+        let next = self.body_end - self.body.remaining();
+        // Dropping a body with bytes left cancels its transfer.
+        drop(self.body);
+        resume_after(self.ctx, self.hit, next)
+    }
+}
+
+/// The job that sends the rest of a hit from `next`, if anything is left.
+fn resume_after(ctx: Arc<Context>, hit: HitRange, next: u64) -> Option<spool::Resume> {
+    (next < hit.end)
+        .then(|| -> spool::Resume { Box::new(move |out| resume_hit(ctx, hit, next, out)) })
+}
+
+/// Asks the cache for the next window of a paused hit, from `next`: one that the free
+/// memory can take, so that a client that lags again does not cancel it again.
 fn resume_hit(ctx: Arc<Context>, hit: HitRange, next: u64, out: Producer) {
     let left = hit.end - next;
     let window = (ALLOWANCE as u64).max(ctx.buffer_free() / 2).min(left);
@@ -160,10 +196,11 @@ fn resume_hit(ctx: Arc<Context>, hit: HitRange, next: u64, out: Producer) {
             if head.total_len == hit.total_len
                 && head.modified == hit.modified
                 && head.etag == hit.etag
+                && head.source_version == hit.version
                 && head.body_offset == next
                 && head.body_len == window =>
         {
-            drain_cache(ctx, body, hit, left - window, out);
+            deliver_hit(ctx, body, hit, next + window, out);
         }
         Ok(_) => out.fail(io::Error::other(format!(
             "{}: the cached object changed or left mid-response",
@@ -487,6 +524,7 @@ fn from_cache(ctx: &Context, ask: &Ask, allow_stale: bool) -> Result<Cached, Cac
                     total_len: head.total_len,
                     modified: head.modified,
                     etag: head.etag,
+                    version: head.source_version,
                 };
                 Body::Cache(body, hit)
             }

@@ -30,7 +30,7 @@ use threadpool::ThreadPool;
 use super::body::Body;
 use super::request::{self, Limits, Method, ReadError, Request, Version};
 use super::response::{Head, reason, write_head};
-use super::spool::{self, Budget, Consumer, Item};
+use super::spool::{self, ALLOWANCE, Budget, CHUNK, Consumer, Held, Item, LAG, Resume};
 use crate::shutdown::join_within;
 
 /// What the server answers with.
@@ -397,6 +397,52 @@ struct Output<'a> {
     written: u64,
 }
 
+/// The rest of a held body read into memory: each piece with the budget it took.
+struct Parked(Vec<(Vec<u8>, u64)>);
+
+/// Reads what [`ALLOWANCE`] and the budget can take of a held body into memory.
+///
+/// # Errors
+/// The segment failed mid-body (the budget taken is given back).
+fn park(held: &mut Box<dyn Held>, budget: &Budget) -> io::Result<Parked> {
+    let mut parked = Parked(Vec::new());
+    let mut allowance = ALLOWANCE;
+    while held.remaining() > 0 {
+        let n = CHUNK.min(usize::try_from(held.remaining()).unwrap_or(usize::MAX));
+        let charged = if n <= allowance {
+            allowance -= n;
+            0
+        } else if budget.try_charge(n as u64) {
+            n as u64
+        } else {
+            break;
+        };
+        let mut data = spool::buffer();
+        let read = held.by_ref().take(n as u64).read_to_end(&mut data);
+        if !matches!(read, Ok(got) if got == n) {
+            budget.release(charged);
+            for (_, charged) in parked.0 {
+                budget.release(charged);
+            }
+            return Err(read
+                .err()
+                .unwrap_or_else(|| io::ErrorKind::UnexpectedEof.into()));
+        }
+        parked.0.push((data, charged));
+    }
+    Ok(parked)
+}
+
+/// Where [`Output::send_held_with`] stopped.
+struct Lagged {
+    /// Body bytes sent.
+    sent: u64,
+    /// Bytes of the head sent.
+    head_sent: usize,
+    /// The bytes of the buffer read from the segment but not yet sent.
+    unsent: std::ops::Range<usize>,
+}
+
 /// Body bytes read from a stream per write.
 const STREAM_BUFFER: usize = 64 * 1024;
 
@@ -421,40 +467,160 @@ impl<'a> Output<'a> {
     fn write(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         let mut slices: Vec<IoSlice> = parts.iter().map(|p| IoSlice::new(p)).collect();
         let mut slices = &mut slices[..];
+        // Drops leading empty parts, so that an empty write is no write at all.
         IoSlice::advance_slices(&mut slices, 0);
         while !slices.is_empty() {
-            let before = Instant::now();
-            let result = (&mut &*self.stream).write_vectored(slices);
-            self.spent += before.elapsed();
-            match result {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.written += n as u64;
-                    IoSlice::advance_slices(&mut slices, n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => return Err(e),
-            }
-            if self.spent >= self.window {
-                let floor = self.min_rate.saturating_mul(self.window.as_secs().max(1));
-                if self.written == 0 || self.written < floor {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "the client read {} bytes in {:?} of waiting, below the minimum rate",
-                            self.written, self.spent
-                        ),
-                    ));
-                }
-                (self.spent, self.written) = (Duration::ZERO, 0);
-            }
+            let (n, _) = self.write_once(slices)?;
+            IoSlice::advance_slices(&mut slices, n);
         }
         Ok(())
+    }
+
+    /// One write call: the bytes it wrote (0 if the socket's timeout passed first) and
+    /// how long it blocked.
+    ///
+    /// # Errors
+    /// As [`write`](Self::write).
+    fn write_once(&mut self, slices: &[IoSlice]) -> io::Result<(usize, Duration)> {
+        let before = Instant::now();
+        let result = (&mut &*self.stream).write_vectored(slices);
+        let took = before.elapsed();
+        self.spent += took;
+        let n = match result {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                ) =>
+            {
+                0
+            }
+            Err(e) => return Err(e),
+        };
+        self.written += n as u64;
+        self.check_rate()?;
+        Ok((n, took))
+    }
+
+    /// Cuts a client that read less than the minimum rate over the last window.
+    fn check_rate(&mut self) -> io::Result<()> {
+        if self.spent >= self.window {
+            let floor = self.min_rate.saturating_mul(self.window.as_secs().max(1));
+            if self.written == 0 || self.written < floor {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the client read {} bytes in {:?} of waiting, below the minimum rate",
+                        self.written, self.spent
+                    ),
+                ));
+            }
+            (self.spent, self.written) = (Duration::ZERO, 0);
+        }
+        Ok(())
+    }
+
+    /// Sends a body straight out of its segment while the client keeps up: every write
+    /// done within [`LAG`]. Once one is not, the client is slower than the channel: the
+    /// rest is read out into memory as far as the budget goes (so that the response keeps
+    /// the bytes it began with), the segment is released, and what was read is sent at
+    /// the client's pace. What the budget could not take is asked for again afterwards.
+    /// Returns the bytes sent and the job for the rest, if any is left.
+    ///
+    /// `head`, if it has not gone yet, goes out in one write with the first bytes.
+    fn send_held(
+        &mut self,
+        head: Option<&[u8]>,
+        mut held: Box<dyn Held>,
+        budget: &Budget,
+    ) -> io::Result<(u64, Option<Resume>)> {
+        if self.buffer.is_empty() {
+            self.buffer = vec![0; STREAM_BUFFER].into_boxed_slice();
+        }
+        let mut buffer = std::mem::take(&mut self.buffer);
+        let outcome = self.send_held_with(head, &mut held, &mut buffer);
+        let _ = self.stream.set_write_timeout(Some(self.window));
+        let result = outcome.and_then(|lagged| {
+            let parked = park(&mut held, budget)?;
+            let next = held.release();
+            let head_rest = head.map_or(&[][..], |h| &h[lagged.head_sent..]);
+            let mut total = lagged.sent + lagged.unsent.len() as u64;
+            let mut written = self.write(&[head_rest, &buffer[lagged.unsent]]);
+            for (data, charged) in parked.0 {
+                if written.is_ok() {
+                    written = self.write(&[&data]);
+                    total += data.len() as u64;
+                }
+                budget.release(charged);
+                spool::recycle(data);
+            }
+            written.map(|()| (total, next))
+        });
+        self.buffer = buffer;
+        result
+    }
+
+    /// The part of [`send_held`](Self::send_held) that holds the segment: it stops when
+    /// the body is out, or when the client lags.
+    fn send_held_with(
+        &mut self,
+        head: Option<&[u8]>,
+        held: &mut Box<dyn Held>,
+        buffer: &mut [u8],
+    ) -> io::Result<Lagged> {
+        self.stream.set_write_timeout(Some(LAG))?;
+        let mut lagged = Lagged {
+            sent: 0,
+            head_sent: 0,
+            unsent: 0..0,
+        };
+        let mut head = head.filter(|h| !h.is_empty());
+        loop {
+            let want = buffer
+                .len()
+                .min(usize::try_from(held.remaining()).unwrap_or(usize::MAX));
+            if want == 0 {
+                // Done; the head of an empty body goes in `send_held`.
+                return Ok(lagged);
+            }
+            // One slot at a time: what the cache has handed over goes out while it fills
+            // the next slot.
+            let want = held.read(&mut buffer[..want])?;
+            if want == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let mut off = 0;
+            if let Some(h) = head.take() {
+                // The head goes in one write with the first bytes of the body.
+                let parts = [IoSlice::new(h), IoSlice::new(&buffer[..want])];
+                let (n, took) = self.write_once(&parts)?;
+                lagged.head_sent = n.min(h.len());
+                off = n - lagged.head_sent;
+                lagged.sent += off as u64;
+                if lagged.head_sent < h.len() {
+                    if took >= LAG {
+                        lagged.unsent = off..want;
+                        return Ok(lagged);
+                    }
+                    // Rare: the socket took part of the head. The rest goes now.
+                    self.write(&[&h[lagged.head_sent..]])?;
+                    lagged.head_sent = h.len();
+                }
+            }
+            while off < want {
+                let (n, took) = self.write_once(&[IoSlice::new(&buffer[off..want])])?;
+                off += n;
+                lagged.sent += n as u64;
+                if took >= LAG && off < want {
+                    lagged.unsent = off..want;
+                    return Ok(lagged);
+                }
+            }
+        }
     }
 
     /// Writes `head` and the body that `consumer` hands over; returns the body bytes.
@@ -491,6 +657,23 @@ impl<'a> Output<'a> {
                     let (producer, next) = spool::pair(budget);
                     workers.execute(move || job(producer));
                     *consumer = next;
+                }
+                // Only bodies of known length are held (a cache's answers), never chunked.
+                Item::Held(held) if !chunked => {
+                    if held.remaining() > left(sent) {
+                        return Err(io::Error::other("the body is longer than its length"));
+                    }
+                    let (n, next) = self.send_held(head.take(), held, budget)?;
+                    sent += n;
+                    let Some(job) = next else {
+                        return self.end(sent, length, chunked);
+                    };
+                    let (producer, next) = spool::pair(budget);
+                    workers.execute(move || job(producer));
+                    *consumer = next;
+                }
+                Item::Held(_) => {
+                    return Err(io::Error::other("a held body in a chunked response"));
                 }
                 Item::End => {
                     if let Some(h) = head.take() {

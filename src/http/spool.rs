@@ -58,7 +58,7 @@ pub fn buffer() -> Vec<u8> {
 }
 
 /// Gives a written buffer back for [`buffer`] to hand out again.
-fn recycle(mut data: Vec<u8>) {
+pub fn recycle(mut data: Vec<u8>) {
     if data.capacity() != CHUNK {
         return;
     }
@@ -86,7 +86,7 @@ impl Budget {
     }
 
     /// Takes `n` bytes of the budget if there are that many left.
-    fn try_charge(&self, n: u64) -> bool {
+    pub fn try_charge(&self, n: u64) -> bool {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(n).filter(|&total| total <= self.limit)
@@ -94,7 +94,7 @@ impl Budget {
             .is_ok()
     }
 
-    fn release(&self, n: u64) {
+    pub fn release(&self, n: u64) {
         if n > 0 {
             self.used.fetch_sub(n, Ordering::AcqRel);
         }
@@ -113,6 +113,21 @@ impl Budget {
 /// The rest of a paused response, run on a pool worker with a fresh [`Producer`].
 pub type Resume = Box<dyn FnOnce(Producer) + Send>;
 
+/// A body still in a shared-memory segment. The connection reads it straight out, as
+/// fast as its client takes the bytes, and the segment is back in the pool when the last
+/// byte is read. If the client lags (a write blocks for [`LAG`]), the connection reads
+/// what the budget allows of the rest into memory and [`release`](Held::release)s the
+/// segment; what the budget could not take is asked for again once the client has caught
+/// up. A slow client never holds a segment for long.
+pub trait Held: io::Read + Send {
+    /// Bytes not yet read.
+    fn remaining(&self) -> u64;
+
+    /// Gives the segment back (cancelling the transfer if bytes remain) and returns the
+    /// job that produces the rest of the response, if any is left.
+    fn release(self: Box<Self>) -> Option<Resume>;
+}
+
 /// What the connection thread takes out, in order, after the head.
 pub enum Item {
     /// Body bytes.
@@ -124,6 +139,8 @@ pub enum Item {
     /// The rest of the body is to be produced by this job, once everything before it has
     /// been sent.
     Resume(Resume),
+    /// The rest of the body is in a segment, for the connection to read straight out.
+    Held(Box<dyn Held>),
     /// The body is complete.
     End,
     /// The producer failed mid-body: the response cannot be completed.
@@ -273,6 +290,11 @@ impl Producer {
     /// The rest of the body is `body`, for the connection thread to read.
     pub fn stream(mut self, body: Body) {
         self.close(Item::Stream(Box::new(body)));
+    }
+
+    /// The rest of the body is `body`, still in its segment.
+    pub fn hold(mut self, body: Box<dyn Held>) {
+        self.close(Item::Held(body));
     }
 
     /// The rest of the body is for `job` to produce, later, on a worker.
