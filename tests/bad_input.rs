@@ -53,6 +53,42 @@ fn bad_flags_print_usage_and_exit_2() {
     }
 }
 
+/// Runs `exe` with `args`, expecting it to fail at start with exit 1; returns stderr.
+fn start_error(exe: &str, args: &[&str]) -> String {
+    let out = Command::new(exe).args(args).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{exe} {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn start_errors_name_what_they_concern() {
+    let name = instance("starterr");
+    let proxy = env!("CARGO_BIN_EXE_webproxy");
+    let missing = "/nonexistent/shmcache-storage";
+    let err = start_error(proxy, &["--name", &name, "--port", "0", "-s", missing]);
+    assert!(
+        err.contains(missing),
+        "the missing directory is named: {err}"
+    );
+    // A port in use is named with its address.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let err = start_error(proxy, &["--name", &name, "--port", &port]);
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")),
+        "the address is named: {err}"
+    );
+    let err = start_error(
+        env!("CARGO_BIN_EXE_shmcached"),
+        &["--name", &name, "-c", missing],
+    );
+    assert!(
+        err.contains(missing),
+        "the missing preload path is named: {err}"
+    );
+    assert_clean(&name);
+}
+
 #[test]
 fn malformed_messages_are_dropped_and_the_cache_keeps_serving() {
     let name = instance("garbage");

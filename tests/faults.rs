@@ -340,6 +340,12 @@ fn descriptors_never_run_out_connections_past_the_cap_get_503() {
     let (proxy, addr) = Proc::proxy_with_nofile(&name, 128, &[]);
     proxy.wait_log("--max-connections 4096 lowered to 32");
     assert_eq!(get(addr, "/f.txt").status, 200);
+    // That connection counts until the proxy has closed it; the stats request counts
+    // itself.
+    eventually("no other connection to be open", || {
+        let stats = String::from_utf8(get(addr, "/-/stats").body).unwrap();
+        stats.contains("\"connections_open\": 1,")
+    });
     // Hold more connections than the cap: the ones past it are answered 503 and closed
     // at once, and the proxy keeps its descriptors.
     let held: Vec<TcpStream> = (0..32).map(|_| TcpStream::connect(addr).unwrap()).collect();

@@ -261,7 +261,9 @@ fn sighup_reloads_the_preload_set_while_a_transfer_completes() {
     let big = pattern(32 << 20, 90);
     write_files(dir.path(), &[("big.bin", &big)]);
     let cache = Proc::cache(&name, &["-c", dir.path().to_str().unwrap()]);
-    let (proxy, addr) = Proc::proxy(&name, &["-z", "64K"]);
+    // A client that stops reading keeps the rest of its answer only as far as its share
+    // of the response memory goes (a sixteenth of it): here all 32 MiB.
+    let (proxy, addr) = Proc::proxy(&name, &["-z", "64K", "--buffer-memory", "1G"]);
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
     s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")

@@ -83,7 +83,8 @@ struct Args {
     #[arg(long, value_name = "BYTES", default_value = "1K", value_parser = parse_size)]
     min_send_rate: usize,
     /// Memory that responses waiting for slow clients may hold beyond 64 KiB each
-    /// (K, M, G suffixes); past it, large responses go out in windows.
+    /// (K, M, G suffixes); past it, what a lagging client has not yet been sent is asked
+    /// for again later.
     #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_size)]
     buffer_memory: usize,
     /// Connections open at once; past this, new ones get 503 and are closed. Lowered to

@@ -1,7 +1,6 @@
 //! One HTTP request, from request line to the last body byte.
 
 use std::io::{self, Read};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -24,7 +23,6 @@ use crate::ipc::pool::SegmentPool;
 pub struct Context {
     pub cache: Arc<CacheClient>,
     pub storage: Option<super::storage::Storage>,
-    pub local_addr: SocketAddr,
     pub coalescer: Arc<Coalescer>,
     /// How long a miss waits for another request's fetch of the same key.
     pub coalesce_timeout: Duration,
@@ -80,11 +78,12 @@ impl Service for Context {
         let sends_body = request.method != Method::Head && head.has_body();
         out.start(head);
         match body {
-            // These hold a segment: drain them here, where holding it costs no client.
+            // A hit: copied out here if small, else read by the connection (see deliver_hit).
             Body::Cache(body, hit) if sends_body => {
                 let end = hit.end;
                 deliver_hit(self, body, hit, end, out)
             }
+            // A fill holds a segment: drained here, at storage speed, within the budget.
             Body::Fill(body) if sends_body => drain_fill(body, out),
             // These hold no worker: the connection reads them at its client's pace.
             body if sends_body => out.stream(body),
@@ -95,6 +94,14 @@ impl Service for Context {
 
     fn sending(&self, status: u16) {
         self.stats.count_status(status);
+    }
+
+    fn connection(&self, opened: bool) {
+        if opened {
+            self.stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     fn sent(&self, head: &response::Head, outcome: &io::Result<u64>) {

@@ -40,7 +40,7 @@ pub struct ProxyConfig {
     pub purge_allow: Vec<IpAddr>,
     /// Longest wait for the cache: for a free segment, for the head, for each chunk.
     pub cache_timeout: Duration,
-    /// How the HTTP server treats clients (its `drain_timeout` is the cache timeout).
+    /// How the HTTP server treats clients.
     pub server: ServerConfig,
     /// Memory that responses waiting for slow clients may hold (see [`spool`](super::spool)).
     pub buffer_memory: u64,
@@ -87,7 +87,6 @@ impl Proxy {
             ctx: Arc::new(Context {
                 cache,
                 storage,
-                local_addr: server.local_addr(),
                 coalescer: Coalescer::new(),
                 coalesce_timeout: config.coalesce_timeout,
                 stats: Arc::default(),
@@ -115,10 +114,7 @@ impl Proxy {
     /// cache timeout, then unlinks every segment.
     pub fn run(self, shutdown: &Shutdown) -> io::Result<()> {
         self.ctx.cache.spawn_connector(shutdown.clone())?;
-        let server = ServerConfig {
-            drain_timeout: self.config.cache_timeout,
-            ..self.config.server.clone()
-        };
+        let server = self.config.server.clone();
         log::info!(
             "listening on http://{} ({} segments of {} bytes, {} slot(s) each)",
             self.local_addr(),

@@ -153,7 +153,14 @@ pub fn read_request(
         deadline: Instant::now() + limits.deadline,
         head_left: limits.max_head,
     };
-    let line = input.line(limits.max_line, (414, "the request line is too long"))?;
+    // A few empty lines before a request are ignored (RFC 9112 §2.2).
+    let mut line = Vec::new();
+    for _ in 0..4 {
+        line = input.line(limits.max_line, (414, "the request line is too long"))?;
+        if !line.is_empty() {
+            break;
+        }
+    }
     let (method, target, version) = parse_request_line(&line)?;
     let headers = input.fields()?;
     let request = Request {
@@ -176,7 +183,9 @@ pub fn read_request(
     if framing != Framing::None {
         match request.header("Expect") {
             None => {}
-            // The client waits for this before it sends the body (RFC 9110 §10.1.1).
+            // An HTTP/1.0 client cannot have meant it (RFC 9110 §10.1.1).
+            Some(_) if request.version == Version::Http10 => {}
+            // The client waits for this before it sends the body.
             Some(e) if e.eq_ignore_ascii_case("100-continue") => {
                 let mut w = writer;
                 w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -585,6 +594,12 @@ mod tests {
                 String::from_utf8_lossy(bytes)
             );
         }
+    }
+
+    #[test]
+    fn empty_lines_before_a_request_are_ignored() {
+        let r = read(b"\r\n\r\nGET /x HTTP/1.0\r\n\r\n").unwrap();
+        assert_eq!(r.target, "/x");
     }
 
     #[test]

@@ -7,12 +7,15 @@
 //!   client costs its own connection thread and nothing else, and the number of
 //!   connections is capped (`--max-connections`): past the cap a new connection gets 503
 //!   at once and is closed, before any thread is made for it.
-//! - A **worker** (`-t` of them) runs [`Service::respond`]: it asks the cache, drains the
-//!   answer out of the segment into memory ([`spool`](super::spool)) and goes back to the
-//!   pool. It never writes to a socket, so no client can hold it.
+//! - A **worker** (`-t` of them) runs [`Service::respond`]: it asks the cache and hands
+//!   the answer over ([`spool`](super::spool)): a small one copied out of its segment, a
+//!   large one still in it. It never writes to a socket, so no client can hold it.
+//! - A **segment** holding a large answer is read straight to the socket by the
+//!   connection while its client keeps up; at the first write that lags, the connection
+//!   parks the rest in memory and gives the segment back (`Output::send_held`).
 //! - **Memory** waiting for slow clients is bounded by the spool's budget
-//!   (`--buffer-memory`); past it, responses pause and resume in windows instead of
-//!   holding a worker.
+//!   (`--buffer-memory`); past it, the rest of a response is asked for again later
+//!   instead of being held.
 //! - A client that reads slower than `--min-send-rate` bytes per second, measured over
 //!   each `--client-timeout` spent blocked in writes, is cut off.
 //!
@@ -31,6 +34,7 @@ use super::body::Body;
 use super::request::{self, Limits, Method, ReadError, Request, Version};
 use super::response::{Head, reason, write_head};
 use super::spool::{self, ALLOWANCE, Budget, CHUNK, Consumer, Held, Item, LAG, Resume};
+use crate::ipc::sys;
 use crate::shutdown::join_within;
 
 /// What the server answers with.
@@ -44,6 +48,9 @@ pub trait Service: Send + Sync + 'static {
 
     /// A response ended: `Ok(body bytes)` or why it was cut short.
     fn sent(&self, _head: &Head, _outcome: &io::Result<u64>) {}
+
+    /// A connection was admitted (`true`) or has been closed (`false`).
+    fn connection(&self, _opened: bool) {}
 }
 
 /// How the server treats its clients.
@@ -70,6 +77,15 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     stopping: Arc<AtomicBool>,
+}
+
+/// How a connection ends.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// After a complete response (or none): close gracefully.
+    Close,
+    /// A response was cut short of its body: reset.
+    CutShort,
 }
 
 /// What the connection threads share.
@@ -188,8 +204,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// A short answer written by the server itself, then the connection is closed (unless
-/// `keep_alive`).
-fn refusal(status: u16, why: &str, retry: bool, keep_alive: bool) -> Vec<u8> {
+/// `keep_alive`). `head_only`: the answer to a HEAD, which announces the body and sends
+/// none.
+fn refusal(status: u16, why: &str, retry: bool, keep_alive: bool, head_only: bool) -> Vec<u8> {
     let body = format!("{status} {}: {why}\n", reason(status));
     let mut head = Head::new(status, "-");
     head.headers
@@ -200,7 +217,9 @@ fn refusal(status: u16, why: &str, retry: bool, keep_alive: bool) -> Vec<u8> {
     head.length = Some(body.len() as u64);
     let mut text = String::new();
     write_head(&mut text, &head, false, keep_alive).expect("formatting into a String");
-    text.push_str(&body);
+    if !head_only {
+        text.push_str(&body);
+    }
     text.into_bytes()
 }
 
@@ -211,7 +230,7 @@ impl<S: Service> Shared<S> {
             // A few hundred bytes into an empty send buffer: this does not block.
             let _ = stream.set_nonblocking(true);
             let mut s = &stream;
-            let _ = s.write_all(&refusal(503, why, true, false));
+            let _ = s.write_all(&refusal(503, why, true, false, false));
             let _ = stream.shutdown(Direction::Write);
         };
         if self.open.load(Ordering::SeqCst) >= self.config.max_connections {
@@ -225,6 +244,7 @@ impl<S: Service> Shared<S> {
         };
         let stream = Arc::new(stream);
         self.open.fetch_add(1, Ordering::SeqCst);
+        self.service.connection(true);
         lock(&self.connections).push((id, Arc::clone(&stream)));
         let shared = Arc::clone(self);
         let conn = Arc::clone(&stream);
@@ -232,8 +252,16 @@ impl<S: Service> Shared<S> {
             .name("connection".into())
             .stack_size(CONNECTION_STACK)
             .spawn(move || {
+                // Forgets the connection however `serve` ends, a panic included, so that
+                // its socket is closed and its place under the cap given back.
+                struct Forget<S: Service>(Arc<Shared<S>>, u64);
+                impl<S: Service> Drop for Forget<S> {
+                    fn drop(&mut self) {
+                        self.0.forget(self.1);
+                    }
+                }
+                let _forget = Forget(Arc::clone(&shared), id);
                 shared.serve(&conn, peer);
-                shared.forget(id);
             });
         if spawned.is_err() {
             self.forget(id);
@@ -244,9 +272,11 @@ impl<S: Service> Shared<S> {
         }
     }
 
+    /// Takes a connection off the books; its socket closes with the last reference.
     fn forget(&self, id: u64) {
         lock(&self.connections).retain(|(i, _)| *i != id);
         self.open.fetch_sub(1, Ordering::SeqCst);
+        self.service.connection(false);
     }
 
     /// One connection, request after request, until either side closes it.
@@ -263,30 +293,46 @@ impl<S: Service> Shared<S> {
         let workers = lock(&self.workers).clone();
         let mut reader = BufReader::with_capacity(8 * 1024, stream);
         let mut out = Output::new(stream, config);
+        if self.exchanges(&mut reader, &mut out, peer, &limits, &workers) == End::CutShort {
+            // No FIN: a reset, so that no client, whatever its framing, can take the
+            // partial body for a complete one.
+            let _ = sys::reset_on_close(stream);
+            return;
+        }
+        // A lingering close (RFC 9112 §9.6): closing with a pipelined request still unread
+        // would reset the connection and could destroy the last answer at the client.
+        let _ = stream.shutdown(Direction::Write);
+        request::drain_briefly(stream);
+    }
+
+    /// Request after request until the connection is to be closed; says how it ends.
+    fn exchanges(
+        &self,
+        reader: &mut BufReader<&TcpStream>,
+        out: &mut Output,
+        peer: SocketAddr,
+        limits: &Limits,
+        workers: &ThreadPool,
+    ) -> End {
+        let (config, stream) = (&self.config, out.stream);
         while !self.stopping.load(Ordering::SeqCst) {
-            let request = match request::read_request(
-                &mut reader,
-                stream,
-                peer,
-                &limits,
-                config.client_timeout,
-            ) {
-                Ok(request) => request,
-                Err(ReadError::Closed | ReadError::Io(_)) => break,
-                Err(ReadError::Refuse(status, why)) => {
-                    log::info!(target: "access", "{} \"-\" {status} - - - ({why})", peer.ip());
-                    self.service.sending(status);
-                    let _ = out.write(&[&refusal(status, why, false, false)]);
-                    let _ = stream.shutdown(Direction::Write);
-                    request::drain_briefly(stream);
-                    break;
-                }
-            };
+            let request =
+                match request::read_request(reader, stream, peer, limits, config.client_timeout) {
+                    Ok(request) => request,
+                    Err(ReadError::Closed | ReadError::Io(_)) => break,
+                    Err(ReadError::Refuse(status, why)) => {
+                        log::info!(target: "access", "{} \"-\" {status} - - - ({why})", peer.ip());
+                        self.service.sending(status);
+                        let _ = out.write(&[&refusal(status, why, false, false, false)]);
+                        break;
+                    }
+                };
             let started = Instant::now();
             let keep_alive = request.keeps_alive();
             if workers.queued_count() >= config.max_pending {
                 self.service.sending(503);
-                let refused = refusal(503, "too busy, try again", true, keep_alive);
+                let head_only = request.method == Method::Head;
+                let refused = refusal(503, "too busy, try again", true, keep_alive, head_only);
                 log_access(&request, 503, Ok(0), started, "-");
                 if out.write(&[&refused]).is_err() || !keep_alive {
                     break;
@@ -297,17 +343,13 @@ impl<S: Service> Shared<S> {
             let request = Arc::new(request);
             let (service, asked) = (Arc::clone(&self.service), Arc::clone(&request));
             workers.execute(move || service.respond(&asked, producer));
-            match self.send(&mut out, &request, consumer, &workers, keep_alive, started) {
+            match self.send(out, &request, consumer, workers, keep_alive, started) {
                 Ok(true) => {}
                 Ok(false) => break,
-                Err(()) => {
-                    // Cut short of its length: close at once, so the client cannot take
-                    // a partial body as complete.
-                    let _ = stream.shutdown(Direction::Both);
-                    break;
-                }
+                Err(()) => return End::CutShort,
             }
         }
+        End::Close
     }
 
     /// Sends one response; `Ok(keep going)`, or `Err` when it was cut short.
@@ -323,7 +365,13 @@ impl<S: Service> Shared<S> {
         let Some(head) = consumer.head() else {
             let why = "the request could not be answered";
             self.service.sending(500);
-            let _ = out.write(&[&refusal(500, why, false, false)]);
+            let _ = out.write(&[&refusal(
+                500,
+                why,
+                false,
+                false,
+                request.method == Method::Head,
+            )]);
             log_access(request, 500, Ok(0), started, "-");
             return Ok(false);
         };
@@ -400,19 +448,21 @@ struct Output<'a> {
 /// The rest of a held body read into memory: each piece with the budget it took.
 struct Parked(Vec<(Vec<u8>, u64)>);
 
-/// Reads what [`ALLOWANCE`] and the budget can take of a held body into memory.
+/// Reads what [`ALLOWANCE`] and this response's share of the budget can take of a held
+/// body into memory.
 ///
 /// # Errors
 /// The segment failed mid-body (the budget taken is given back).
 fn park(held: &mut Box<dyn Held>, budget: &Budget) -> io::Result<Parked> {
     let mut parked = Parked(Vec::new());
-    let mut allowance = ALLOWANCE;
+    let (mut allowance, mut share) = (ALLOWANCE, budget.per_response());
     while held.remaining() > 0 {
         let n = CHUNK.min(usize::try_from(held.remaining()).unwrap_or(usize::MAX));
         let charged = if n <= allowance {
             allowance -= n;
             0
-        } else if budget.try_charge(n as u64) {
+        } else if n as u64 <= share && budget.try_charge(n as u64) {
+            share -= n as u64;
             n as u64
         } else {
             break;
@@ -596,19 +646,20 @@ impl<'a> Output<'a> {
             let mut off = 0;
             if let Some(h) = head.take() {
                 // The head goes in one write with the first bytes of the body.
-                let parts = [IoSlice::new(h), IoSlice::new(&buffer[..want])];
-                let (n, took) = self.write_once(&parts)?;
-                lagged.head_sent = n.min(h.len());
-                off = n - lagged.head_sent;
-                lagged.sent += off as u64;
-                if lagged.head_sent < h.len() {
-                    if took >= LAG {
+                while lagged.head_sent < h.len() {
+                    let parts = [
+                        IoSlice::new(&h[lagged.head_sent..]),
+                        IoSlice::new(&buffer[..want]),
+                    ];
+                    let (n, took) = self.write_once(&parts)?;
+                    let from_head = n.min(h.len() - lagged.head_sent);
+                    lagged.head_sent += from_head;
+                    off = n - from_head;
+                    lagged.sent += off as u64;
+                    if took >= LAG && off < want {
                         lagged.unsent = off..want;
                         return Ok(lagged);
                     }
-                    // Rare: the socket took part of the head. The rest goes now.
-                    self.write(&[&h[lagged.head_sent..]])?;
-                    lagged.head_sent = h.len();
                 }
             }
             while off < want {

@@ -3,16 +3,22 @@
 //!
 //! Why it exists: a worker that streamed a body straight to its client would be held, with
 //! the segment and the cache worker behind it, for as long as that client takes to read.
-//! A handful of slow readers would then hold every worker. Instead the worker drains the
-//! answer out of the segment into memory here, as fast as the channel goes, and returns
-//! to the pool; the connection's own thread writes the bytes at whatever pace the client
-//! reads.
+//! A handful of slow readers would then hold every worker. Instead the worker hands the
+//! body over here and returns to the pool; the connection's own thread writes the bytes
+//! at whatever pace the client reads. What is handed over, in order ([`Item`]):
 //!
-//! A client that keeps up is not made to wait for memory traffic: the worker stays at
-//! most [`RUN_AHEAD`] bytes ahead of the connection for as long as the connection keeps
-//! taking them (so the bytes are still in the CPU's caches when they are written), and
-//! body buffers are recycled. Only when a connection falls behind for [`LAG`] does the
-//! worker stop waiting for it and drain the rest at the channel's pace.
+//! - bytes already in memory ([`Producer::push`]): a small answer copied out of its
+//!   segment, or a fill's bytes as they come from secondary storage;
+//! - a body still in its segment ([`Producer::hold`], [`Held`]): the connection copies it
+//!   straight to the socket while its client keeps up, and parks the rest in memory and
+//!   gives the segment back as soon as a write lags for [`LAG`];
+//! - a reader that holds no worker ([`Producer::stream`]): a file, an origin's response;
+//! - a job that produces the rest later, on a worker ([`Producer::resume`]).
+//!
+//! A producer that pushes stays at most [`RUN_AHEAD`] bytes ahead of a connection that
+//! keeps taking them, so the bytes are still in the CPU's caches when they are written;
+//! body buffers are recycled ([`buffer`]). Only when the connection falls behind for
+//! [`LAG`] does the producer stop waiting for it.
 //!
 //! Memory is bounded by a [`Budget`] shared by all responses: each response may always
 //! hold [`ALLOWANCE`] bytes not yet sent (so small answers never wait for memory), and
@@ -104,6 +110,12 @@ impl Budget {
         self.limit
     }
 
+    /// The most one response may take: a sixteenth, so that a few slow clients cannot
+    /// take it all from everyone else.
+    pub fn per_response(&self) -> u64 {
+        self.limit / 16
+    }
+
     /// Bytes taken now.
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::Acquire)
@@ -152,10 +164,14 @@ struct State {
     items: VecDeque<(Item, u64)>,
     /// Data bytes queued and not yet taken.
     pending: usize,
+    /// Budget those bytes hold (at most [`Budget::per_response`]).
+    charged: u64,
     /// The connection thread has given up (its client is gone or too slow).
     consumer_gone: bool,
     /// The producer waits for the connection to take bytes (see [`RUN_AHEAD`]).
     producer_waiting: bool,
+    /// The connection waits for the head or the next item.
+    consumer_waiting: bool,
 }
 
 struct Shared {
@@ -175,8 +191,19 @@ impl Shared {
 
     /// Queues the item that ends the body.
     fn put_last(&self, item: Item) {
-        self.lock().items.push_back((item, 0));
-        self.ready.notify_one();
+        let mut state = self.lock();
+        state.items.push_back((item, 0));
+        self.wake_consumer(state);
+    }
+
+    /// Wakes the connection if it waits: a notify with nobody waiting is still a system
+    /// call, and on the hit path every one counts.
+    fn wake_consumer(&self, state: MutexGuard<'_, State>) {
+        let waiting = state.consumer_waiting;
+        drop(state);
+        if waiting {
+            self.ready.notify_one();
+        }
     }
 }
 
@@ -205,8 +232,10 @@ pub fn pair(budget: &Arc<Budget>) -> (Producer, Consumer) {
             head: None,
             items: VecDeque::new(),
             pending: 0,
+            charged: 0,
             consumer_gone: false,
             producer_waiting: false,
+            consumer_waiting: false,
         }),
         ready: Condvar::new(),
         taken: Condvar::new(),
@@ -224,11 +253,11 @@ pub fn pair(budget: &Arc<Budget>) -> (Producer, Consumer) {
 
 impl Producer {
     /// Hands over the status line and headers; the body follows.
+    ///
+    /// The connection is not woken for the head alone: it wakes once, when the first
+    /// item follows, so that a small answer costs it one wake-up.
     pub fn start(&mut self, head: Head) {
-        let mut state = self.shared.lock();
-        state.head = Some(head);
-        drop(state);
-        self.shared.ready.notify_one();
+        self.shared.lock().head = Some(head);
     }
 
     /// Queues body bytes. `Ok(true)`: go on; `Ok(false)`: queued, but memory is spent,
@@ -245,17 +274,21 @@ impl Producer {
         if state.consumer_gone {
             return Err(Gone);
         }
+        let budget = &self.shared.budget;
         let (charged, more) = if state.pending + n <= ALLOWANCE {
             (0, true)
-        } else if self.shared.budget.try_charge(n as u64) {
+        } else if state.charged + n as u64 <= budget.per_response() && budget.try_charge(n as u64) {
             (n as u64, true)
         } else {
             // Taken anyway (one chunk over is the bound), and the producer pauses.
             (0, false)
         };
         state.pending += n;
+        state.charged += charged;
         state.items.push_back((Item::Data(data), charged));
-        self.shared.ready.notify_one();
+        if state.consumer_waiting {
+            self.shared.ready.notify_one();
+        }
         if more && !self.lagging && state.pending > RUN_AHEAD {
             state.producer_waiting = true;
             let (state, timeout) = self
@@ -270,11 +303,6 @@ impl Producer {
             self.lagging = timeout.timed_out();
         }
         Ok(more)
-    }
-
-    /// Whether the connection has given up.
-    pub fn is_gone(&self) -> bool {
-        self.shared.lock().consumer_gone
     }
 
     /// The body is complete.
@@ -321,19 +349,22 @@ impl Consumer {
     /// Waits for the head; `None` if the producer ended without one.
     pub fn head(&self) -> Option<Head> {
         let mut state = self.shared.lock();
-        loop {
-            if let Some(head) = state.head.take() {
-                return Some(head);
-            }
-            if !state.items.is_empty() {
-                return None;
-            }
-            state = self
-                .shared
-                .ready
-                .wait(state)
-                .unwrap_or_else(|e| e.into_inner());
+        // The head comes with (before) the first item.
+        while state.items.is_empty() {
+            state = self.wait(state);
         }
+        state.head.take()
+    }
+
+    fn wait<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        state.consumer_waiting = true;
+        let mut state = self
+            .shared
+            .ready
+            .wait(state)
+            .unwrap_or_else(|e| e.into_inner());
+        state.consumer_waiting = false;
+        state
     }
 
     /// Waits for the next item of the body.
@@ -344,6 +375,7 @@ impl Consumer {
                 if let Item::Data(d) = &item {
                     state.pending -= d.len();
                 }
+                state.charged -= charged;
                 let wake = state.producer_waiting;
                 drop(state);
                 if wake {
@@ -352,11 +384,7 @@ impl Consumer {
                 self.shared.budget.release(charged);
                 return item;
             }
-            state = self
-                .shared
-                .ready
-                .wait(state)
-                .unwrap_or_else(|e| e.into_inner());
+            state = self.wait(state);
         }
     }
 }
@@ -375,6 +403,7 @@ impl Drop for Consumer {
         let charged: u64 = state.items.iter().map(|(_, c)| c).sum();
         state.items.clear();
         state.pending = 0;
+        state.charged = 0;
         drop(state);
         self.shared.taken.notify_one();
         self.shared.budget.release(charged);
@@ -404,23 +433,29 @@ mod tests {
 
     #[test]
     fn the_budget_is_charged_beyond_the_allowance_and_released_when_sent() {
-        let budget = Budget::new(100);
+        // A response may take a sixteenth: 100 bytes of 1600.
+        let budget = Budget::new(1600);
         let (mut p, c) = pair(&budget);
         p.start(head());
         assert!(p.push(vec![0; ALLOWANCE]).unwrap());
-        assert!(p.push(vec![0; 100]).unwrap(), "within the budget");
+        assert!(p.push(vec![0; 100]).unwrap(), "within its share");
         assert_eq!(budget.used(), 100);
-        assert!(!p.push(vec![0; 1]).unwrap(), "spent: pause");
+        assert!(!p.push(vec![0; 1]).unwrap(), "its share is spent: pause");
+        // Another response still has its own share.
+        let (mut other, _c) = pair(&budget);
+        other.push(vec![0; ALLOWANCE]).unwrap();
+        assert!(other.push(vec![0; 100]).unwrap());
+        assert_eq!(budget.used(), 200);
         c.head();
         for _ in 0..3 {
             assert!(matches!(c.next(), Item::Data(_)));
         }
-        assert_eq!(budget.used(), 0);
+        assert_eq!(budget.used(), 100);
     }
 
     #[test]
     fn a_gone_consumer_stops_the_producer_and_gives_back_its_memory() {
-        let budget = Budget::new(1000);
+        let budget = Budget::new(16_000);
         let (mut p, c) = pair(&budget);
         p.push(vec![0; ALLOWANCE]).unwrap();
         p.push(vec![0; 500]).unwrap();

@@ -26,7 +26,8 @@ pub struct ProxyStats {
     /// Object body bytes sent (errors and the stats pages are not counted).
     pub bytes_served: AtomicU64,
     pub responses_aborted: AtomicU64,
-    pub connections_dropped: AtomicU64,
+    /// Client connections open now (a gauge, not a counter).
+    pub connections_open: AtomicU64,
     /// Responses by status class and the error statuses that matter to an operator.
     pub status_2xx: AtomicU64,
     pub status_3xx: AtomicU64,
@@ -59,7 +60,7 @@ impl Default for ProxyStats {
             revalidated: zero(),
             bytes_served: zero(),
             responses_aborted: zero(),
-            connections_dropped: zero(),
+            connections_open: zero(),
             status_2xx: zero(),
             status_3xx: zero(),
             status_400: zero(),
@@ -118,7 +119,7 @@ impl ProxyStats {
             ("segment_waits", segment_waits.0),
             ("segment_wait_microseconds", segment_waits.1),
             ("responses_aborted", load(&self.responses_aborted)),
-            ("connections_dropped", load(&self.connections_dropped)),
+            ("connections_open", load(&self.connections_open)),
             ("status_2xx", load(&self.status_2xx)),
             ("status_3xx", load(&self.status_3xx)),
             ("status_400", load(&self.status_400)),
@@ -178,6 +179,7 @@ const GAUGES: &[&str] = &[
     "bytes_held",
     "capacity_bytes",
     "max_object_bytes",
+    "connections_open",
 ];
 
 /// The Prometheus text exposition format: `shmcache_proxy_hits_total 12` and so on;

@@ -1,5 +1,6 @@
-//! The few process calls the servers need that std does not offer: the open-file limit,
-//! signals to a process by pid, and a handle that sees a process exit. They live here so that every `unsafe` block of the
+//! The few OS calls the servers need that std does not offer: the open-file limit,
+//! signals to a process by pid, a handle that sees a process exit, and a socket that
+//! resets when closed. They live here so that every `unsafe` block of the
 //! crate is in `src/ipc`.
 
 use std::io;
@@ -11,6 +12,27 @@ fn check(rc: libc::c_int) -> io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// Makes closing `stream` reset the connection (SO_LINGER on, zero seconds) instead of
+/// ending it with a FIN: how the proxy tells a client that a response was cut short, even
+/// one whose body runs to the connection's close. std has no stable call for this.
+pub fn reset_on_close(stream: &std::net::TcpStream) -> io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `linger` is a live, properly initialised `struct linger` and we pass its
+    // exact size; the descriptor is an open socket borrowed from `stream` for the call.
+    check(unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    })
 }
 
 /// Raises the soft limit on open files to the hard limit; returns the new soft limit.
