@@ -340,15 +340,16 @@ fn descriptors_never_run_out_connections_past_the_cap_get_503() {
     let (proxy, addr) = Proc::proxy_with_nofile(&name, 128, &[]);
     proxy.wait_log("--max-connections 4096 lowered to 32");
     assert_eq!(get(addr, "/f.txt").status, 200);
-    // That connection counts until the proxy has closed it; the stats request counts
-    // itself.
+    // That connection counts until the proxy has closed it. Watch for that over a kept-
+    // alive connection, which then stays open as one of those that fill the cap.
+    let mut watcher = Connection::open(addr);
     eventually("no other connection to be open", || {
-        let stats = String::from_utf8(get(addr, "/-/stats").body).unwrap();
+        let stats = String::from_utf8(watcher.get("/-/stats").2).unwrap();
         stats.contains("\"connections_open\": 1,")
     });
-    // Hold more connections than the cap: the ones past it are answered 503 and closed
-    // at once, and the proxy keeps its descriptors.
-    let held: Vec<TcpStream> = (0..32).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // Fill the cap; connections past it are answered 503 and closed at once, and the
+    // proxy keeps its descriptors.
+    let held: Vec<TcpStream> = (1..32).map(|_| TcpStream::connect(addr).unwrap()).collect();
     let mut refused = 0;
     for _ in 0..10 {
         let mut s = TcpStream::connect(addr).unwrap();
@@ -361,7 +362,7 @@ fn descriptors_never_run_out_connections_past_the_cap_get_503() {
         let _ = s.flush();
     }
     assert_eq!(refused, 10);
-    drop(held);
+    drop((held, watcher));
     eventually("the proxy to serve again once connections close", || {
         get(addr, "/f.txt").status == 200
     });

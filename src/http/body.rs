@@ -88,9 +88,7 @@ impl FillBody {
             self.fill = None;
         }
     }
-}
 
-impl FillBody {
     /// Gives up the fill (the cache keeps nothing of it) and hands back the rest of the
     /// source.
     pub fn abandon(mut self) -> io::Take<Source> {
@@ -150,9 +148,7 @@ impl CacheBody {
         }
         Ok(())
     }
-}
 
-impl CacheBody {
     /// Body bytes not yet read.
     pub fn remaining(&self) -> u64 {
         self.rx.remaining()

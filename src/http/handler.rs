@@ -37,13 +37,6 @@ pub struct Context {
     pub budget: Arc<Budget>,
 }
 
-impl Context {
-    /// Bytes of the response memory budget not taken now.
-    fn buffer_free(&self) -> u64 {
-        self.budget.limit().saturating_sub(self.budget.used())
-    }
-}
-
 /// Paths the proxy answers itself; files of these names cannot be served.
 pub const STATS_PATH: &str = "/-/stats";
 pub const METRICS_PATH: &str = "/-/metrics";
@@ -188,11 +181,12 @@ fn resume_after(ctx: Arc<Context>, hit: HitRange, next: u64) -> Option<spool::Re
         .then(|| -> spool::Resume { Box::new(move |out| resume_hit(ctx, hit, next, out)) })
 }
 
-/// Asks the cache for the next window of a paused hit, from `next`: one that the free
-/// memory can take, so that a client that lags again does not cancel it again.
+/// Asks the cache for the next window of a paused hit, from `next`: no more than a
+/// lagging response may keep in memory (see `server::park`), so that a client that lags
+/// again does not cancel this transfer too.
 fn resume_hit(ctx: Arc<Context>, hit: HitRange, next: u64, out: Producer) {
     let left = hit.end - next;
-    let window = (ALLOWANCE as u64).max(ctx.buffer_free() / 2).min(left);
+    let window = (ALLOWANCE as u64 + ctx.budget.per_response()).min(left);
     let part = Part::Range {
         offset: next,
         length: window,

@@ -445,6 +445,14 @@ struct Output<'a> {
     written: u64,
 }
 
+/// Runs the job for the rest of a response on a worker; returns the connection's new end
+/// of the hand-over.
+fn resume(job: Resume, workers: &ThreadPool, budget: &Arc<Budget>) -> Consumer {
+    let (producer, consumer) = spool::pair(budget);
+    workers.execute(move || job(producer));
+    consumer
+}
+
 /// The rest of a held body read into memory: each piece with the budget it took.
 struct Parked(Vec<(Vec<u8>, u64)>);
 
@@ -515,8 +523,14 @@ impl<'a> Output<'a> {
     /// The client is gone, wrote nothing for a whole window, or read less than the
     /// minimum rate over one.
     fn write(&mut self, parts: &[&[u8]]) -> io::Result<()> {
-        let mut slices: Vec<IoSlice> = parts.iter().map(|p| IoSlice::new(p)).collect();
-        let mut slices = &mut slices[..];
+        // At most four parts (a chunk's size line, the data and its end, after the head):
+        // held on the stack, as this runs for every piece of every body.
+        let mut held = [IoSlice::new(&[]); 4];
+        assert!(parts.len() <= held.len(), "at most four parts per write");
+        for (slot, part) in held.iter_mut().zip(parts) {
+            *slot = IoSlice::new(part);
+        }
+        let mut slices = &mut held[..parts.len()];
         // Drops leading empty parts, so that an empty write is no write at all.
         IoSlice::advance_slices(&mut slices, 0);
         while !slices.is_empty() {
@@ -588,10 +602,7 @@ impl<'a> Output<'a> {
         mut held: Box<dyn Held>,
         budget: &Budget,
     ) -> io::Result<(u64, Option<Resume>)> {
-        if self.buffer.is_empty() {
-            self.buffer = vec![0; STREAM_BUFFER].into_boxed_slice();
-        }
-        let mut buffer = std::mem::take(&mut self.buffer);
+        let mut buffer = self.take_buffer();
         let outcome = self.send_held_with(head, &mut held, &mut buffer);
         let _ = self.stream.set_write_timeout(Some(self.window));
         let result = outcome.and_then(|lagged| {
@@ -695,7 +706,7 @@ impl<'a> Output<'a> {
                     }
                     self.chunk(head.take(), &data, chunked)?;
                     sent += data.len() as u64;
-                    consumer.done_with(data);
+                    spool::recycle(data);
                 }
                 Item::Stream(mut body) => {
                     if let Some(h) = head.take() {
@@ -704,11 +715,7 @@ impl<'a> Output<'a> {
                     sent += self.stream_body(&mut body, left(sent), chunked)?;
                     return self.end(sent, length, chunked);
                 }
-                Item::Resume(job) => {
-                    let (producer, next) = spool::pair(budget);
-                    workers.execute(move || job(producer));
-                    *consumer = next;
-                }
+                Item::Resume(job) => *consumer = resume(job, workers, budget),
                 // Only bodies of known length are held (a cache's answers), never chunked.
                 Item::Held(held) if !chunked => {
                     if held.remaining() > left(sent) {
@@ -719,9 +726,7 @@ impl<'a> Output<'a> {
                     let Some(job) = next else {
                         return self.end(sent, length, chunked);
                     };
-                    let (producer, next) = spool::pair(budget);
-                    workers.execute(move || job(producer));
-                    *consumer = next;
+                    *consumer = resume(job, workers, budget);
                 }
                 Item::Held(_) => {
                     return Err(io::Error::other("a held body in a chunked response"));
@@ -748,12 +753,17 @@ impl<'a> Output<'a> {
         }
     }
 
-    /// Copies a body that holds no worker, at the client's pace, up to `left` bytes.
-    fn stream_body(&mut self, body: &mut Body, left: u64, chunked: bool) -> io::Result<u64> {
+    /// The connection's copy buffer, made on first use; put it back with `self.buffer =`.
+    fn take_buffer(&mut self) -> Box<[u8]> {
         if self.buffer.is_empty() {
             self.buffer = vec![0; STREAM_BUFFER].into_boxed_slice();
         }
-        let mut buffer = std::mem::take(&mut self.buffer);
+        std::mem::take(&mut self.buffer)
+    }
+
+    /// Copies a body that holds no worker, at the client's pace, up to `left` bytes.
+    fn stream_body(&mut self, body: &mut Body, left: u64, chunked: bool) -> io::Result<u64> {
+        let mut buffer = self.take_buffer();
         let mut sent = 0u64;
         let result = loop {
             let want = buffer

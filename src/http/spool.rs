@@ -106,10 +106,6 @@ impl Budget {
         }
     }
 
-    pub fn limit(&self) -> u64 {
-        self.limit
-    }
-
     /// The most one response may take: a sixteenth, so that a few slow clients cannot
     /// take it all from everyone else.
     pub fn per_response(&self) -> u64 {
@@ -117,7 +113,8 @@ impl Budget {
     }
 
     /// Bytes taken now.
-    pub fn used(&self) -> u64 {
+    #[cfg(test)]
+    fn used(&self) -> u64 {
         self.used.load(Ordering::Acquire)
     }
 }
@@ -386,13 +383,6 @@ impl Consumer {
             }
             state = self.wait(state);
         }
-    }
-}
-
-impl Consumer {
-    /// Gives back a data buffer once it has been written.
-    pub fn done_with(&self, data: Vec<u8>) {
-        recycle(data);
     }
 }
 
