@@ -17,8 +17,8 @@
 //!   slot. It starts a new generation with `begin_transfer`, orders the transfer, then
 //!   `Receiver::recv_head` and `read` into a 64 KiB buffer (the proxy's copy buffer) until
 //!   the body is complete. The writer (the child, in the cache's role) maps the segment by
-//!   name once and keeps the mapping (`cache::mappings`, the code shmcached uses), then
-//!   calls `channel::send` for each transfer, as shmcached does.
+//!   name once and keeps the mapping (as `ipc::server` does), then calls `channel::send`
+//!   for each transfer, as shmcached does.
 //! - `transfer_N/unix_socket`: the same N bytes written by the child with one `write_all`
 //!   on a connected `UnixStream` and read here into the same 64 KiB buffer: the design a
 //!   user would pick instead of shared memory.
@@ -65,10 +65,11 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
-use shmcache::cache::mappings::Mappings;
-use shmcache::ipc::channel::{self, Head, Receiver, Status};
+use std::collections::HashMap;
+
+use shmcache::ipc::channel::{self, Receiver};
 use shmcache::ipc::segment::{Segment, unlink_segment};
-use shmcache::ipc::{remove_stale_segments, segment_prefix};
+use shmcache::ipc::{Head, remove_stale_segments, segment_prefix};
 
 /// Set (to the Unix socket's abstract name) in the environment of the writer process.
 const CHILD_ENV: &str = "SHMCACHE_BENCH_CHANNEL_CHILD";
@@ -200,8 +201,9 @@ impl Writer {
         let generation = self.generation;
         seg.begin_transfer(generation);
         self.order(&format!("shm {} {generation} {len}\n", seg.name()));
-        let (head, mut rx) = Receiver::recv_head(seg, generation, TIMEOUT).expect("the head");
-        assert_eq!((head.status, head.body_len), (Status::Found, len as u64));
+        let (envelope, mut rx) =
+            Receiver::recv_head(seg, generation, false, TIMEOUT).expect("the head");
+        assert_eq!(envelope.head, Head::Stats { len: len as u64 });
         let mut got = 0;
         loop {
             let n = rx.read(seg, &mut self.buf).expect("a chunk");
@@ -214,7 +216,7 @@ impl Writer {
         // Give the last slot back: the segment is then at rest for the next transfer.
         rx.finish(seg).expect("the end of the transfer");
         assert!(
-            got == len && rx.is_complete(),
+            got == len && rx.remaining() == 0,
             "short transfer: {got} of {len}"
         );
     }
@@ -335,7 +337,7 @@ mod writer {
     }
 
     fn serve(socket: &str, names: &mut Vec<String>) -> Result<(), String> {
-        let mappings = Mappings::new(INSTANCE);
+        let mut mappings: HashMap<String, Segment> = HashMap::new();
         let addr = SocketAddr::from_abstract_name(socket.as_bytes()).map_err(|e| e.to_string())?;
         let mut socket = UnixStream::connect_addr(&addr).map_err(|e| format!("connecting: {e}"))?;
         let data = pattern(LARGEST);
@@ -346,17 +348,16 @@ mod writer {
                 ["seg", name] => names.push((*name).to_owned()),
                 ["shm", name, generation, len] => {
                     let (generation, len) = (number(generation)? as u64, number(len)?);
-                    // Kept between transfers, exactly as shmcached keeps its mappings.
-                    let seg = mappings
-                        .get(name, generation)
-                        .map_err(|e| format!("opening {name}: {e}"))?
-                        .ok_or_else(|| format!("{name} is in use"))?;
-                    let head = Head {
-                        total_len: len as u64,
-                        body_len: len as u64,
-                        ..Head::empty(Status::Found)
-                    };
-                    channel::send(&seg, generation, &head, &data[..len], TIMEOUT)
+                    // Kept between transfers, as shmcached keeps its mappings.
+                    if !mappings.contains_key(*name) {
+                        let seg =
+                            Segment::open(name).map_err(|e| format!("opening {name}: {e}"))?;
+                        mappings.insert((*name).to_owned(), seg);
+                    }
+                    let seg = &mappings[*name];
+                    // A head whose stream is the body alone, with no header block.
+                    let head = Head::Stats { len: len as u64 };
+                    channel::send(seg, generation, &head, &[&data[..len]], TIMEOUT)
                         .map_err(|e| format!("sending through {name}: {e}"))?;
                 }
                 ["unix", len] => socket

@@ -35,8 +35,8 @@ use shmcache::http::request::{Method, Request};
 use shmcache::http::response::{Headers, Reply, Value};
 use shmcache::http::server::{Server, ServerConfig, Service};
 use shmcache::http::spool::{self, Budget, CHUNK, Producer};
-use shmcache::ipc::channel::Etag;
-use shmcache::ipc::sys;
+use shmcache::ipc::Etag;
+use shmcache::ipc::process;
 
 /// webproxy's defaults, so the two differ only in where the bytes come from.
 const DEFAULT_THREADS: usize = 8;
@@ -96,7 +96,7 @@ fn run(dir: &Path, port: u16, threads: usize) -> io::Result<()> {
         );
     }
     let files = Arc::new(Memory(files));
-    let _ = sys::raise_nofile_limit();
+    let _ = process::raise_nofile_limit();
     let server = Server::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
     eprintln!(
         "memserve: listening on http://{} ({} files, {} bytes, {threads} threads)",

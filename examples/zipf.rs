@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use shmcache::ipc::sys;
+use shmcache::ipc::process;
 
 struct Options {
     files: usize,
@@ -98,7 +98,7 @@ struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = sys::terminate(self.0.id());
+        let _ = process::terminate(self.0.id());
         let _ = self.0.wait();
     }
 }

@@ -10,7 +10,8 @@ use common::*;
 use shmcache::ipc::queue::MessageQueue;
 use shmcache::ipc::queue_name;
 use shmcache::ipc::segment::Segment;
-use shmcache::ipc::wire::{MESSAGE_SIZE, Op, Request};
+use shmcache::ipc::wire::{MESSAGE_CAPACITY, Message};
+use shmcache::ipc::{Call, Conditions};
 
 fn usage_error(exe: &str, args: &[&str]) -> String {
     let out = Command::new(exe).args(args).output().unwrap();
@@ -99,56 +100,58 @@ fn malformed_messages_are_dropped_and_the_cache_keeps_serving() {
     // A segment of this instance, for requests that name a real segment.
     let seg_name = format!("/{name}.seg.999999.0");
     let seg = Segment::create(&seg_name, 4096, 1).unwrap();
-    let good = |segment: &str, generation: u64| Request::<String> {
-        op: Op::Get,
-        generation,
-        offset: 0,
-        length: u64::MAX,
-        flags: 0,
-        key: "/ok.txt".into(),
-        segment: segment.into(),
+    let good = |segment: &str, generation: u64| {
+        Message {
+            segment,
+            generation,
+            call: Call::Get {
+                key: "/ok.txt",
+                conditions: Conditions::default(),
+                allow_stale: false,
+                head_only: false,
+            },
+        }
+        .encode()
+        .unwrap()
     };
     // The segment is on generation 3, as after a checkout; requests below name it.
     seg.begin_transfer(3);
-    let valid = good(&seg_name, 3).encode().unwrap();
-    // Offsets from the table in src/ipc/wire.rs: magic, version, op, flags, the key.
-    const KEY: usize = 40;
+    let valid = good(&seg_name, 3);
+    // Offsets from the table in src/ipc/wire.rs: magic, version, op, generation, the
+    // segment's name (a length byte and the name), the key (two length bytes and the key),
+    // the flags, the conditions.
+    let key = 4 + 2 + 1 + 8 + 1 + seg_name.len() + 2;
+    let flags = key + "/ok.txt".len();
     let mut messages: Vec<Vec<u8>> = vec![
         Vec::new(),
-        valid[..100].to_vec(),
-        good(&format!("/{name}x.seg.1.0"), 0)
-            .encode()
-            .unwrap()
-            .to_vec(),
-        good("/other.seg.1.0", 0).encode().unwrap().to_vec(),
-        good(&format!("/{name}.seg.424242.0"), 0)
-            .encode()
-            .unwrap()
-            .to_vec(),
-        good(&seg_name, 7).encode().unwrap().to_vec(),
+        valid[..20].to_vec(),
+        [&valid[..], b"x"].concat(),
+        good(&format!("/{name}x.seg.1.0"), 0),
+        good("/other.seg.1.0", 0),
+        good(&format!("/{name}.seg.424242.0"), 0),
+        good(&seg_name, 7),
     ];
     for (at, byte) in [
         (0, 0x00),
         (4, 0x77),
         (6, 0x09),
-        (32, 0x04),
-        (KEY + 1, 0x00),
-        (KEY + 4095, b'x'),
+        (flags, 0x04),
+        (flags + 1, 0x09),
+        (key, b'x'),
+        (key + 3, 0x00), // "/ok\0txt": a NUL inside the key
+        (key + 1, 0xff), // not UTF-8
     ] {
         let mut m = valid.to_vec();
         m[at] = byte;
         messages.push(m);
     }
-    let mut key_with_nul = valid.to_vec();
-    key_with_nul[KEY + 3] = 0; // "/ok\0txt": bytes after the terminator
-    messages.push(key_with_nul);
-    assert!(messages.iter().all(|m| m.len() <= MESSAGE_SIZE));
+    assert!(messages.iter().all(|m| m.len() <= MESSAGE_CAPACITY));
     for m in &messages {
         queue.send_timeout(m, Duration::from_secs(5)).unwrap();
     }
     cache.wait_log_count("dropped", messages.len());
     // The segment was never written: no head, and the ready semaphore untouched.
-    assert_eq!(seg.read_head().status, 0);
+    assert_eq!(seg.read_head()[0], 0, "no head was written");
     drop(seg);
 
     let (proxy, addr) = Proc::proxy(&name, &[]);

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use shmcache::ipc::queue::MessageQueue;
 use shmcache::ipc::queue_name;
-use shmcache::ipc::segment::{ETAG_CAPACITY, HEADER_SIZE, RawHead, Segment};
-use shmcache::ipc::wire::{MESSAGE_SIZE, Request, Text};
+use shmcache::ipc::segment::{HEADER_SIZE, Segment};
+use shmcache::ipc::wire::{HEAD_CAPACITY, MESSAGE_CAPACITY, Message, encode_head};
+use shmcache::ipc::{Head, MAX_HEADER_BLOCK, Meta, Outcome};
 
 #[test]
 fn cache_killed_mid_transfer() {
@@ -320,7 +321,7 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
         .map_while(Result::ok)
         .find(|l| l.contains("open file limit: "))
         .expect("the proxy logs its limit");
-    shmcache::ipc::sys::terminate(child.id()).unwrap();
+    shmcache::ipc::process::terminate(child.id()).unwrap();
     assert!(child.wait().unwrap().success());
     let raised: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(raised > 64, "{line}");
@@ -483,23 +484,24 @@ fn storage_never_serves_outside_its_directory() {
     stop_and_check_clean(&name, vec![proxy]);
 }
 
-/// Plays the cache: receives one request and answers it with `head`, then lets `tamper`
-/// corrupt the segment before posting `ready`.
+/// Plays the cache: receives one call and answers it with the head bytes `head` makes of
+/// the call's generation and 100 bytes of 'z' in slot 0, then lets `tamper` corrupt the
+/// segment before posting `ready`.
 fn fake_cache_answer(
     queue: &MessageQueue,
-    head: impl Fn(&Request<Text>) -> RawHead,
+    head: impl Fn(u64) -> [u8; HEAD_CAPACITY],
     tamper: impl Fn(&str),
 ) {
-    let mut buf = vec![0u8; MESSAGE_SIZE];
+    let mut buf = vec![0u8; MESSAGE_CAPACITY];
     let n = queue.receive(&mut buf).unwrap();
-    let request = Request::decode(&buf[..n]).unwrap();
-    let seg = Segment::open(&request.segment).unwrap();
+    let message = Message::decode(&buf[..n]).unwrap();
+    let seg = Segment::open(&message.segment).unwrap();
     seg.free().wait_timeout(PATIENCE).unwrap();
     let body = vec![b'z'; 100.min(seg.slot_capacity())];
     seg.write_slot(0, 0, &body);
     seg.set_slot_len(0, body.len());
-    seg.write_head(&head(&request));
-    tamper(&request.segment);
+    seg.write_head(&head(message.generation));
+    tamper(&message.segment);
     seg.ready().post().unwrap();
 }
 
@@ -513,69 +515,118 @@ fn set_slot_len(segment: &str, slot: usize, len: u64) {
         .unwrap();
 }
 
+/// A stored response of 100 bytes with no header block, as a head would describe it.
+fn meta() -> Meta {
+    Meta {
+        status: 200,
+        total_len: 100,
+        header_len: 0,
+        modified: None,
+        etag: None,
+        stored_at: 0,
+        max_age: u64::MAX,
+        source_version: 1,
+    }
+}
+
+/// Bytes of a head before its meta: kind, generation, pid.
+const META_AT: usize = 1 + 8 + 4;
+
+fn found(meta: Meta, outcome: Outcome) -> impl Fn(u64) -> [u8; HEAD_CAPACITY] + Send {
+    move |generation| {
+        encode_head(
+            &Head::Found {
+                meta: meta.clone(),
+                outcome,
+            },
+            generation,
+        )
+    }
+}
+
+/// The head of a well-formed answer: 100 bytes, no header block.
+fn valid(generation: u64) -> [u8; HEAD_CAPACITY] {
+    found(meta(), Outcome::Full)(generation)
+}
+
+/// A valid head with `bytes` written over it at `at`.
+fn edited(at: usize, bytes: &'static [u8]) -> impl Fn(u64) -> [u8; HEAD_CAPACITY] + Send {
+    move |generation| {
+        let mut head = valid(generation);
+        head[at..at + bytes.len()].copy_from_slice(bytes);
+        head
+    }
+}
+
 #[test]
 fn malformed_segment_heads_are_refused_without_reading_out_of_bounds() {
     let name = instance("badhead");
-    let (queue, _) = MessageQueue::create(&queue_name(&name), 10, MESSAGE_SIZE).unwrap();
+    let (queue, _) = MessageQueue::create(&queue_name(&name), 10, MESSAGE_CAPACITY).unwrap();
     let (proxy, addr) = Proc::proxy(&name, &["-n", "1", "-z", "4K", "--cache-timeout", "2"]);
-    let valid = |r: &Request<Text>| RawHead {
-        status: 1,
-        generation: r.generation,
-        total_len: 100,
-        body_offset: 0,
-        body_len: 100,
-        modified: 0,
-        accept_len: 0,
-        stored_at: 0,
-        max_age: u64::MAX,
-        pid: std::process::id(),
-        etag_len: 0,
-        etag: [0; ETAG_CAPACITY],
-    };
     type Case = (
         &'static str,
-        Box<dyn Fn(&Request<Text>) -> RawHead + Send>,
+        Box<dyn Fn(u64) -> [u8; HEAD_CAPACITY] + Send>,
         Box<dyn Fn(&str) + Send>,
     );
     let cases: Vec<Case> = vec![
         (
-            "status out of range",
-            Box::new(move |r| RawHead {
-                status: 77,
-                ..valid(r)
-            }),
+            "no head at all",
+            Box::new(|_| [0; HEAD_CAPACITY]),
+            Box::new(|_| {}),
+        ),
+        (
+            "unknown head kind",
+            Box::new(edited(0, &[77])),
             Box::new(|_| {}),
         ),
         (
             "body past the object",
-            Box::new(move |r| RawHead {
-                body_len: 101,
-                ..valid(r)
-            }),
+            Box::new(found(meta(), Outcome::Partial { start: 0, len: 101 })),
             Box::new(|_| {}),
         ),
         (
             "offset overflow",
-            Box::new(move |r| RawHead {
-                body_offset: u64::MAX,
-                ..valid(r)
-            }),
+            Box::new(found(
+                meta(),
+                Outcome::Partial {
+                    start: u64::MAX,
+                    len: 2,
+                },
+            )),
             Box::new(|_| {}),
         ),
         (
             "wrong generation",
-            Box::new(move |r| RawHead {
-                generation: r.generation + 1,
-                ..valid(r)
-            }),
+            Box::new(move |generation| valid(generation + 1)),
             Box::new(|_| {}),
         ),
         (
-            "etag length past its field",
-            Box::new(move |r| RawHead {
-                etag_len: 5000,
-                ..valid(r)
-            }),
+            "entity tag length past its field",
+            // status, total_len, header_len, modified: then the tag's length.
+            Box::new(edited(META_AT + 2 + 8 + 4 + 8, &[200])),
+            Box::new(|_| {}),
+        ),
+        (
+            "header block too long",
+            Box::new(found(
+                Meta {
+                    header_len: MAX_HEADER_BLOCK + 1,
+                    ..meta()
+                },
+                Outcome::Full,
+            )),
+            Box::new(|_| {}),
+        ),
+        (
+            "a header block that would split the response",
+            Box::new(found(
+                Meta {
+                    header_len: 10,
+                    total_len: 90,
+                    ..meta()
+                },
+                Outcome::Full,
+            )),
             Box::new(|_| {}),
         ),
         (
@@ -607,6 +658,7 @@ fn malformed_segment_heads_are_refused_without_reading_out_of_bounds() {
     let r = get(addr, "/anything");
     fake.join().unwrap();
     assert_eq!((r.status, r.body), (200, vec![b'z'; 100]));
+    queue.unlink().unwrap();
     drop(queue);
     stop_and_check_clean(&name, vec![proxy]);
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use shmcache::ipc::lock::holder;
 use shmcache::ipc::queue::MessageQueue;
-use shmcache::ipc::wire::MESSAGE_SIZE;
+use shmcache::ipc::wire::MESSAGE_CAPACITY;
 use shmcache::ipc::{lock_name, queue_name};
 
 /// How long a refused start or a SIGTERM may take: generous for a loaded CI machine, yet
@@ -137,7 +137,7 @@ fn shutdown_sends_nothing_to_and_leaves_a_queue_that_is_not_ours() {
     files(dir.path());
     let cache = Proc::cache(&name, &["-c", dir.path().to_str().unwrap()]);
     // Another process's queue under the cache's name (the cache's own is unlinked).
-    let (other, replaced) = MessageQueue::create(&queue_name(&name), 10, MESSAGE_SIZE).unwrap();
+    let (other, replaced) = MessageQueue::create(&queue_name(&name), 10, MESSAGE_CAPACITY).unwrap();
     assert!(replaced);
     terminates_promptly(cache);
     assert_eq!(
@@ -145,13 +145,15 @@ fn shutdown_sends_nothing_to_and_leaves_a_queue_that_is_not_ours() {
         other.identity().unwrap(),
         "the cache left a queue that is not its own"
     );
-    let mut buf = vec![0; MESSAGE_SIZE];
+    let mut buf = vec![0; MESSAGE_CAPACITY];
     let err = other.receive_timeout(&mut buf, Duration::ZERO).unwrap_err();
     assert_eq!(
         err.kind(),
         std::io::ErrorKind::TimedOut,
         "nothing was sent to it"
     );
+    // Removing a queue's name is its owner's explicit step: dropping a handle only closes it.
+    assert!(other.unlink().unwrap());
     drop(other);
     assert_clean(&name);
     assert!(!lock_exists(&name), "the lock object is left");

@@ -72,8 +72,9 @@ fn a_small_capacity_holds_and_the_least_recently_used_goes_first() {
     let name = instance("lru");
     let disk = tempfile::tempdir().unwrap();
     let files = make_files(disk.path(), (0..5).map(|i| (format!("{i}.bin"), 10_000)));
-    // Room for three of them.
-    let capacity = 3 * (10_000 + "/0.bin".len() as u64 + ENTRY_OVERHEAD);
+    // Room for three of them, each with its header block (Last-Modified, ETag and
+    // Content-Type: about 110 bytes; 200 is room enough, and far from a fourth entry).
+    let capacity = 3 * (10_000 + "/0.bin".len() as u64 + ENTRY_OVERHEAD + 200);
     let cap = capacity.to_string();
     let cache = Proc::cache(&name, &["--capacity", &cap]);
     let (proxy, addr) = Proc::proxy(&name, &["-s", disk.path().to_str().unwrap()]);

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use shmcache::args::{parse_instance_name, parse_seconds, parse_size};
-use shmcache::cache::daemon::{Daemon, DaemonConfig};
+use shmcache::cache::service::Cache;
 use shmcache::cache::{preload::preload, store::Store};
 use shmcache::ipc::lock::InstanceLock;
+use shmcache::ipc::server::{Config, Server};
 use shmcache::shutdown::{Shutdown, on_signals};
 
 /// Holds files in memory and writes them into webproxy's shared-memory segments on request.
@@ -82,20 +83,25 @@ fn main() -> ExitCode {
             }
         }
     }
-    let config = DaemonConfig {
+    let config = Config {
         name: args.name,
         threads: args.threads.get(),
         delay: Duration::from_micros(args.delay),
         timeout: args.cache_timeout,
     };
-    let daemon = match Daemon::new(config, store, lock) {
-        Ok(d) => d,
+    let (objects, bytes) = store.size();
+    log::info!(
+        "holding {objects} entries ({bytes} of {} bytes)",
+        store.capacity()
+    );
+    let server = match Server::new(config, lock) {
+        Ok(server) => server,
         Err(e) => {
             log::error!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    let unfinished = daemon.run(&shutdown);
+    let unfinished = server.run(Arc::new(Cache::new(store)), &shutdown);
     if unfinished > 0 {
         log::warn!("{unfinished} transfers abandoned at exit");
     }

@@ -12,8 +12,7 @@ use shmcache::args::{parse_instance_name, parse_seconds, parse_size};
 use shmcache::http::proxy::{Proxy, ProxyConfig};
 use shmcache::http::server::ServerConfig;
 use shmcache::http::spawn::CacheChild;
-use shmcache::ipc::segment::min_segment_size;
-use shmcache::ipc::sys;
+use shmcache::ipc::{min_segment_size, process};
 use shmcache::shutdown::{Shutdown, on_signals};
 
 /// Serves files over HTTP from the shmcached cache process, falling back to a directory.
@@ -141,7 +140,7 @@ fn run(args: Args) -> Result<(), String> {
     on_signals(shutdown.clone(), stop, None)
         .map_err(|e| format!("installing signal handlers: {e}"))?;
     let mut max_connections = args.max_connections;
-    match sys::raise_nofile_limit() {
+    match process::raise_nofile_limit() {
         Ok(n) => {
             log::debug!("open file limit: {n}");
             // A connection costs its socket, and a file or an origin socket while it

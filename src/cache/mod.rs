@@ -1,7 +1,7 @@
-//! The cache process: what it holds ([`store`]), how it fills at start ([`preload`]), how
-//! it answers the queue ([`daemon`]) and the segments it keeps mapped ([`mappings`]).
+//! The cache process: what it holds ([`store`]), how it fills at start ([`preload`]), and
+//! what it does for each call of the protocol ([`service`]); the receive loop itself is
+//! the protocol's ([`crate::ipc::server`]).
 
-pub mod daemon;
-pub mod mappings;
 pub mod preload;
+pub mod service;
 pub mod store;

@@ -19,8 +19,8 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::store::{Entry, Store, file_etag, file_version};
-use crate::ipc::channel::Etag;
+use super::store::{Entry, Store, file_etag, file_headers, file_version};
+use crate::ipc::{Etag, Meta};
 
 /// Where a preloaded entry came from, kept with it.
 #[derive(Debug)]
@@ -55,7 +55,7 @@ pub fn preload(store: &Store, path: &Path, ttl: u64) -> io::Result<usize> {
     let mut loaded = 0;
     for (key, file) in list(path)? {
         match open(&file)
-            .and_then(|(f, meta)| read(f, &meta, file.clone(), ttl))
+            .and_then(|(f, meta)| read(&key, f, &meta, file.clone(), ttl))
             .map(|entry| store.insert(&key, entry))
         {
             Ok(Ok(evicted)) => {
@@ -97,20 +97,26 @@ fn open(path: &Path) -> io::Result<(File, Metadata)> {
     Ok((file, meta))
 }
 
-/// Reads an opened file into an entry fresh for `ttl` seconds.
-fn read(mut file: File, meta: &Metadata, path: PathBuf, ttl: u64) -> io::Result<Entry> {
+/// Reads an opened file into an entry for `key`, fresh for `ttl` seconds, with the
+/// headers the proxy's directory storage gives the same file.
+fn read(key: &str, mut file: File, meta: &Metadata, path: PathBuf, ttl: u64) -> io::Result<Entry> {
     let mut body = Vec::with_capacity(meta.len() as usize);
     file.read_to_end(&mut body)?;
     let modified = meta.modified().ok();
     // The tag the proxy's directory storage gives the same file, from the same metadata.
     let etag = file_etag(modified, meta.len());
-    let entry = Entry::new(
-        body.into_boxed_slice(),
+    let headers = file_headers(key, modified, Some(&etag));
+    let stored = Meta {
+        status: 200,
+        total_len: body.len() as u64,
+        header_len: headers.len() as u32,
         modified,
-        Etag::new(&etag),
-        file_version(meta),
-        ttl,
-    );
+        etag: Etag::new(&etag),
+        stored_at: 0,
+        max_age: ttl,
+        source_version: file_version(meta),
+    };
+    let entry = Entry::new(&stored, headers.into_boxed_slice(), body.into_boxed_slice());
     Ok(entry.with_source(Source::new(path, ttl)))
 }
 
@@ -180,7 +186,7 @@ pub(super) fn check(store: &Store, key: &str, entry: &Arc<Entry>) -> Checked {
             meta.len()
         ));
     }
-    let fresh = match read(file, &meta, source.path.clone(), source.ttl) {
+    let fresh = match read(key, file, &meta, source.path.clone(), source.ttl) {
         Ok(fresh) => Arc::new(fresh),
         Err(e) if is_gone(&e) => return gone(&e),
         Err(e) => {

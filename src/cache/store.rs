@@ -9,13 +9,17 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::preload::Source;
-use crate::ipc::channel::{Etag, unix_now};
+use crate::ipc::{Etag, Meta, unix_now};
 
-/// One cached object. Shared by `Arc` so that a transfer in progress keeps its bytes alive
-/// even if the entry is evicted or replaced meanwhile, without holding any lock while it
-/// copies.
+/// One cached response: status, header block, validators and freshness beside the body.
+/// Shared by `Arc` so that a transfer in progress keeps its bytes alive even if the entry
+/// is evicted or replaced meanwhile, without holding any lock while it copies.
 #[derive(Debug)]
 pub struct Entry {
+    /// The HTTP status it is served with (200 for a file).
+    pub status: u16,
+    /// End-to-end header lines (`Name: value\r\n` each), sent as they are.
+    pub headers: Box<[u8]>,
     pub body: Box<[u8]>,
     pub modified: Option<SystemTime>,
     /// Entity tag, quotes included (see [`file_etag`]); `None` for an origin's object that
@@ -54,26 +58,37 @@ fn unique_version() -> u64 {
 }
 
 impl Entry {
-    /// A new entry, fresh from now for `max_age` seconds.
-    pub fn new(
-        body: Box<[u8]>,
-        modified: Option<SystemTime>,
-        etag: Option<Etag>,
-        source_version: u64,
-        max_age: u64,
-    ) -> Entry {
+    /// A new entry for the response `meta` describes, fresh from now for `meta.max_age`
+    /// seconds (`meta.stored_at` is not taken: the clock of this store counts).
+    pub fn new(meta: &Meta, headers: Box<[u8]>, body: Box<[u8]>) -> Entry {
+        debug_assert_eq!(meta.total_len, body.len() as u64);
         Entry {
+            status: meta.status,
+            headers,
             body,
-            modified,
-            etag,
-            source_version: if source_version == 0 {
-                unique_version()
-            } else {
-                source_version
+            modified: meta.modified,
+            etag: meta.etag,
+            source_version: match meta.source_version {
+                0 => unique_version(),
+                version => version,
             },
             source: None,
             stored_at: AtomicU64::new(unix_now()),
-            max_age: AtomicU64::new(max_age),
+            max_age: AtomicU64::new(meta.max_age),
+        }
+    }
+
+    /// How it crosses the channel.
+    pub fn meta(&self) -> Meta {
+        Meta {
+            status: self.status,
+            total_len: self.body.len() as u64,
+            header_len: self.headers.len() as u32,
+            modified: self.modified,
+            etag: self.etag,
+            stored_at: self.stored_at(),
+            max_age: self.max_age(),
+            source_version: self.source_version,
         }
     }
 
@@ -113,6 +128,26 @@ pub fn file_etag(modified: Option<SystemTime>, len: u64) -> String {
         .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
     format!("\"{secs:x}-{len:x}\"")
+}
+
+/// The header block a file is served with, by the cache and by the proxy alike: its type
+/// (from the key's extension), entity tag and modification time.
+pub fn file_headers(key: &str, modified: Option<SystemTime>, etag: Option<&str>) -> Vec<u8> {
+    let mut block = String::new();
+    if let Some(modified) = modified {
+        block.push_str(&format!(
+            "Last-Modified: {}\r\n",
+            httpdate::fmt_http_date(modified)
+        ));
+    }
+    if let Some(etag) = etag {
+        block.push_str(&format!("ETag: {etag}\r\n"));
+    }
+    let content_type = mime_guess::from_path(key)
+        .first_raw()
+        .unwrap_or("application/octet-stream");
+    block.push_str(&format!("Content-Type: {content_type}\r\n"));
+    block.into_bytes()
 }
 
 /// An opaque 64-bit identity of a file's contents as `stat` sees them: device, inode,
@@ -207,7 +242,8 @@ fn cost(key: &str, entry: &Entry) -> u64 {
         .source
         .as_ref()
         .map_or(0, |s| s.path().as_os_str().len());
-    entry.body.len() as u64 + key.len() as u64 + source as u64 + ENTRY_OVERHEAD
+    let bytes = entry.body.len() + entry.headers.len() + key.len() + source;
+    bytes as u64 + ENTRY_OVERHEAD
 }
 
 impl Lru {
@@ -427,8 +463,22 @@ impl Store {
 mod tests {
     use super::*;
 
+    fn meta(len: usize, max_age: u64) -> Meta {
+        Meta {
+            status: 200,
+            total_len: len as u64,
+            header_len: 0,
+            modified: None,
+            etag: None,
+            stored_at: 0,
+            max_age,
+            source_version: 0,
+        }
+    }
+
     fn entry(len: usize) -> Entry {
-        Entry::new(vec![7; len].into_boxed_slice(), None, None, 0, u64::MAX)
+        let body = vec![7; len].into_boxed_slice();
+        Entry::new(&meta(len, u64::MAX), Box::new([]), body)
     }
 
     #[test]
@@ -513,7 +563,7 @@ mod tests {
 
     #[test]
     fn freshness_and_renewal() {
-        let e = Entry::new(Box::new([]), None, None, 0, 0);
+        let e = Entry::new(&meta(0, 0), Box::new([]), Box::new([]));
         assert!(!e.is_fresh(), "a zero lifetime is stale at once (no-cache)");
         e.renew(60);
         assert!(e.is_fresh());

@@ -3,12 +3,11 @@
 use std::io::{self, Read};
 use std::sync::Arc;
 
-use super::cache_client::Fill;
 use super::coalesce::Ticket;
 use super::stats::{ProxyStats, bump};
 use super::storage::Source;
-use crate::ipc::channel::Receiver;
-use crate::ipc::pool::Lease;
+use crate::ipc::Etag;
+use crate::ipc::client::{CacheBody, Fill};
 
 /// The body of a response.
 pub enum Body {
@@ -47,7 +46,7 @@ pub struct HitRange {
     pub end: u64,
     pub total_len: u64,
     pub modified: Option<std::time::SystemTime>,
-    pub etag: Option<crate::ipc::channel::Etag>,
+    pub etag: Option<Etag>,
     /// The identity of the entry's bytes (see the segment head's `source_version`).
     pub version: u64,
 }
@@ -120,45 +119,5 @@ impl Drop for FillBody {
             // The response ended before the object did (client gone, storage failed).
             bump(&self.stats.fills_aborted);
         }
-    }
-}
-
-/// A body that drains a segment's ring.
-///
-/// It owns the lease, so the segment goes back to the pool when the response is done with
-/// the body, whether the transfer finished (reused as is) or not (rebuilt: see
-/// [`pool`](crate::ipc::pool)). The proxy never holds more than one slot of the file.
-pub struct CacheBody {
-    lease: Lease,
-    rx: Receiver,
-}
-
-impl CacheBody {
-    pub fn new(lease: Lease, rx: Receiver) -> io::Result<CacheBody> {
-        let mut body = CacheBody { lease, rx };
-        body.settle()?;
-        Ok(body)
-    }
-
-    /// Once the last byte is out, gives the last slot back: the segment is then at rest.
-    fn settle(&mut self) -> io::Result<()> {
-        if self.rx.remaining() == 0 {
-            self.rx.finish(self.lease.segment())?;
-            self.lease.set_at_rest();
-        }
-        Ok(())
-    }
-
-    /// Body bytes not yet read.
-    pub fn remaining(&self) -> u64 {
-        self.rx.remaining()
-    }
-}
-
-impl Read for CacheBody {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.rx.read(self.lease.segment(), buf)?;
-        self.settle()?;
-        Ok(n)
     }
 }

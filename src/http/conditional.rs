@@ -1,160 +1,30 @@
-//! Conditional and range requests (RFC 9110 §13 and §14), decided from an object's
-//! validators: its length, modification time and entity tag.
-//!
-//! The order is the RFC's: `If-None-Match` (or, without it, `If-Modified-Since`) may turn
-//! the answer into 304; then `Range`, guarded by `If-Range`, may turn it into 206 or 416.
-//! Where the RFC lets a server choose, we do what nginx's static module does, except where
-//! the docs say otherwise (README, "HTTP behaviour").
+//! Conditional and range requests (RFC 9110 §13 and §14): reading the headers into the
+//! [`Conditions`] that a GET carries to the cache. Deciding them is the protocol's part
+//! ([`crate::ipc::Conditions::evaluate`]), so that the cache and the proxy decide alike.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use crate::ipc::{ByteRange, Conditions, ETAG_CAPACITY, IfRange, MAX_TAGS, TagList};
 
-/// What the request asks for beyond "the whole object".
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Conditions {
-    if_none_match: Option<TagList>,
-    if_modified_since: Option<SystemTime>,
-    range: Option<ByteRange>,
-    if_range: Option<IfRange>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum TagList {
-    Any,
-    /// Opaque tags with their quotes, `W/` stripped (If-None-Match compares weakly).
-    Tags(Vec<String>),
-}
-
-/// One byte range, as the request spelled it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ByteRange {
-    /// `bytes=a-b`
-    FromTo(u64, u64),
-    /// `bytes=a-`
-    From(u64),
-    /// `bytes=-n`
-    Last(u64),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum IfRange {
-    Tag(String),
-    Date(SystemTime),
-}
-
-/// The validators of an object, wherever it came from.
-#[derive(Debug, Clone, Copy)]
-pub struct Validators<'a> {
-    /// `None` when an origin did not say (no Content-Length): ranges are then ignored.
-    pub len: Option<u64>,
-    pub modified: Option<SystemTime>,
-    pub etag: Option<&'a str>,
-}
-
-/// The answer the conditions call for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// 304, no body.
-    NotModified,
-    /// 200 with the whole object.
-    Full,
-    /// 206 with `len` bytes from `start`.
-    Partial { start: u64, len: u64 },
-    /// 416: the range starts past the end.
-    Unsatisfiable,
-}
-
-impl Outcome {
-    /// The byte range of the object this outcome sends, if it sends any bytes.
-    pub fn body_range(self, total: u64) -> Option<(u64, u64)> {
-        match self {
-            Outcome::Full => Some((0, total)),
-            Outcome::Partial { start, len } => Some((start, len)),
-            Outcome::NotModified | Outcome::Unsatisfiable => None,
+/// Reads the headers that matter; malformed ones are ignored, as the RFC asks.
+pub fn from_headers<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Conditions {
+    let mut c = Conditions::default();
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("If-None-Match") {
+            c.if_none_match = parse_tag_list(value);
+        } else if name.eq_ignore_ascii_case("If-Modified-Since") {
+            c.if_modified_since = httpdate::parse_http_date(value).ok();
+        } else if name.eq_ignore_ascii_case("Range") {
+            c.range = parse_range(value);
+        } else if name.eq_ignore_ascii_case("If-Range") {
+            c.if_range = parse_if_range(value);
         }
     }
-}
-
-impl Conditions {
-    /// Reads the headers that matter; malformed ones are ignored, as the RFC asks.
-    pub fn from_headers<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Conditions {
-        let mut c = Conditions::default();
-        for (name, value) in headers {
-            if name.eq_ignore_ascii_case("If-None-Match") {
-                c.if_none_match = parse_tag_list(value);
-            } else if name.eq_ignore_ascii_case("If-Modified-Since") {
-                c.if_modified_since = httpdate::parse_http_date(value).ok();
-            } else if name.eq_ignore_ascii_case("Range") {
-                c.range = parse_range(value);
-            } else if name.eq_ignore_ascii_case("If-Range") {
-                c.if_range = parse_if_range(value);
-            }
-        }
-        c
+    // A tag longer than any we hold matches nothing: such an If-Range asks for the whole
+    // object (RFC 9110 §13.1.5), and cannot cross the channel as it is.
+    if matches!(&c.if_range, Some(IfRange::Tag(t)) if t.len() > ETAG_CAPACITY) {
+        c.if_range = None;
+        c.range = None;
     }
-
-    /// Whether the answer depends on validators the proxy does not know before it asks.
-    pub fn has_preconditions(&self) -> bool {
-        self.if_none_match.is_some() || self.if_modified_since.is_some() || self.if_range.is_some()
-    }
-
-    /// The range asked for, if any.
-    pub fn range(&self) -> Option<ByteRange> {
-        self.range
-    }
-
-    /// Decides the answer for an object with these validators.
-    pub fn evaluate(&self, v: &Validators) -> Outcome {
-        if self.not_modified(v) {
-            return Outcome::NotModified;
-        }
-        let (Some(range), Some(len)) = (self.range, v.len) else {
-            return Outcome::Full;
-        };
-        // nginx serves an empty object whole, whatever the range.
-        if len == 0 || !self.if_range_holds(v) {
-            return Outcome::Full;
-        }
-        match resolve(range, len) {
-            Some((start, len)) => Outcome::Partial { start, len },
-            None => Outcome::Unsatisfiable,
-        }
-    }
-
-    fn not_modified(&self, v: &Validators) -> bool {
-        match (&self.if_none_match, self.if_modified_since) {
-            (Some(TagList::Any), _) => true,
-            (Some(TagList::Tags(tags)), _) => v
-                .etag
-                .is_some_and(|etag| tags.iter().any(|t| t == strip_weak(etag))),
-            (None, Some(since)) => v.modified.is_some_and(|m| whole_seconds(m) <= since),
-            (None, None) => false,
-        }
-    }
-
-    /// If-Range needs a strong match: the same strong tag, or exactly the same date.
-    fn if_range_holds(&self, v: &Validators) -> bool {
-        match &self.if_range {
-            None => true,
-            Some(IfRange::Tag(tag)) => v.etag.is_some_and(|e| !e.starts_with("W/") && e == tag),
-            Some(IfRange::Date(date)) => v.modified.is_some_and(|m| whole_seconds(m) == *date),
-        }
-    }
-}
-
-/// Resolves a range against an object of `total` bytes (non-zero): start and length, or
-/// `None` when nothing of it lies inside the object.
-pub fn resolve(range: ByteRange, total: u64) -> Option<(u64, u64)> {
-    let (start, end) = match range {
-        ByteRange::FromTo(a, b) => (a, b.saturating_add(1).min(total)),
-        ByteRange::From(a) => (a, total),
-        ByteRange::Last(n) => (total - n.min(total), total),
-    };
-    (start < end).then_some((start, end - start))
-}
-
-fn whole_seconds(t: SystemTime) -> SystemTime {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    UNIX_EPOCH + Duration::from_secs(secs)
+    c
 }
 
 fn strip_weak(tag: &str) -> &str {
@@ -174,11 +44,16 @@ fn parse_tag_list(value: &str) -> Option<TagList> {
     if value == "*" {
         return Some(TagList::Any);
     }
+    // A tag longer than any we hold cannot match; past MAX_TAGS, the rest is left out, which
+    // can only turn a 304 into a 200 (always a correct answer), never the reverse.
     let tags: Vec<String> = value
         .split(',')
         .map(str::trim)
         .filter(|t| is_entity_tag(t))
-        .map(|t| strip_weak(t).to_owned())
+        .map(strip_weak)
+        .filter(|t| t.len() <= ETAG_CAPACITY)
+        .take(MAX_TAGS)
+        .map(str::to_owned)
         .collect();
     (!tags.is_empty()).then_some(TagList::Tags(tags))
 }
@@ -218,9 +93,11 @@ fn parse_range(value: &str) -> Option<ByteRange> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipc::{Outcome, Validators};
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn conditions(headers: &[(&str, &str)]) -> Conditions {
-        Conditions::from_headers(headers.iter().copied())
+        from_headers(headers.iter().copied())
     }
 
     const MODIFIED: u64 = 1_700_000_000;

@@ -5,29 +5,28 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::body::{Body, CacheBody, FillBody, HitRange};
-use super::cache_client::{Answer, CacheClient, CacheError, Part};
+use super::body::{Body, FillBody, HitRange};
 use super::coalesce::{Coalescer, Role, Ticket};
-use super::conditional::{ByteRange, Conditions, Outcome, Validators};
+use super::conditional;
 use super::path::{PathError, object_key, percent_encode};
 use super::request::{Method, Request};
 use super::response::{self, Headers, Reply, Value};
 use super::server::Service;
 use super::spool::{self, ALLOWANCE, Budget, CHUNK, Producer};
 use super::stats::{self, ProxyStats, bump};
-use super::storage::{Cached as StoredValidators, Lookup, Revalidation, StorageError};
-use crate::ipc::channel::{ChannelError, Etag, Head};
-use crate::ipc::pool::SegmentPool;
+use super::storage::{Cached as StoredValidators, Lookup, Object, Revalidation, StorageError};
+use crate::cache::store::file_headers;
+use crate::ipc::client::{Answer, CacheBody, Client, Found};
+use crate::ipc::{ByteRange, Conditions, Etag, Meta, Outcome, Validators};
 
 /// What every request handler shares.
 pub struct Context {
-    pub cache: Arc<CacheClient>,
+    pub cache: Arc<Client>,
     pub storage: Option<super::storage::Storage>,
     pub coalescer: Arc<Coalescer>,
     /// How long a miss waits for another request's fetch of the same key.
     pub coalesce_timeout: Duration,
     pub stats: Arc<ProxyStats>,
-    pub pool: Arc<SegmentPool>,
     /// How long past its lifetime an entry may still be served while secondary storage
     /// cannot be reached to revalidate it (stale-if-error), in seconds.
     pub stale_if_error: u64,
@@ -187,21 +186,20 @@ fn resume_after(ctx: Arc<Context>, hit: HitRange, next: u64) -> Option<spool::Re
 fn resume_hit(ctx: Arc<Context>, hit: HitRange, next: u64, out: Producer) {
     let left = hit.end - next;
     let window = (ALLOWANCE as u64 + ctx.budget.per_response()).min(left);
-    let part = Part::Range {
-        offset: next,
-        length: window,
+    let conditions = Conditions {
+        range: Some(ByteRange::FromTo(next, next + window - 1)),
+        ..Conditions::default()
     };
     // Stale or not, the bytes must be the ones the response began with.
-    match ctx.cache.get(&hit.key, part, true) {
-        Ok(Answer::Found { head, body })
-            if head.total_len == hit.total_len
-                && head.modified == hit.modified
-                && head.etag == hit.etag
-                && head.source_version == hit.version
-                && head.body_offset == next
-                && head.body_len == window =>
+    match ctx.cache.get(&hit.key, &conditions, true, false) {
+        Ok(Answer::Found(found))
+            if found.meta.total_len == hit.total_len
+                && found.meta.modified == hit.modified
+                && found.meta.etag == hit.etag
+                && found.meta.source_version == hit.version
+                && found.range == (next, window) =>
         {
-            deliver_hit(ctx, body, hit, next + window, out);
+            deliver_hit(ctx, found.body, hit, next + window, out);
         }
         Ok(_) => out.fail(io::Error::other(format!(
             "{}: the cached object changed or left mid-response",
@@ -258,7 +256,7 @@ fn respond_to(ctx: &Context, request: &Request) -> (Reply, Source) {
         METRICS_PATH => return (stats_page(ctx, true), Source::Proxy),
         _ => {}
     }
-    let conditions = Conditions::from_headers(
+    let conditions = conditional::from_headers(
         request
             .headers
             .iter()
@@ -289,120 +287,105 @@ struct Ask<'a> {
     head_only: bool,
 }
 
-/// Serves an object: from the cache, else from secondary storage (filling the cache when
-/// the whole object is sent), else an error.
+/// The one decision: ask the cache once, then serve a fresh hit, revalidate an expired
+/// entry, or serve a miss from secondary storage (filling the cache on the way).
 fn lookup(ctx: &Context, ask: &Ask) -> (Reply, Source) {
-    let Ask {
-        key,
-        conditions,
-        head_only,
-        ..
-    } = *ask;
     // With no secondary storage there is nothing to revalidate against: whatever the cache
     // holds is served, expired or not.
     let allow_stale = ctx.storage.is_none();
-    let accept_len = match from_cache(ctx, ask, allow_stale) {
-        Ok(Cached::Hit(reply)) => return (reply, Source::Hit),
-        Ok(Cached::Miss { accept_len }) => Some(accept_len),
-        Ok(Cached::Expired(head)) => {
-            return match &ctx.storage {
-                Some(storage) => revalidate(ctx, storage, ask, &head),
-                // Asked with ALLOW_STALE, a cache that still answers "expired" is broken.
-                None => {
-                    log::warn!("{key}: the cache answered expired to an ALLOW_STALE request");
-                    (
-                        Reply::text(503, UNAVAILABLE).with_header("Retry-After", "1"),
-                        Source::Proxy,
-                    )
-                }
-            };
-        }
+    match ctx
+        .cache
+        .get(ask.key, ask.conditions, allow_stale, ask.head_only)
+    {
+        Ok(Answer::Found(found)) => (hit(ask, found), Source::Hit),
+        Ok(Answer::Expired {
+            meta, accept_len, ..
+        }) => revalidate(ctx, ask, &meta, accept_len),
+        Ok(Answer::Missing { accept_len }) => miss(ctx, ask, Some(accept_len)),
         Err(e) => {
-            log::debug!("{key}: cache: {e}");
-            None
+            log::debug!("{}: cache: {e}", ask.key);
+            miss(ctx, ask, None)
         }
-    };
+    }
+}
+
+/// Serves what the cache does not have from secondary storage. `accept_len` is what the
+/// cache said it would take (`None`: it did not answer): only a plain GET of the whole
+/// object fills it, and only one request per key does; the others wait for that fill and
+/// then ask the cache again.
+fn miss(ctx: &Context, ask: &Ask, accept_len: Option<u64>) -> (Reply, Source) {
     let Some(storage) = &ctx.storage else {
         return match accept_len {
             Some(_) => (Reply::text(404, "404 Not Found\n"), Source::Proxy),
-            None => {
-                let text = UNAVAILABLE;
-                (
-                    Reply::text(503, text).with_header("Retry-After", "1"),
-                    Source::Proxy,
-                )
-            }
+            None => unavailable(),
         };
     };
-    // Only a plain GET of the whole object can fill the cache as it is served.
-    let may_fill = !head_only && conditions.range().is_none();
+    let may_fill = !ask.head_only && ask.conditions.range.is_none();
     let fill = match accept_len {
-        Some(accept_len) if may_fill && accept_len > 0 => match ctx.coalescer.join(key) {
+        Some(accept_len) if may_fill && accept_len > 0 => match ctx.coalescer.join(ask.key) {
             Role::Leader(ticket) => Some((accept_len, ticket)),
             Role::Follower(flight) => {
-                bump(&ctx.stats.coalesced_waits);
-                if flight.wait(ctx.coalesce_timeout) {
-                    if let Ok(Cached::Hit(reply)) = from_cache(ctx, ask, false) {
-                        return (reply, Source::Hit);
-                    }
-                } else {
-                    bump(&ctx.stats.coalesce_timeouts);
-                }
-                None
+                return after_fill(ctx, ask, flight.wait(ctx.coalesce_timeout));
             }
         },
         _ => None,
     };
-    from_storage(ctx, storage.lookup(key), ask, fill)
+    from_storage(ctx, storage.lookup(ask.key), ask, fill)
+}
+
+/// A request that waited for another one's fill (or revalidation) of its key: asks the
+/// cache again once it is in, else serves from secondary storage without filling.
+fn after_fill(ctx: &Context, ask: &Ask, filled: bool) -> (Reply, Source) {
+    bump(&ctx.stats.coalesced_waits);
+    if !filled {
+        bump(&ctx.stats.coalesce_timeouts);
+    } else if let Ok(Answer::Found(found)) =
+        ctx.cache.get(ask.key, ask.conditions, false, ask.head_only)
+    {
+        return (hit(ask, found), Source::Hit);
+    }
+    let storage = ctx.storage.as_ref().expect("only misses with storage wait");
+    from_storage(ctx, storage.lookup(ask.key), ask, None)
 }
 
 /// Serves an entry whose lifetime has passed: checks it against secondary storage first
 /// (one request per key does, the others wait for it), then renews and serves it, or
 /// replaces it with the new version, or (storage unreachable) serves it stale for a while.
-fn revalidate(
-    ctx: &Context,
-    storage: &super::storage::Storage,
-    ask: &Ask,
-    head: &Head,
-) -> (Reply, Source) {
+fn revalidate(ctx: &Context, ask: &Ask, meta: &Meta, accept_len: u64) -> (Reply, Source) {
     let key = ask.key;
+    // The cache answers "expired" only when asked to: with no storage we never ask.
+    let Some(storage) = &ctx.storage else {
+        return unavailable();
+    };
     let ticket = match ctx.coalescer.join(key) {
         Role::Leader(ticket) => ticket,
-        Role::Follower(flight) => {
-            bump(&ctx.stats.coalesced_waits);
-            if flight.wait(ctx.coalesce_timeout)
-                && let Ok(Cached::Hit(reply)) = from_cache(ctx, ask, false)
-            {
-                return (reply, Source::Hit);
-            }
-            return from_storage(ctx, storage.lookup(key), ask, None);
-        }
+        Role::Follower(flight) => return after_fill(ctx, ask, flight.wait(ctx.coalesce_timeout)),
     };
     let cached = StoredValidators {
-        modified: head.modified,
-        etag: head.etag.as_ref().map(Etag::as_str),
-        source_version: head.source_version,
+        modified: meta.modified,
+        etag: meta.etag.as_ref().map(Etag::as_str),
+        source_version: meta.source_version,
     };
     match storage.revalidate(key, &cached) {
         Ok(Revalidation::Unchanged { max_age }) => {
             bump(&ctx.stats.revalidated);
-            let renewed = ctx.cache.renew(key, max_age);
+            let renewed = ctx.cache.renew(key, max_age, ask.conditions, ask.head_only);
             drop(ticket);
-            if let (Ok(true), Ok(Cached::Hit(reply))) = (renewed, from_cache(ctx, ask, false)) {
-                return (reply, Source::Hit);
+            match renewed {
+                Ok(Answer::Found(found)) => (hit(ask, found), Source::Hit),
+                _ => from_storage(ctx, storage.lookup(key), ask, None),
             }
-            from_storage(ctx, storage.lookup(key), ask, None)
         }
         Ok(Revalidation::Changed(object)) => {
             bump(&ctx.stats.replaced);
-            let fill = Some((head.accept_len, ticket));
+            let fill = Some((accept_len, ticket));
             from_storage(ctx, Ok(Lookup::Found(object)), ask, fill)
         }
         Ok(Revalidation::Missing) => {
             let _ = ctx.cache.purge(key);
             (Reply::text(404, "404 Not Found\n"), Source::Proxy)
         }
-        Err(e) if head.age() < head.max_age.saturating_add(ctx.stale_if_error) => {
+        Err(e) if meta.age() < meta.max_age.saturating_add(ctx.stale_if_error) => {
             log::warn!("{key}: cannot revalidate ({e}); serving it stale");
             drop(ticket);
             serve_stale(ctx, ask)
@@ -411,15 +394,21 @@ fn revalidate(
     }
 }
 
-/// Serves an expired entry as it is, because secondary storage could not revalidate it.
+/// Serves an expired entry as it is, because secondary storage could not revalidate it:
+/// the one path that asks the cache a second time, and only while storage is failing.
 fn serve_stale(ctx: &Context, ask: &Ask) -> (Reply, Source) {
-    match from_cache(ctx, ask, true) {
-        Ok(Cached::Hit(reply)) => {
+    match ctx.cache.get(ask.key, ask.conditions, true, ask.head_only) {
+        Ok(Answer::Found(found)) => {
             bump(&ctx.stats.stale_served);
-            (reply, Source::Hit)
+            (hit(ask, found), Source::Hit)
         }
         _ => (Reply::text(502, "502 Bad Gateway\n"), Source::Proxy),
     }
+}
+
+fn unavailable() -> (Reply, Source) {
+    let reply = Reply::text(503, UNAVAILABLE).with_header("Retry-After", "1");
+    (reply, Source::Proxy)
 }
 
 /// `PURGE /path`: removes one entry from the cache; 200 if it was there, 404 if not.
@@ -454,94 +443,39 @@ fn purge(ctx: &Context, request: &Request) -> Reply {
     }
 }
 
-/// The first thing to ask the cache for. When a precondition may make the body
-/// unnecessary (or change which bytes are wanted), ask for the head alone first: a
-/// revalidation that ends in 304 then moves no body at all.
-fn first_part(conditions: &Conditions, head_only: bool) -> Part {
-    if head_only || conditions.has_preconditions() {
-        return Part::Head;
-    }
-    match conditions.range() {
-        None => Part::ALL,
-        Some(ByteRange::FromTo(a, b)) => Part::Range {
-            offset: a,
-            length: b - a + 1,
-        },
-        Some(ByteRange::From(a)) => Part::Range {
-            offset: a,
-            length: u64::MAX,
-        },
-        Some(ByteRange::Last(n)) => Part::Last(n),
-    }
-}
-
-/// What the cache said.
-// Built once per request and matched at once; boxing the reply would cost an allocation on
-// the hit path to save a move.
-#[allow(clippy::large_enum_variant)]
-enum Cached {
-    Hit(Reply),
-    /// Not there; it would take a STORE of up to `accept_len` bytes.
-    Miss {
-        accept_len: u64,
-    },
-    /// There, but past its lifetime: to be revalidated.
-    Expired(Head),
-}
-
-/// Asks the cache; `allow_stale` takes an entry even past its lifetime.
-fn from_cache(ctx: &Context, ask: &Ask, allow_stale: bool) -> Result<Cached, CacheError> {
-    let Ask {
-        key,
-        conditions,
-        head_only,
-        ..
-    } = *ask;
-    let mut part = first_part(conditions, head_only);
-    // Twice is enough unless the object changes between the two asks; then ask again.
-    for _ in 0..3 {
-        let (head, body) = match ctx.cache.get(key, part, allow_stale)? {
-            Answer::Found { head, body } => (head, body),
-            Answer::NotFound { accept_len } => return Ok(Cached::Miss { accept_len }),
-            Answer::Expired { head } => return Ok(Cached::Expired(head)),
-        };
-        let validators = Validators {
-            len: Some(head.total_len),
-            modified: head.modified,
-            etag: head.etag.as_ref().map(Etag::as_str),
-        };
-        let outcome = conditions.evaluate(&validators);
-        let needed = if head_only {
-            None
-        } else {
-            outcome.body_range(head.total_len)
-        };
-        let body = match needed {
-            None => Body::Text(b""), // dropping a body still in flight cancels it
-            Some(range) if range == (head.body_offset, head.body_len) => {
-                let hit = HitRange {
-                    key: key.to_owned(),
-                    end: head.body_offset + head.body_len,
-                    total_len: head.total_len,
-                    modified: head.modified,
-                    etag: head.etag,
-                    version: head.source_version,
-                };
-                Body::Cache(body, hit)
-            }
-            Some((offset, length)) => {
-                part = Part::Range { offset, length };
-                continue;
-            }
-        };
-        let mut reply = answer(key, &validators, outcome, body, Source::Hit);
-        // How long ago the cache stored or revalidated it (RFC 9111 §5.1).
-        reply.headers.push("Age", Value::Number(head.age()));
-        return Ok(Cached::Hit(reply));
-    }
-    Err(CacheError::Failed(ChannelError::Protocol(
-        "the object changed at every ask",
-    )))
+/// The response to a cache hit: the stored response as the cache decided the request's
+/// conditions, with its body still in the segment.
+fn hit(ask: &Ask, found: Found) -> Reply {
+    let Found {
+        meta,
+        headers,
+        outcome,
+        range: (start, len),
+        body,
+    } = found;
+    let hit = HitRange {
+        key: ask.key.to_owned(),
+        end: start + len,
+        total_len: meta.total_len,
+        modified: meta.modified,
+        etag: meta.etag,
+        version: meta.source_version,
+    };
+    let body = match body.remaining() {
+        0 => Body::Text(b""),
+        _ => Body::Cache(body, hit),
+    };
+    let mut reply = response(
+        &meta.validators(),
+        meta.status,
+        headers,
+        outcome,
+        body,
+        Source::Hit,
+    );
+    // How long ago the cache stored or revalidated it (RFC 9111 §5.1).
+    reply.headers.push("Age", Value::Number(meta.age()));
+    reply
 }
 
 /// Answers from what secondary storage found, filling the cache on the way when `fill`
@@ -552,27 +486,11 @@ fn from_storage(
     ask: &Ask,
     fill: Option<(u64, Ticket)>,
 ) -> (Reply, Source) {
-    let Ask {
-        key,
-        target,
-        conditions,
-        head_only,
-    } = *ask;
-    let mut object = match found {
+    let key = ask.key;
+    let object = match found {
         Ok(Lookup::Found(object)) => object,
         // Like nginx: a directory named without its trailing slash is redirected to it.
-        Ok(Lookup::Directory) => {
-            let query = target.split_once('?').map_or("", |(_, q)| q);
-            let mut location = percent_encode(key);
-            location.push('/');
-            if !query.is_empty() {
-                location.push('?');
-                location.push_str(query);
-            }
-            let reply =
-                Reply::text(301, "301 Moved Permanently\n").with_header("Location", location);
-            return (reply, Source::Proxy);
-        }
+        Ok(Lookup::Directory) => return (redirect_to_directory(key, ask.target), Source::Proxy),
         Ok(Lookup::Missing) => return (Reply::text(404, "404 Not Found\n"), Source::Proxy),
         Err(e @ StorageError::Origin(_)) => {
             log::warn!("{key}: {e}");
@@ -586,42 +504,61 @@ fn from_storage(
             );
         }
     };
+    match stored_response(ctx, object, ask, fill) {
+        Ok(reply) => (reply, Source::Secondary),
+        Err(e) => {
+            log::warn!("{key}: secondary storage: {e}");
+            (Reply::text(502, "502 Bad Gateway\n"), Source::Proxy)
+        }
+    }
+}
+
+/// The response for an object from secondary storage, as the request's conditions decide;
+/// its body fills the cache on the way when `fill` allows (the whole object, of known
+/// length within the cache's limit, and storable: not no-store or private).
+fn stored_response(
+    ctx: &Context,
+    mut object: Object,
+    ask: &Ask,
+    fill: Option<(u64, Ticket)>,
+) -> io::Result<Reply> {
     let etag = object.etag.take();
     let validators = Validators {
         len: object.len,
         modified: object.modified,
         etag: etag.as_deref(),
     };
-    let outcome = conditions.evaluate(&validators);
+    let outcome = ask.conditions.evaluate(&validators);
+    let headers = file_headers(ask.key, object.modified, etag.as_deref());
     let range = match object.len {
         Some(len) => outcome.body_range(len),
         // Unknown length: the whole stream, or nothing.
         None => (outcome == Outcome::Full).then_some((0, u64::MAX)),
     };
     let body = match range {
-        Some((start, n)) if !head_only => {
-            if let Err(e) = object.skip(start) {
-                log::warn!("{key}: secondary storage: {e}");
-                return (Reply::text(502, "502 Bad Gateway\n"), Source::Proxy);
-            }
-            let (len, modified, max_age) = (object.len, object.modified, object.max_age);
-            let source_version = object.source_version;
+        Some((start, n)) if !ask.head_only => {
+            object.skip(start)?;
             let source = object.body.take(n);
-            // Only the whole object, of known length within the cache's limit, and
-            // storable (not no-store or private) goes in.
-            let storable =
-                outcome == Outcome::Full && len.is_some_and(|l| l <= accept_len_of(&fill));
-            match (fill, max_age) {
-                (Some((_, ticket)), Some(max_age)) if storable => {
-                    match ctx
-                        .cache
-                        .store(key, n, modified, etag.clone(), source_version, max_age)
-                    {
+            match (fill, object.max_age, object.len) {
+                (Some((accept_len, ticket)), Some(max_age), Some(len))
+                    if outcome == Outcome::Full && len <= accept_len =>
+                {
+                    let meta = Meta {
+                        status: 200,
+                        total_len: len,
+                        header_len: headers.len() as u32,
+                        modified: object.modified,
+                        etag: etag.as_deref().and_then(Etag::new),
+                        stored_at: 0,
+                        max_age,
+                        source_version: object.source_version,
+                    };
+                    match ctx.cache.store(ask.key, meta, &headers) {
                         Ok(f) => {
                             Body::Fill(FillBody::new(source, f, ticket, Arc::clone(&ctx.stats)))
                         }
                         Err(e) => {
-                            log::debug!("{key}: not filling the cache: {e}");
+                            log::debug!("{}: not filling the cache: {e}", ask.key);
                             Body::Storage(source)
                         }
                     }
@@ -631,48 +568,60 @@ fn from_storage(
         }
         _ => Body::Text(b""),
     };
-    let reply = answer(key, &validators, outcome, body, Source::Secondary);
-    (reply, Source::Secondary)
+    Ok(response(
+        &validators,
+        200,
+        headers,
+        outcome,
+        body,
+        Source::Secondary,
+    ))
 }
 
-fn accept_len_of(fill: &Option<(u64, Ticket)>) -> u64 {
-    fill.as_ref().map_or(0, |(accept_len, _)| *accept_len)
+/// `301` to `key/`, keeping the query.
+fn redirect_to_directory(key: &str, target: &str) -> Reply {
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let mut location = percent_encode(key);
+    location.push('/');
+    if !query.is_empty() {
+        location.push('?');
+        location.push_str(query);
+    }
+    Reply::text(301, "301 Moved Permanently\n").with_header("Location", location)
 }
 
-/// The reply for an object with these validators, as `outcome` decided.
-fn answer(key: &str, v: &Validators, outcome: Outcome, body: Body, source: Source) -> Reply {
-    let mut headers = Headers::new();
-    if let Some(modified) = v.modified {
-        headers.push("Last-Modified", Value::Date(modified));
-    }
-    if let Some(etag) = v.etag.and_then(Etag::new) {
-        headers.push("ETag", Value::Etag(etag));
-    }
-    headers.push(
-        "X-Cache",
-        if source == Source::Hit { "HIT" } else { "MISS" },
-    );
-    let (status, length) = match outcome {
+/// A stored response (`status` and its header block) as `outcome` decided it: whole,
+/// partial, not modified, or not satisfiable.
+fn response(
+    v: &Validators,
+    status: u16,
+    stored: Vec<u8>,
+    outcome: Outcome,
+    body: Body,
+    source: Source,
+) -> Reply {
+    let (status, stored, length) = match outcome {
         // The length is the one a 200 would announce (RFC 9110 §8.6); no body follows.
-        Outcome::NotModified => (304, v.len),
-        Outcome::Full => (200, v.len),
-        Outcome::Partial { start, len } => {
-            let total = v.len.expect("ranges apply to objects of known length");
-            let end = start + len - 1;
-            headers.push("Content-Range", Value::Range { start, end, total });
-            (206, Some(len))
-        }
+        Outcome::NotModified => (304, not_modified_headers(&stored), v.len),
+        Outcome::Full => (status, stored, v.len),
+        Outcome::Partial { len, .. } => (206, stored, Some(len)),
         Outcome::Unsatisfiable => {
             let total = v.len.unwrap_or(0);
             return Reply::text(416, "416 Range Not Satisfiable\n")
                 .with_header("Content-Range", Value::Unsatisfiable(total));
         }
     };
+    let mut headers = Headers::stored(stored);
+    headers.push(
+        "X-Cache",
+        if source == Source::Hit { "HIT" } else { "MISS" },
+    );
+    if let Outcome::Partial { start, len } = outcome {
+        let total = v.len.expect("ranges apply to objects of known length");
+        let end = start + len - 1;
+        headers.push("Content-Range", Value::Range { start, end, total });
+    }
     if status != 304 {
-        let content_type = mime_guess::from_path(key)
-            .first_raw()
-            .unwrap_or("application/octet-stream");
-        headers.push("Content-Type", content_type);
         headers.push("Accept-Ranges", "bytes");
     }
     Reply {
@@ -683,10 +632,31 @@ fn answer(key: &str, v: &Validators, outcome: Outcome, body: Body, source: Sourc
     }
 }
 
+/// The stored headers a 304 carries: those that would update a client's cached copy
+/// (RFC 9110 §15.4.5), not the representation's own metadata such as its type.
+fn not_modified_headers(stored: &[u8]) -> Vec<u8> {
+    const KEPT: [&str; 6] = [
+        "cache-control",
+        "content-location",
+        "etag",
+        "expires",
+        "last-modified",
+        "vary",
+    ];
+    let mut kept = Vec::new();
+    for line in stored.split_inclusive(|&b| b == b'\n') {
+        let name = line.split(|&b| b == b':').next().unwrap_or_default();
+        if KEPT.iter().any(|k| k.as_bytes().eq_ignore_ascii_case(name)) {
+            kept.extend_from_slice(line);
+        }
+    }
+    kept
+}
+
 /// `/-/stats` (JSON) or `/-/metrics` (Prometheus): the proxy's counters and the cache's.
 fn stats_page(ctx: &Context, prometheus: bool) -> Reply {
-    let mut proxy = ctx.stats.values(ctx.pool.wait_stats());
-    proxy.extend(ctx.cache.breaker_stats());
+    let mut proxy = ctx.stats.values();
+    proxy.extend(ctx.cache.counters());
     let cache = ctx
         .cache
         .stats()

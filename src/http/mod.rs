@@ -3,14 +3,14 @@
 //! [`server`] accepts connections and runs them, reading each [`request`] and writing
 //! each response, with workers in between; [`spool`] hands a response from its worker to
 //! its connection. [`proxy`] puts webproxy together; [`handler`] turns one request into
-//! one response; [`path`] makes a key of the URL; [`conditional`] decides 304, 206 and
-//! 416; [`cache_client`] asks the cache over the channel (and fills it); [`coalesce`]
-//! makes concurrent misses share one fetch; [`storage`] serves misses from a directory or
-//! an origin; [`body`] holds any of these bodies and [`response`] the heads; [`stats`]
-//! counts; [`spawn`] starts a cache for `--spawn-cache`.
+//! one response, asking the cache through [`crate::ipc::client`]; [`path`] makes a key of
+//! the URL; [`conditional`] reads the conditions (304, 206, 416) a request carries;
+//! [`coalesce`] makes concurrent misses share one fetch; [`storage`] serves misses from a
+//! directory or an origin; [`body`] holds any of these bodies and [`response`] the heads;
+//! [`stats`] counts; [`spawn`] starts a cache for `--spawn-cache`; [`socket`] sets what std
+//! cannot on a connection.
 
 pub mod body;
-pub mod cache_client;
 pub mod coalesce;
 pub mod conditional;
 pub mod handler;
@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod socket;
 pub mod spawn;
 pub mod spool;
 pub mod stats;

@@ -5,7 +5,7 @@
 //! always starts with `/`, never contains `//`, `/./` or `/../`, and so can be joined to a
 //! storage root without climbing out of it.
 
-use crate::ipc::wire::MAX_KEY_LEN;
+use crate::ipc::MAX_KEY_LEN;
 
 /// Why a request target cannot become a key.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,14 +6,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::cache_client::CacheClient;
 use super::coalesce::Coalescer;
 use super::handler::Context;
 use super::server::{Server, ServerConfig};
 use super::spool::Budget;
 use super::storage::Storage;
-use crate::ipc::pool::SegmentPool;
-use crate::ipc::{remove_stale_segments, segment_prefix};
+use crate::ipc::client::{Client, Segments};
 use crate::shutdown::Shutdown;
 
 /// How a proxy process behaves.
@@ -51,7 +49,6 @@ pub struct Proxy {
     server: Server,
     config: ProxyConfig,
     ctx: Arc<Context>,
-    pool: Arc<SegmentPool>,
 }
 
 impl Proxy {
@@ -76,13 +73,12 @@ impl Proxy {
             })
             .transpose()?;
         let server = Server::bind(SocketAddr::from((config.bind, config.port)))?;
-        for stale in remove_stale_segments(&config.name)? {
-            log::warn!("removed {stale}, left by a proxy that is gone");
-        }
-        let prefix = segment_prefix(&config.name);
-        let pool = SegmentPool::new(&prefix, config.segments, config.segment_size, config.slots)
-            .map_err(|e| io::Error::new(e.kind(), format!("creating segments {prefix}*: {e}")))?;
-        let cache = CacheClient::new(&config.name, Arc::clone(&pool), config.cache_timeout);
+        let segments = Segments {
+            count: config.segments,
+            size: config.segment_size,
+            slots: config.slots,
+        };
+        let cache = Client::new(&config.name, segments, config.cache_timeout)?;
         Ok(Proxy {
             ctx: Arc::new(Context {
                 cache,
@@ -90,14 +86,12 @@ impl Proxy {
                 coalescer: Coalescer::new(),
                 coalesce_timeout: config.coalesce_timeout,
                 stats: Arc::default(),
-                pool: Arc::clone(&pool),
                 stale_if_error: config.stale_if_error,
                 purge_allow: config.purge_allow.clone(),
                 budget: Budget::new(config.buffer_memory),
             }),
             server,
             config,
-            pool,
         })
     }
 
@@ -124,7 +118,7 @@ impl Proxy {
         );
         let budget = Arc::clone(&self.ctx.budget);
         let result = self.server.run(Arc::clone(&self.ctx), server, budget);
-        self.pool.unlink_all();
+        self.ctx.cache.unlink_all();
         result
     }
 }

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use httpdate::HttpDate;
 
 use super::body::Body;
-use crate::ipc::channel::Etag;
+use crate::ipc::Etag;
 
 /// A header value, kept in the form it came in and formatted straight into the response
 /// head, so that building a reply allocates nothing.
@@ -59,8 +59,12 @@ impl From<String> for Value {
     }
 }
 
-/// Up to [`Headers::CAPACITY`] headers, held inline.
+/// A stored response's header block (what the cache keeps and sends back), followed by up
+/// to [`Headers::CAPACITY`] headers the proxy adds, held inline.
 pub struct Headers {
+    /// `Name: value\r\n` lines, checked when they came off the channel (or built here):
+    /// written as they are.
+    stored: Vec<u8>,
     items: [Option<(&'static str, Value)>; Headers::CAPACITY],
     len: usize,
 }
@@ -69,10 +73,25 @@ impl Headers {
     pub const CAPACITY: usize = 12;
 
     pub fn new() -> Headers {
+        Headers::stored(Vec::new())
+    }
+
+    /// Headers that start with a stored response's header block.
+    pub fn stored(block: Vec<u8>) -> Headers {
+        debug_assert!(crate::ipc::call::valid_header_block(&block));
         Headers {
+            stored: block,
             items: [const { None }; Headers::CAPACITY],
             len: 0,
         }
+    }
+
+    /// The stored block's lines, without their line ends.
+    fn stored_lines(&self) -> impl Iterator<Item = &str> {
+        // Checked printable ASCII, so this never fails.
+        std::str::from_utf8(&self.stored)
+            .unwrap_or("")
+            .split_terminator("\r\n")
     }
 
     /// Adds a header. The replies of this crate need far fewer than the capacity; one too
@@ -180,6 +199,10 @@ pub fn write_head(head: &mut String, reply: &Head, chunked: bool, keep_alive: bo
         head,
         "HTTP/1.1 {status} {reason}\r\nDate: {date}\r\nServer: {SERVER}"
     )?;
+    for line in reply.headers.stored_lines() {
+        head.push_str("\r\n");
+        head.push_str(line);
+    }
     for (name, value) in reply.headers.iter() {
         write!(head, "\r\n{name}: {value}")?;
     }

@@ -33,8 +33,9 @@ use threadpool::ThreadPool;
 use super::body::Body;
 use super::request::{self, Limits, Method, ReadError, Request, Version};
 use super::response::{Head, reason, write_head};
+use super::socket;
 use super::spool::{self, ALLOWANCE, Budget, CHUNK, Consumer, Held, Item, LAG, Resume};
-use crate::ipc::sys;
+
 use crate::shutdown::join_within;
 
 /// What the server answers with.
@@ -296,7 +297,7 @@ impl<S: Service> Shared<S> {
         if self.exchanges(&mut reader, &mut out, peer, &limits, &workers) == End::CutShort {
             // No FIN: a reset, so that no client, whatever its framing, can take the
             // partial body for a complete one.
-            let _ = sys::reset_on_close(stream);
+            let _ = socket::reset_on_close(stream);
             return;
         }
         // A lingering close (RFC 9112 §9.6): closing with a pipelined request still unread

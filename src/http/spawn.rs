@@ -4,8 +4,8 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::ipc::queue::MessageQueue;
-use crate::ipc::{lock, lock_name, queue_name, sys};
+use crate::ipc::client::queue_exists;
+use crate::ipc::{lock, lock_name, process};
 
 /// A shmcached child process, stopped with SIGTERM (so it unlinks its queue) when dropped.
 pub struct CacheChild {
@@ -52,7 +52,7 @@ impl CacheChild {
             // alone proves nothing: it may be another proxy's live cache's, which our child
             // is about to be refused for.
             let holds = lock::holder(name) == Some(pid);
-            if holds && MessageQueue::open(&queue_name(name)).is_ok() {
+            if holds && queue_exists(name) {
                 break;
             }
             if let Ok(Some(status)) = child.child.try_wait() {
@@ -92,7 +92,7 @@ impl Drop for CacheChild {
         if !matches!(self.child.try_wait(), Ok(None)) {
             return;
         }
-        if let Err(e) = sys::terminate(self.child.id()) {
+        if let Err(e) = process::terminate(self.child.id()) {
             log::warn!("stopping shmcached (pid {}): {e}", self.child.id());
         }
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -99,8 +99,8 @@ impl ProxyStats {
         bump(counter);
     }
 
-    /// Every counter with its name, plus the segment pool's wait counters.
-    pub fn values(&self, segment_waits: (u64, u64)) -> Vec<(&'static str, u64)> {
+    /// Every counter with its name.
+    pub fn values(&self) -> Vec<(&'static str, u64)> {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         vec![
             ("uptime_seconds", self.started.elapsed().as_secs()),
@@ -116,8 +116,6 @@ impl ProxyStats {
             ("replaced", load(&self.replaced)),
             ("revalidated", load(&self.revalidated)),
             ("bytes_served", load(&self.bytes_served)),
-            ("segment_waits", segment_waits.0),
-            ("segment_wait_microseconds", segment_waits.1),
             ("responses_aborted", load(&self.responses_aborted)),
             ("connections_open", load(&self.connections_open)),
             ("status_2xx", load(&self.status_2xx)),

@@ -384,7 +384,7 @@ fn lifetime(
 /// enough for a segment's head.
 fn valid_etag(tag: &str) -> bool {
     let opaque = tag.strip_prefix("W/").unwrap_or(tag);
-    tag.len() <= crate::ipc::segment::ETAG_CAPACITY
+    tag.len() <= crate::ipc::ETAG_CAPACITY
         && opaque.len() >= 2
         && opaque.starts_with('"')
         && opaque.ends_with('"')

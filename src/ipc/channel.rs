@@ -1,6 +1,7 @@
-//! The transfer protocol over one segment: a writer ([`Sender`]) moves a head and a body to
-//! a reader ([`Receiver`]) through the segment's ring of slots. For GET the cache writes
-//! and the proxy reads; for STORE (filling the cache on a miss) the roles swap.
+//! The transfer protocol over one segment: a writer ([`Sender`]) moves a [`Head`] and a
+//! stream of bytes (a header block and a body) to a reader ([`Receiver`]) through the
+//! segment's ring of slots. For GET the cache writes and the proxy reads; for STORE
+//! (filling the cache on a miss) the roles swap.
 //!
 //! Chunk `j` of a body travels in slot `j % slots`. The writer takes a unit of `free`
 //! before it fills a slot and posts `ready` after; the reader takes `ready` before it
@@ -17,203 +18,13 @@ use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use super::segment::{ETAG_CAPACITY, RawHead, Segment};
+use super::call::Head;
+use super::segment::Segment;
 use super::sem::{Semaphore, WaitError};
 use super::sys::{ProcessHandle, process_alive};
-
-/// The answer's outcome, as the `status` word in the segment header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Status {
-    Found = 1,
-    NotFound = 2,
-    /// The answerer failed (e.g. could not read its copy): the asker should not retry here.
-    Error = 3,
-    /// The object is there but its freshness lifetime has passed: the head carries its
-    /// validators and no body, so the asker can revalidate it. Never the answer for an
-    /// entry the cache preloaded: the cache checks those against their files itself.
-    Expired = 4,
-}
-
-impl Status {
-    fn from_u32(v: u32) -> Option<Status> {
-        match v {
-            1 => Some(Status::Found),
-            2 => Some(Status::NotFound),
-            3 => Some(Status::Error),
-            4 => Some(Status::Expired),
-            _ => None,
-        }
-    }
-}
-
-/// An entity tag as it crosses the channel: up to [`ETAG_CAPACITY`] bytes of printable
-/// ASCII, held inline so that passing one along allocates nothing.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Etag {
-    bytes: [u8; ETAG_CAPACITY],
-    len: u8,
-}
-
-const _: () = assert!(ETAG_CAPACITY <= u8::MAX as usize);
-
-impl Etag {
-    /// `None` when `tag` is empty, too long, or not printable ASCII (it could not go into an
-    /// HTTP header).
-    pub fn new(tag: &str) -> Option<Etag> {
-        Etag::from_bytes(tag.as_bytes())
-    }
-
-    fn from_bytes(tag: &[u8]) -> Option<Etag> {
-        let printable = tag.iter().all(|b| (0x21..0x7f).contains(b));
-        if tag.is_empty() || tag.len() > ETAG_CAPACITY || !printable {
-            return None;
-        }
-        let mut bytes = [0; ETAG_CAPACITY];
-        bytes[..tag.len()].copy_from_slice(tag);
-        Some(Etag {
-            bytes,
-            len: tag.len() as u8,
-        })
-    }
-
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..self.len as usize]).expect("checked ASCII")
-    }
-}
-
-impl fmt::Debug for Etag {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.as_str())
-    }
-}
-
-/// The validated head of an answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
-    pub status: Status,
-    /// Length of the whole object.
-    pub total_len: u64,
-    /// Offset of the first body byte within the object.
-    pub body_offset: u64,
-    /// Bytes that follow in the ring.
-    pub body_len: u64,
-    /// Last modification (whole seconds), if known.
-    pub modified: Option<SystemTime>,
-    /// The entity tag, quotes included (`"5f3a-15"`), if any.
-    pub etag: Option<Etag>,
-    /// On a GET that missed: the largest object the cache would take in a STORE (0: none).
-    pub accept_len: u64,
-    /// When the object was stored or last revalidated, seconds since the Unix epoch.
-    pub stored_at: u64,
-    /// Its freshness lifetime in seconds from `stored_at` (`u64::MAX`: forever).
-    pub max_age: u64,
-    /// An opaque identity of the file the object was read from (see
-    /// [`file_version`](crate::cache::store::file_version)), 0 when unknown: a STORE hands
-    /// it to the cache and every answer gives it back, so that revalidation compares the
-    /// file's whole `stat` identity, not just what the entity tag shows.
-    pub source_version: u64,
-    /// The writing process (filled in by [`Sender::start`]), so the reader can watch it.
-    pub answerer_pid: u32,
-}
-
-impl Head {
-    /// A head with no body and no validators: not found, or an error.
-    pub fn empty(status: Status) -> Head {
-        Head {
-            status,
-            total_len: 0,
-            body_offset: 0,
-            body_len: 0,
-            modified: None,
-            etag: None,
-            accept_len: 0,
-            stored_at: 0,
-            max_age: u64::MAX,
-            source_version: 0,
-            answerer_pid: 0,
-        }
-    }
-
-    /// Seconds since the object was stored or revalidated, as of now.
-    pub fn age(&self) -> u64 {
-        unix_now().saturating_sub(self.stored_at)
-    }
-
-    fn to_raw(&self, generation: u64) -> RawHead {
-        let etag = self
-            .etag
-            .as_ref()
-            .map_or(&[][..], |e| e.as_str().as_bytes());
-        assert!(
-            etag.len() <= ETAG_CAPACITY,
-            "entity tag too long for a segment"
-        );
-        let mut raw = RawHead {
-            status: self.status as u32,
-            generation,
-            total_len: self.total_len,
-            body_offset: self.body_offset,
-            body_len: self.body_len,
-            modified: self
-                .modified
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_secs()),
-            accept_len: self.accept_len,
-            stored_at: self.stored_at,
-            max_age: self.max_age,
-            pid: std::process::id(),
-            etag_len: etag.len() as u32,
-            etag: [0; ETAG_CAPACITY],
-        };
-        raw.etag[..etag.len()].copy_from_slice(etag);
-        raw
-    }
-
-    /// Validates what a peer wrote: a known status, a body inside the object, and an
-    /// entity tag that fits its field and can go into an HTTP header. Every source version
-    /// is valid: it is only ever compared.
-    fn from_raw(raw: &RawHead, source_version: u64) -> Result<Head, ChannelError> {
-        let status =
-            Status::from_u32(raw.status).ok_or(ChannelError::Protocol("unknown status"))?;
-        let in_object = raw
-            .body_offset
-            .checked_add(raw.body_len)
-            .is_some_and(|end| end <= raw.total_len);
-        if !in_object || (status != Status::Found && raw.body_len != 0) {
-            return Err(ChannelError::Protocol("body lengths do not fit the object"));
-        }
-        if raw.etag_len as usize > ETAG_CAPACITY {
-            return Err(ChannelError::Protocol("entity tag length out of bounds"));
-        }
-        let etag = raw.etag();
-        if !etag.iter().all(|b| (0x21..0x7f).contains(b)) {
-            return Err(ChannelError::Protocol("entity tag is not printable ASCII"));
-        }
-        Ok(Head {
-            status,
-            total_len: raw.total_len,
-            body_offset: raw.body_offset,
-            body_len: raw.body_len,
-            modified: (raw.modified != 0).then(|| UNIX_EPOCH + Duration::from_secs(raw.modified)),
-            etag: Etag::from_bytes(etag),
-            accept_len: raw.accept_len,
-            stored_at: raw.stored_at,
-            max_age: raw.max_age,
-            source_version,
-            answerer_pid: raw.pid,
-        })
-    }
-}
-
-/// Seconds since the Unix epoch: the clock that `stored_at` is on.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+use super::wire::{self, Envelope};
 
 /// Why a transfer did not complete.
 #[derive(Debug)]
@@ -228,6 +39,8 @@ pub enum ChannelError {
     Stale,
     /// The peer broke the protocol: a length or status that cannot be right.
     Protocol(&'static str),
+    /// The peer wrote a head that does not decode.
+    Malformed(wire::WireError),
     /// A semaphore call failed.
     Os(io::Error),
 }
@@ -240,6 +53,7 @@ impl fmt::Display for ChannelError {
             ChannelError::Cancelled => write!(f, "transfer cancelled by the asker"),
             ChannelError::Stale => write!(f, "segment generation changed"),
             ChannelError::Protocol(why) => write!(f, "protocol violation: {why}"),
+            ChannelError::Malformed(e) => write!(f, "protocol violation: {e}"),
             ChannelError::Os(e) => write!(f, "semaphore: {e}"),
         }
     }
@@ -404,6 +218,21 @@ impl From<WaitError> for ChannelError {
     }
 }
 
+impl ChannelError {
+    /// The channel error an I/O error carries, when it came from a `Read` over a transfer
+    /// (see the `From` below); any other error as `Os`.
+    pub(super) fn from_io(e: io::Error) -> ChannelError {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            return ChannelError::Protocol("the stream ended early");
+        }
+        if e.get_ref().is_some_and(|inner| inner.is::<ChannelError>()) {
+            let inner = e.into_inner().expect("checked above");
+            return *inner.downcast::<ChannelError>().expect("checked above");
+        }
+        ChannelError::Os(e)
+    }
+}
+
 impl From<ChannelError> for io::Error {
     fn from(e: ChannelError) -> io::Error {
         let kind = match e {
@@ -438,25 +267,26 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// Writes `head` for the transfer numbered `generation`; body bytes follow through
-    /// [`write`](Self::write), exactly `head.body_len` of them.
+    /// Writes `head` for the transfer numbered `generation`; the stream follows through
+    /// [`write`](Self::write), exactly `stream_len` bytes of it (see
+    /// [`Head::stream_len`]).
     pub fn start(
         seg: &Segment,
         generation: u64,
         head: &Head,
+        stream_len: u64,
         patience: impl Into<Patience>,
     ) -> Result<Sender, ChannelError> {
         if seg.generation() != generation {
             return Err(ChannelError::Stale);
         }
-        seg.set_source_version(head.source_version);
-        seg.write_head(&head.to_raw(generation));
+        seg.write_head(&wire::encode_head(head, generation));
         Ok(Sender {
             generation,
             patience: patience.into(),
             chunk: 0,
             filled: None,
-            remaining: head.body_len,
+            remaining: stream_len,
         })
     }
 
@@ -566,17 +396,20 @@ impl Sender {
     }
 }
 
-/// Sends `head` and then `body` (exactly `head.body_len` bytes) through `seg`, for the
-/// transfer numbered `generation`.
+/// Sends `head` and then the stream, `parts` one after the other (their lengths add up to
+/// what the head announces), through `seg`, for the transfer numbered `generation`.
 pub fn send(
     seg: &Segment,
     generation: u64,
     head: &Head,
-    body: &[u8],
+    parts: &[&[u8]],
     patience: impl Into<Patience>,
 ) -> Result<(), ChannelError> {
-    let mut tx = Sender::start(seg, generation, head, patience)?;
-    tx.write(seg, body)?;
+    let len = parts.iter().map(|p| p.len() as u64).sum();
+    let mut tx = Sender::start(seg, generation, head, len, patience)?;
+    for part in parts {
+        tx.write(seg, part)?;
+    }
     tx.finish(seg)
 }
 
@@ -598,34 +431,40 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Waits for the head of the answer to `generation` and validates it against this
-    /// process's own view of the segment. `patience` bounds this wait and each later one.
+    /// Waits for the head of the transfer numbered `generation` and validates it against
+    /// this process's own view of the segment; `head_only` says whether the call asked for
+    /// no body (so the stream is the header block alone). `patience` bounds this wait and
+    /// each later one.
     ///
     /// # Errors
     /// [`ChannelError::TimedOut`] when nothing arrives in time, `PeerGone` when the watched
-    /// peer exits first (see [`Patience`]); `Protocol` when the head
-    /// or the first chunk cannot be right (wrong generation, unknown status, a length past
-    /// the slot or past the body, a malformed entity tag).
+    /// peer exits first (see [`Patience`]); `Protocol` when the head or the first chunk
+    /// cannot be right (no head, another generation, a field out of range, a length past
+    /// the slot or past the stream).
     pub fn recv_head(
         seg: &Segment,
         generation: u64,
+        head_only: bool,
         patience: impl Into<Patience>,
-    ) -> Result<(Head, Receiver), ChannelError> {
+    ) -> Result<(Envelope, Receiver), ChannelError> {
         let patience = patience.into();
         wait_ready(seg, &patience)?;
-        let raw = seg.read_head();
-        if raw.generation != generation {
+        let envelope = match wire::decode_head(&seg.read_head()) {
+            Ok(Some(envelope)) => envelope,
+            Ok(None) => return Err(ChannelError::Protocol("no head before the first chunk")),
+            Err(e) => return Err(ChannelError::Malformed(e)),
+        };
+        if envelope.generation != generation {
             return Err(ChannelError::Protocol("answer for another generation"));
         }
-        let head = Head::from_raw(&raw, seg.source_version())?;
         let mut rx = Receiver {
             patience,
             chunk: 0,
             held: None,
-            remaining: head.body_len,
+            remaining: envelope.head.stream_len(head_only),
         };
         rx.hold(seg)?;
-        Ok((head, rx))
+        Ok((envelope, rx))
     }
 
     /// Takes the current chunk's slot after its `ready`, checking its recorded length.
@@ -690,48 +529,6 @@ impl Receiver {
         }
         Ok(())
     }
-
-    /// True when every body byte was read and every slot given back: the segment is at
-    /// rest and may be reused as it is.
-    pub fn is_complete(&self) -> bool {
-        self.remaining == 0 && self.held.is_none()
-    }
-}
-
-#[cfg(test)]
-mod properties {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// Any head a peer can write is either refused or within the object, with an entity
-        /// tag that fits its field and an HTTP header; validation never panics.
-        #[test]
-        fn head_validation(status in 0u32..6, total_len in any::<u64>(), body_offset in any::<u64>(),
-                           body_len in any::<u64>(), etag_len in 0u32..300, fill in any::<u8>()) {
-            let raw = RawHead {
-                status,
-                generation: 1,
-                total_len,
-                body_offset,
-                body_len,
-                modified: 0,
-                accept_len: 0,
-                stored_at: 0,
-                max_age: 0,
-                pid: 1,
-                etag_len,
-                etag: [fill; ETAG_CAPACITY],
-            };
-            if let Ok(head) = Head::from_raw(&raw, 0) {
-                prop_assert!(head.body_offset.checked_add(head.body_len).is_some_and(|e| e <= head.total_len));
-                prop_assert!(head.status == Status::Found || head.body_len == 0);
-                let etag = head.etag.map(|e| e.as_str().to_owned()).unwrap_or_default();
-                prop_assert!(etag.len() <= ETAG_CAPACITY);
-                prop_assert!(etag.bytes().all(|b| (0x21..0x7f).contains(&b)));
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -743,6 +540,8 @@ mod tests {
     fn a_wait_on_a_peer_that_exits_ends_within_a_check() {
         let name = format!("/chantest.seg.{}.0", std::process::id());
         let seg = Segment::create(&name, 4096, 1).unwrap();
+        // Unlinked at once: the mapping lives on, and nothing is left if the test fails.
+        crate::ipc::segment::unlink_segment(&name).unwrap();
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
@@ -760,7 +559,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(500));
             child.wait().unwrap();
         });
-        let result = Receiver::recv_head(&seg, 1, patience);
+        let result = Receiver::recv_head(&seg, 1, false, patience);
         let after_kill = killed.recv().unwrap().elapsed();
         assert!(matches!(result, Err(ChannelError::PeerGone)), "{result:?}");
         // Within a check or so; the bound is wide for a loaded machine, and far below the
@@ -775,10 +574,12 @@ mod tests {
     fn a_wait_that_runs_out_counts_a_stall() {
         let name = format!("/chantest.seg.{}.1", std::process::id());
         let seg = Segment::create(&name, 4096, 1).unwrap();
+        // Unlinked at once: the mapping lives on, and nothing is left if the test fails.
+        crate::ipc::segment::unlink_segment(&name).unwrap();
         let peer = Arc::new(Peer::default());
         peer.learn(std::process::id());
         let patience = Patience::watching(Duration::from_millis(80), Arc::clone(&peer));
-        let result = Receiver::recv_head(&seg, 1, patience);
+        let result = Receiver::recv_head(&seg, 1, false, patience);
         assert!(matches!(result, Err(ChannelError::TimedOut)), "{result:?}");
         assert_eq!(peer.stalls(), 1);
         assert!(!peer.is_gone());

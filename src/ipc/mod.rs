@@ -108,18 +108,28 @@
 //! its shutdown flag, so SIGINT or SIGTERM stops it within that time. Nothing is sent to
 //! wake it: a message sent by name could land in another process's queue.
 
+pub mod call;
 pub mod channel;
+pub mod client;
+pub mod conditions;
 pub mod lock;
-pub mod pool;
+mod pool;
+pub mod process;
 pub mod queue;
 pub mod segment;
-pub mod sem;
-pub mod sys;
+mod sem;
+pub mod server;
+mod sys;
 pub mod wire;
+
+pub use call::{Call, ETAG_CAPACITY, Etag, Head, MAX_HEADER_BLOCK, Meta, unix_now};
+pub use channel::ChannelError;
+pub use conditions::{ByteRange, Conditions, IfRange, Outcome, TagList, Validators};
+pub use segment::min_segment_size;
+pub use wire::{MAX_KEY_LEN, MAX_TAGS};
 
 use std::ffi::CString;
 use std::io;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The longest instance name we accept; keeps every object name far below NAME_MAX and the
 /// wire format's segment-name field.
@@ -209,19 +219,6 @@ fn check_name(name: &str) -> io::Result<CString> {
         ));
     }
     CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))
-}
-
-/// The absolute CLOCK_REALTIME instant `timeout` from now, as `mq_timedsend` wants it (no
-/// message-queue call takes another clock; semaphores wait on CLOCK_MONOTONIC).
-fn realtime_deadline(timeout: Duration) -> libc::timespec {
-    let at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .saturating_add(timeout);
-    libc::timespec {
-        tv_sec: at.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
-        tv_nsec: at.subsec_nanos() as libc::c_long,
-    }
 }
 
 #[cfg(test)]

@@ -56,10 +56,19 @@ impl SegmentPool {
     pub fn new(prefix: &str, count: usize, size: usize, slots: usize) -> io::Result<Arc<Self>> {
         let pid = std::process::id();
         let names: Vec<String> = (0..count).map(|i| format!("{prefix}{pid}.{i}")).collect();
-        let free = names
-            .iter()
-            .map(|name| Segment::create(name, size, slots))
-            .collect::<io::Result<Vec<_>>>()?;
+        let mut free = Vec::with_capacity(count);
+        for name in &names {
+            match Segment::create(name, size, slots) {
+                Ok(seg) => free.push(seg),
+                Err(e) => {
+                    // Those made already go again: a proxy that cannot start leaves nothing.
+                    for seg in free.drain(..) {
+                        let _ = unlink_segment(seg.name());
+                    }
+                    return Err(e);
+                }
+            }
+        }
         Ok(Arc::new(SegmentPool {
             state: Mutex::new(PoolState { free, alive: count }),
             available: Condvar::new(),
@@ -159,7 +168,10 @@ impl SegmentPool {
         let _ = seg.free().post();
         let _ = seg.ready().post();
         let name = seg.name().to_owned();
-        drop(seg); // unmaps and unlinks
+        drop(seg); // unmaps
+        if let Err(e) = unlink_segment(&name) {
+            log::warn!("unlinking {name} to rebuild it: {e}");
+        }
         match Segment::create(&name, self.segment_size, self.slots) {
             Ok(seg) => Some(seg),
             Err(e) => {

@@ -1,15 +1,18 @@
 //! A POSIX message queue: the request channel from proxies to the cache.
 //!
-//! [`MessageQueue`] is an RAII handle: dropping it closes the descriptor, and the handle that
-//! created the queue (the cache's) also unlinks the name if it still leads to that queue,
-//! so a clean exit leaves nothing in the kernel. Blocking calls retry EINTR themselves (in
-//! one helper), and all but the test helper [`MessageQueue::receive`] take a timeout.
+//! [`MessageQueue`] is an RAII handle, as in posixmq: dropping it closes the descriptor and
+//! nothing else. Removing the name is a separate, explicit call
+//! ([`unlink`](MessageQueue::unlink)) that the owner makes at shutdown, so that no handle
+//! removes a queue by accident (a test's, a clone's, another process's under the same
+//! name). Blocking calls retry EINTR in `sys::retry_interrupted`, and all but the test
+//! helper [`MessageQueue::receive`] take a timeout.
 
 use std::ffi::CString;
 use std::io;
 use std::time::Duration;
 
-use super::{check_name, realtime_deadline};
+use super::check_name;
+use super::sys::{realtime_deadline, retry_interrupted};
 
 /// An open message queue descriptor.
 ///
@@ -19,8 +22,6 @@ use super::{check_name, realtime_deadline};
 pub struct MessageQueue {
     mqd: libc::mqd_t,
     name: CString,
-    /// The creator unlinks the name when dropped; openers only close their descriptor.
-    owner: bool,
     msg_size: usize,
 }
 
@@ -62,7 +63,6 @@ impl MessageQueue {
         let queue = MessageQueue {
             mqd,
             name: cname,
-            owner: true,
             msg_size,
         };
         Ok((queue, replaced))
@@ -87,7 +87,6 @@ impl MessageQueue {
         let mut queue = MessageQueue {
             mqd,
             name: cname,
-            owner: false,
             msg_size: 0,
         };
         queue.msg_size = Self::attr(mqd)?.mq_msgsize as usize;
@@ -183,8 +182,22 @@ impl MessageQueue {
         })
     }
 
-    /// Whether our name still leads to this queue: someone may have unlinked it and another
-    /// process created a queue under the same name, which is not ours to remove.
+    /// Removes the queue's name, if it still leads to this queue: someone may have unlinked
+    /// it and another process created a queue under the same name, which is not ours to
+    /// remove. The queue itself lives on until its last descriptor is closed. Returns
+    /// whether the name was removed.
+    ///
+    /// # Errors
+    /// Those of `mq_unlink` other than ENOENT (EACCES: the name is another user's).
+    pub fn unlink(&self) -> io::Result<bool> {
+        if self.still_named() {
+            unlink(&self.name)
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// Whether our name still leads to this queue.
     fn still_named(&self) -> bool {
         let Ok(named) = Self::open_c(self.name.clone()) else {
             return false;
@@ -194,29 +207,8 @@ impl MessageQueue {
     }
 }
 
-/// Runs one `mq_*` call until a signal does not interrupt it; turns its -1 into the OS
-/// error, ETIMEDOUT into `ErrorKind::TimedOut`. The timed calls take an absolute deadline,
-/// so a retry waits only for what is left of the timeout.
-fn retry_interrupted(mut call: impl FnMut() -> isize) -> io::Result<usize> {
-    loop {
-        let rc = call();
-        if rc >= 0 {
-            return Ok(rc as usize);
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::ETIMEDOUT) => return Err(io::ErrorKind::TimedOut.into()),
-            _ => return Err(err),
-        }
-    }
-}
-
 impl Drop for MessageQueue {
     fn drop(&mut self) {
-        if self.owner && self.still_named() {
-            let _ = unlink(&self.name);
-        }
         // SAFETY: `self.mqd` is open and closed exactly once, here.
         unsafe { libc::mq_close(self.mqd) };
     }

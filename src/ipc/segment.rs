@@ -9,8 +9,9 @@
 //!  +------------------------+--------------------+---------+---------+-----+
 //! ```
 //!
-//! The proxy creates, owns and unlinks segments; the cache opens them by name and keeps
-//! the mappings between requests (see `cache::mappings`).
+//! The proxy creates, owns and unlinks segments (dropping a [`Segment`] only unmaps it;
+//! [`unlink_segment`] removes the name); the cache opens them by name and keeps the
+//! mappings between requests (see `server`).
 //! Both map the same object, so nothing here is a Rust reference to shared data: fields
 //! are atomics reached through raw pointers, the semaphores are handed out as
 //! [`Semaphore`] views, and slot bytes are copied in and out with `ptr::copy_nonoverlapping`.
@@ -25,18 +26,14 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::check_name;
 use super::sem::Semaphore;
+use super::wire::HEAD_CAPACITY;
 
 /// First word of every segment: "SHMS".
 pub const SEGMENT_MAGIC: u32 = u32::from_be_bytes(*b"SHMS");
 /// Layout version of the header; bumped whenever a field changes meaning or place.
-/// Version 2 added the validators (`modified`, `etag`) for HTTP conditional requests;
-/// version 3 the answerer's pid, so the asker can tell when the cache has died; version 4
-/// `accept_len`, so that a miss tells the proxy whether to fill; version 5 the freshness
-/// fields `stored_at` and `max_age`; version 6 `source_version`, so that revalidation sees
-/// a file rewritten within the same second at the same length.
-pub const SEGMENT_VERSION: u32 = 6;
-/// Bytes reserved for an entity tag, quotes included.
-pub const ETAG_CAPACITY: usize = 128;
+/// Version 7 holds the answer's head as bytes encoded by [`wire`](super::wire) instead of
+/// a field per value, so a new field of the protocol no longer changes this layout.
+pub const SEGMENT_VERSION: u32 = 7;
 /// The smallest slot we agree to carve: below this the header costs more than it carries.
 pub const MIN_SLOT_CAPACITY: usize = 64;
 
@@ -44,49 +41,25 @@ pub const MIN_SLOT_CAPACITY: usize = 64;
 ///
 /// Fields written once at creation (magic .. slot_capacity) are read by the cache once at
 /// open and copied; the rest change per transfer. All are atomics so that either side may
-/// read a field the other is writing without undefined behaviour.
+/// read a field the other is writing without undefined behaviour, except the head area,
+/// which is copied in and out whole and only ever validated, never trusted.
 #[repr(C)]
 struct Header {
     magic: AtomicU32,
     version: AtomicU32,
     slots: AtomicU32,
-    /// [`Status`](super::channel::Status) of the current answer, written with the head.
-    status: AtomicU32,
+    /// Set by the asker when it abandons a transfer, so the answerer stops early.
+    cancelled: AtomicU32,
     slot_capacity: AtomicU64,
     /// Bumped by the proxy at every checkout; the request carries the same number.
     generation: AtomicU64,
-    /// The generation the answerer was serving when it wrote the head.
-    reply_generation: AtomicU64,
-    /// Set by the asker when it abandons a transfer, so the answerer stops early.
-    cancelled: AtomicU32,
-    _reserved: AtomicU32,
-    /// Length of the whole object.
-    total_len: AtomicU64,
-    /// Offset of the first body byte within the object.
-    body_offset: AtomicU64,
-    /// Bytes this transfer carries.
-    body_len: AtomicU64,
-    /// Last modification of the object, seconds since the Unix epoch; 0 when unknown.
-    modified: AtomicU64,
-    /// On a miss: the largest object the answerer would take in a STORE (0: none).
-    accept_len: AtomicU64,
-    /// When the object was stored or last revalidated, seconds since the Unix epoch.
-    stored_at: AtomicU64,
-    /// Its freshness lifetime in seconds from `stored_at` (`u64::MAX`: forever).
-    max_age: AtomicU64,
-    /// An opaque identity of the file the object was read from (see
-    /// `cache::store::file_version`); 0 when unknown. Written with the head.
-    source_version: AtomicU64,
-    /// Bytes of `etag` in use; 0 when the object has no entity tag.
-    etag_len: AtomicU32,
-    /// Process id of the answerer, written with the head.
-    answerer_pid: AtomicU32,
     /// Counts slots holding data: posted by the writer, waited for by the reader.
     ready: libc::sem_t,
     /// Counts empty slots: starts at `slots`, waited for by the writer, posted by the reader.
     free: libc::sem_t,
-    /// The entity tag, written with the head; copied in and out, never borrowed.
-    etag: [u8; ETAG_CAPACITY],
+    /// The transfer's head ([`wire::encode_head`](super::wire::encode_head)); a first byte
+    /// of 0 means none has been written since the transfer began.
+    head: [u8; HEAD_CAPACITY],
 }
 
 /// Bytes before the slot-length table.
@@ -137,7 +110,6 @@ pub struct Segment {
     base: *mut u8,
     len: usize,
     name: String,
-    owner: bool,
     slots: usize,
     slot_capacity: usize,
 }
@@ -199,7 +171,6 @@ impl Segment {
             base,
             len: size,
             name: name.to_owned(),
-            owner: true,
             slots,
             slot_capacity,
         };
@@ -251,7 +222,6 @@ impl Segment {
             base,
             len,
             name: name.to_owned(),
-            owner: false,
             slots: 0,
             slot_capacity: 0,
         };
@@ -327,14 +297,15 @@ impl Segment {
     /// Prepares a clean segment for a new transfer: new generation, no head, not cancelled.
     /// Only valid when the semaphores are at rest (`ready` = 0, `free` = slots).
     pub fn begin_transfer(&self, generation: u64) {
-        self.set_status(0);
-        self.field::<AtomicU64>(offset_of!(Header, reply_generation))
-            .store(0, Ordering::Release);
+        // SAFETY: the first byte of the head area lies in our mapping; between transfers
+        // nobody else writes it (the previous answerer is done, or cut off by a rebuild).
+        unsafe {
+            addr_of_mut!((*self.header()).head)
+                .cast::<u8>()
+                .write_volatile(0)
+        };
         self.field::<AtomicU32>(offset_of!(Header, cancelled))
             .store(0, Ordering::Release);
-        // A writer that never sets it (see `set_source_version`) must not pass on the
-        // previous transfer's.
-        self.set_source_version(0);
         self.field::<AtomicU64>(offset_of!(Header, generation))
             .store(generation, Ordering::Release);
     }
@@ -350,93 +321,34 @@ impl Segment {
             != 0
     }
 
-    pub fn status(&self) -> u32 {
-        self.field::<AtomicU32>(offset_of!(Header, status))
-            .load(Ordering::Acquire)
-    }
-
-    fn set_status(&self, status: u32) {
-        self.field::<AtomicU32>(offset_of!(Header, status))
-            .store(status, Ordering::Release);
-    }
-
-    /// Writes the head of an answer: read by the asker after the first `ready`.
-    /// Panics if the entity tag is longer than [`ETAG_CAPACITY`].
-    pub fn write_head(&self, head: &RawHead) {
-        let u64_at = |off| self.field::<AtomicU64>(off);
-        u64_at(offset_of!(Header, total_len)).store(head.total_len, Ordering::Relaxed);
-        u64_at(offset_of!(Header, body_offset)).store(head.body_offset, Ordering::Relaxed);
-        u64_at(offset_of!(Header, body_len)).store(head.body_len, Ordering::Relaxed);
-        u64_at(offset_of!(Header, modified)).store(head.modified, Ordering::Relaxed);
-        u64_at(offset_of!(Header, accept_len)).store(head.accept_len, Ordering::Relaxed);
-        u64_at(offset_of!(Header, stored_at)).store(head.stored_at, Ordering::Relaxed);
-        u64_at(offset_of!(Header, max_age)).store(head.max_age, Ordering::Relaxed);
-        u64_at(offset_of!(Header, reply_generation)).store(head.generation, Ordering::Relaxed);
-        self.field::<AtomicU32>(offset_of!(Header, answerer_pid))
-            .store(head.pid, Ordering::Relaxed);
-        let etag = head.etag();
-        // SAFETY: `etag` fits the field (etag() is bounded by ETAG_CAPACITY), which lies in
-        // our mapping; until the next `ready` post only the answerer touches it.
+    /// Writes the head of a transfer: read by the other side after the first `ready`,
+    /// which publishes it.
+    pub fn write_head(&self, head: &[u8; HEAD_CAPACITY]) {
+        // SAFETY: the area lies in our mapping and is exactly HEAD_CAPACITY bytes; until
+        // the next `ready` post only the writer of the transfer touches it.
         unsafe {
             ptr::copy_nonoverlapping(
-                etag.as_ptr(),
-                addr_of_mut!((*self.header()).etag).cast::<u8>(),
-                etag.len(),
+                head.as_ptr(),
+                addr_of_mut!((*self.header()).head).cast::<u8>(),
+                HEAD_CAPACITY,
             )
         };
-        self.field::<AtomicU32>(offset_of!(Header, etag_len))
-            .store(etag.len() as u32, Ordering::Relaxed);
-        self.set_status(head.status);
     }
 
-    /// Reads the head as the answerer wrote it; the caller validates every field. An
-    /// `etag_len` past the field is reported as is and no byte beyond the field is read.
-    pub fn read_head(&self) -> RawHead {
-        let u64_at = |off| self.field::<AtomicU64>(off).load(Ordering::Acquire);
-        let etag_len = self
-            .field::<AtomicU32>(offset_of!(Header, etag_len))
-            .load(Ordering::Acquire);
-        let mut etag = [0u8; ETAG_CAPACITY];
-        // SAFETY: the whole field lies in our mapping; we copy it to a local array. After
-        // `ready` the answerer no longer writes it (a faulty one could: torn bytes, which the
-        // caller's validation then rejects, never an out-of-bounds read).
+    /// Copies the head area out, as the writer left it; the caller validates every byte.
+    pub fn read_head(&self) -> [u8; HEAD_CAPACITY] {
+        let mut head = [0u8; HEAD_CAPACITY];
+        // SAFETY: the whole area lies in our mapping; we copy it to a local array. After
+        // `ready` the writer no longer writes it (a faulty one could: torn bytes, which
+        // validation then refuses, never a read outside the area).
         unsafe {
             ptr::copy_nonoverlapping(
-                addr_of_mut!((*self.header()).etag).cast::<u8>(),
-                etag.as_mut_ptr(),
-                ETAG_CAPACITY,
+                addr_of_mut!((*self.header()).head).cast::<u8>(),
+                head.as_mut_ptr(),
+                HEAD_CAPACITY,
             )
         };
-        RawHead {
-            status: self.status(),
-            generation: u64_at(offset_of!(Header, reply_generation)),
-            total_len: u64_at(offset_of!(Header, total_len)),
-            body_offset: u64_at(offset_of!(Header, body_offset)),
-            body_len: u64_at(offset_of!(Header, body_len)),
-            modified: u64_at(offset_of!(Header, modified)),
-            accept_len: u64_at(offset_of!(Header, accept_len)),
-            stored_at: u64_at(offset_of!(Header, stored_at)),
-            max_age: u64_at(offset_of!(Header, max_age)),
-            pid: self
-                .field::<AtomicU32>(offset_of!(Header, answerer_pid))
-                .load(Ordering::Acquire),
-            etag_len,
-            etag,
-        }
-    }
-
-    /// Writes the head's source version: part of the head like the fields of [`RawHead`],
-    /// and published by the same `ready` post, but set on its own so that code which
-    /// builds a `RawHead` field by field (the fault-injection tests) is unaffected by it.
-    pub fn set_source_version(&self, version: u64) {
-        self.field::<AtomicU64>(offset_of!(Header, source_version))
-            .store(version, Ordering::Relaxed);
-    }
-
-    /// The head's source version as the answerer wrote it (any value is valid).
-    pub fn source_version(&self) -> u64 {
-        self.field::<AtomicU64>(offset_of!(Header, source_version))
-            .load(Ordering::Acquire)
+        head
     }
 
     fn slot_len_field(&self, slot: usize) -> &AtomicU64 {
@@ -496,51 +408,17 @@ impl Segment {
     }
 }
 
-/// The head fields exactly as they sit in shared memory, all but the source version (see
-/// [`Segment::set_source_version`]); see `channel::Head` for the validated form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RawHead {
-    pub status: u32,
-    pub generation: u64,
-    pub total_len: u64,
-    pub body_offset: u64,
-    pub body_len: u64,
-    /// Seconds since the Unix epoch; 0 when unknown.
-    pub modified: u64,
-    /// On a miss: the largest object the answerer would take in a STORE.
-    pub accept_len: u64,
-    /// Seconds since the Unix epoch when the object was stored or revalidated.
-    pub stored_at: u64,
-    /// Freshness lifetime in seconds (`u64::MAX`: forever).
-    pub max_age: u64,
-    /// The answerer's process id.
-    pub pid: u32,
-    /// As written by the peer: may exceed [`ETAG_CAPACITY`] if the peer is faulty.
-    pub etag_len: u32,
-    pub etag: [u8; ETAG_CAPACITY],
-}
-
-impl RawHead {
-    /// The entity tag bytes, cut at the field's capacity.
-    pub fn etag(&self) -> &[u8] {
-        &self.etag[..(self.etag_len as usize).min(ETAG_CAPACITY)]
-    }
-}
-
 impl Drop for Segment {
     fn drop(&mut self) {
         // SAFETY: `base`/`len` describe our own mapping, unmapped once, here. Nothing borrowed
         // from it outlives `self` (Semaphore views carry its lifetime).
         unsafe { libc::munmap(self.base.cast(), self.len) };
-        if self.owner
-            && let Ok(cname) = CString::new(self.name.as_str())
-        {
-            let _ = shm_unlink(&cname);
-        }
     }
 }
 
-/// Removes the shared-memory object `name`. Returns whether it existed.
+/// Removes the shared-memory object `name`: the proxy's explicit step when it rebuilds a
+/// segment or shuts down (a [`Segment`] only unmaps when dropped). Mappings of the object
+/// stay valid until they are dropped. Returns whether it existed.
 pub fn unlink_segment(name: &str) -> io::Result<bool> {
     shm_unlink(&check_name(name)?)
 }

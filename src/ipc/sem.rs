@@ -9,6 +9,8 @@ use std::io;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use super::sys::{monotonic_now, retry_interrupted, timespec};
+
 // glibc has had sem_clockwait since 2.30; the libc crate does not declare it for Linux.
 unsafe extern "C" {
     fn sem_clockwait(
@@ -16,24 +18,6 @@ unsafe extern "C" {
         clock: libc::clockid_t,
         abstime: *const libc::timespec,
     ) -> libc::c_int;
-}
-
-/// Now on CLOCK_MONOTONIC, as a duration since its (arbitrary) origin.
-fn monotonic_now() -> Duration {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
-}
-
-fn timespec(at: Duration) -> libc::timespec {
-    libc::timespec {
-        tv_sec: at.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
-        tv_nsec: at.subsec_nanos() as libc::c_long,
-    }
 }
 
 /// Why a wait ended without the semaphore being taken.
@@ -139,32 +123,30 @@ impl<'a> Semaphore<'a> {
     /// Takes one unit, waiting until the CLOCK_MONOTONIC instant `at`.
     fn wait_until(&self, at: Duration) -> Result<(), WaitError> {
         let deadline = timespec(at);
-        loop {
-            // SAFETY: as in `post`; `deadline` is a valid timespec on our stack, and
-            // sem_clockwait takes exactly these argument types (glibc 2.30, `sem.h`).
-            if unsafe { sem_clockwait(self.sem, libc::CLOCK_MONOTONIC, &deadline) } == 0 {
-                return Ok(());
-            }
-            match io::Error::last_os_error().raw_os_error().unwrap_or(0) {
-                libc::EINTR => continue,
-                libc::ETIMEDOUT => return Err(WaitError::TimedOut),
-                errno => return Err(WaitError::Os(errno)),
-            }
-        }
+        // SAFETY: as in `post`; `deadline` is a valid timespec on our stack, and
+        // sem_clockwait takes exactly these argument types (glibc 2.30, `sem.h`).
+        retry_interrupted(|| unsafe {
+            sem_clockwait(self.sem, libc::CLOCK_MONOTONIC, &deadline) as isize
+        })
+        .map(drop)
+        .map_err(WaitError::from)
     }
 
     /// Takes one unit if there is one, without waiting (`TimedOut` if there is none).
     fn try_take(&self) -> Result<(), WaitError> {
-        loop {
-            // SAFETY: as in `post`.
-            if unsafe { libc::sem_trywait(self.sem) } == 0 {
-                return Ok(());
-            }
-            match io::Error::last_os_error().raw_os_error().unwrap_or(0) {
-                libc::EINTR => continue,
-                libc::EAGAIN => return Err(WaitError::TimedOut),
-                errno => return Err(WaitError::Os(errno)),
-            }
+        // SAFETY: as in `post`.
+        match retry_interrupted(|| unsafe { libc::sem_trywait(self.sem) as isize }) {
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Err(WaitError::TimedOut),
+            other => other.map(drop).map_err(WaitError::from),
+        }
+    }
+}
+
+impl From<io::Error> for WaitError {
+    fn from(e: io::Error) -> WaitError {
+        match (e.kind(), e.raw_os_error()) {
+            (io::ErrorKind::TimedOut, _) => WaitError::TimedOut,
+            (_, errno) => WaitError::Os(errno.unwrap_or(0)),
         }
     }
 }
@@ -178,6 +160,8 @@ mod tests {
     fn waits_time_out_and_posts_are_taken() {
         let name = format!("/semtest.seg.{}.0", std::process::id());
         let seg = Segment::create(&name, 4096, 2).unwrap();
+        // Unlinked at once: the mapping lives on, and nothing is left if the test fails.
+        crate::ipc::segment::unlink_segment(&name).unwrap();
         let started = std::time::Instant::now();
         assert_eq!(
             seg.ready().wait_timeout(Duration::from_millis(30)),
@@ -200,6 +184,8 @@ mod tests {
     fn long_waits_check_between_slices() {
         let name = format!("/semtest.seg.{}.1", std::process::id());
         let seg = Segment::create(&name, 4096, 1).unwrap();
+        // Unlinked at once: the mapping lives on, and nothing is left if the test fails.
+        crate::ipc::segment::unlink_segment(&name).unwrap();
         let (slice, long) = (Duration::from_millis(20), Duration::from_secs(5));
         let mut asked = 0;
         // A unit that is there is taken without asking.

@@ -1,12 +1,11 @@
-//! The few OS calls the servers need that std does not offer: the open-file limit,
-//! signals to a process by pid, a handle that sees a process exit, and a socket that
-//! resets when closed. They live here so that every `unsafe` block of the
-//! crate is in `src/ipc`.
+//! The OS calls under the channel that std does not offer: one retry loop for calls that a
+//! signal can interrupt, whether a process is alive, and a handle that sees a process exit.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-fn check(rc: libc::c_int) -> io::Result<()> {
+pub(super) fn check(rc: libc::c_int) -> io::Result<()> {
     if rc == -1 {
         Err(io::Error::last_os_error())
     } else {
@@ -14,43 +13,52 @@ fn check(rc: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// Makes closing `stream` reset the connection (SO_LINGER on, zero seconds) instead of
-/// ending it with a FIN: how the proxy tells a client that a response was cut short, even
-/// one whose body runs to the connection's close. std has no stable call for this.
-pub fn reset_on_close(stream: &std::net::TcpStream) -> io::Result<()> {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: `linger` is a live, properly initialised `struct linger` and we pass its
-    // exact size; the descriptor is an open socket borrowed from `stream` for the call.
-    check(unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    })
+/// Runs one blocking call until a signal does not interrupt it, and turns its -1 into the
+/// OS error: the one EINTR loop of the crate. Every blocking call here takes an absolute
+/// deadline, so a retry waits only for what is left of its timeout. ETIMEDOUT becomes
+/// `ErrorKind::TimedOut`, and EAGAIN from a call that must not block `WouldBlock`.
+pub(super) fn retry_interrupted(mut call: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        let rc = call();
+        if rc >= 0 {
+            return Ok(rc as usize);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::ETIMEDOUT) => return Err(io::ErrorKind::TimedOut.into()),
+            _ => return Err(err),
+        }
+    }
 }
 
-/// Raises the soft limit on open files to the hard limit; returns the new soft limit.
-/// The proxy needs a descriptor per client connection, and one more while it streams from
-/// secondary storage.
-pub fn raise_nofile_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+/// The absolute CLOCK_REALTIME instant `timeout` from now, as `mq_timedsend` wants it (no
+/// message-queue call takes another clock; semaphores wait on CLOCK_MONOTONIC).
+pub(super) fn realtime_deadline(timeout: Duration) -> libc::timespec {
+    let at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_add(timeout);
+    timespec(at)
+}
+
+/// Now on CLOCK_MONOTONIC, as a duration since its (arbitrary) origin.
+pub(super) fn monotonic_now() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    // SAFETY: `lim` is a valid out-pointer.
-    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
-    if lim.rlim_cur < lim.rlim_max {
-        lim.rlim_cur = lim.rlim_max;
-        // SAFETY: `lim` is a valid rlimit with cur <= max.
-        check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
+    // SAFETY: `now` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+/// A duration since a clock's origin as the `timespec` the C calls take.
+pub(super) fn timespec(at: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: at.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: at.subsec_nanos() as libc::c_long,
     }
-    Ok(lim.rlim_cur)
 }
 
 /// Whether a process with this pid exists (EPERM means it exists but is not ours).
@@ -107,15 +115,4 @@ impl ProcessHandle {
         let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
         rc > 0 && pfd.revents & libc::POLLIN != 0
     }
-}
-
-/// Sends SIGTERM to `pid`: the polite stop, which lets the process unlink what it owns.
-pub fn terminate(pid: u32) -> io::Result<()> {
-    // kill(0, ...) would signal our own process group.
-    let pid = libc::pid_t::try_from(pid)
-        .ok()
-        .filter(|&p| p > 0)
-        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: kill has no memory-safety preconditions.
-    check(unsafe { libc::kill(pid, libc::SIGTERM) })
 }

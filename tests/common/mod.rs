@@ -11,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use shmcache::ipc::queue::MessageQueue;
-use shmcache::ipc::{queue_name, sys};
+use shmcache::ipc::{process, queue_name};
 
 /// Generous bound for anything that should take milliseconds; a hang fails instead of
 /// blocking the suite.
@@ -185,7 +185,7 @@ impl Proc {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> ExitStatus {
-        sys::terminate(self.child.id()).unwrap();
+        process::terminate(self.child.id()).unwrap();
         self.wait_exit()
     }
 
@@ -211,7 +211,7 @@ impl Drop for Proc {
     fn drop(&mut self) {
         // Only reached when a test failed half-way: do not leave our own child running.
         if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = sys::terminate(self.child.id());
+            let _ = process::terminate(self.child.id());
             let deadline = Instant::now() + Duration::from_secs(5);
             while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));

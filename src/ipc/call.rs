@@ -1,0 +1,355 @@
+//! The protocol as types: the calls a proxy makes ([`Call`]) and the heads that open every
+//! answer ([`Head`]). Each operation is described once, here, next to its type: what it
+//! asks, what crosses the segment and in which direction. [`wire`](super::wire) encodes
+//! exactly these and nothing else; [`client`](super::client) and
+//! [`server`](super::server) are the two sides that use them.
+//!
+//! A call goes on the queue; everything else crosses the segment the call names. The
+//! writer of a transfer first writes a [`Head`] into the segment's head area, then the
+//! *stream* through the slots: the stored response's header block
+//! ([`Meta::header_len`] bytes, when the head carries a [`Meta`]) and then the body bytes.
+//! A stream of zero bytes still takes one (empty) chunk, so every answer is at least one
+//! handoff.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::conditions::{Conditions, Outcome};
+
+/// One request on the queue.
+///
+/// `K` is how the key is held: `&str` when a proxy encodes a call (sending allocates
+/// nothing), `String` once the cache has decoded one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call<K = String> {
+    /// GET: "send me `key`, as these conditions decide."
+    ///
+    /// ```text
+    /// proxy                                   cache
+    ///   GET {key, conditions, ...} --queue-->  look up key, evaluate conditions
+    ///                              <-segment-- Head::Found {meta, outcome}
+    ///                              <-slots---- header block, then the bytes the outcome sends
+    ///   (or Head::Expired {meta, accept_len} + header block, no body;
+    ///    or Head::Missing {accept_len}, nothing)
+    /// ```
+    ///
+    /// An entry past its lifetime is answered `Expired` unless `allow_stale`, so the proxy
+    /// can revalidate it; except an entry the cache preloaded, which the cache checks
+    /// against its own file and never answers `Expired`. With `head_only` (HTTP HEAD) the
+    /// answer carries no body bytes, whatever the outcome.
+    Get {
+        key: K,
+        conditions: Conditions,
+        allow_stale: bool,
+        head_only: bool,
+    },
+    /// STORE: "keep this response under `key`" (filling the cache on a miss). The roles of
+    /// the segment swap: the proxy writes, the cache reads.
+    ///
+    /// ```text
+    /// proxy                                   cache
+    ///   STORE {key, len} ----------queue-->   map the segment
+    ///   Head::Store {meta} --------segment->  check meta (len, size limit)
+    ///   header block, body --------slots-->   copy out, store the entry
+    ///   wait until every slot is free  <---   give the last slot back: "it is in"
+    /// ```
+    ///
+    /// `len` is the body's length, so the cache can refuse a STORE too large for it before
+    /// it reads anything. A cache that refuses still reads the stream off, so the proxy is
+    /// never left waiting, and keeps nothing.
+    Store { key: K, len: u64 },
+    /// RENEW: "I found `key` unchanged at its source; make it fresh for `max_age` seconds,
+    /// then answer as a GET with these conditions would." One call, not two, so that a
+    /// revalidated hit asks the cache only once more.
+    ///
+    /// ```text
+    ///   RENEW {key, max_age, conditions} -->  stored_at = now, max_age
+    ///                              <-------- as GET (never Expired)
+    /// ```
+    Renew {
+        key: K,
+        max_age: u64,
+        conditions: Conditions,
+        head_only: bool,
+    },
+    /// PURGE: "remove `key`."
+    ///
+    /// ```text
+    ///   PURGE {key} ---------------queue-->   remove the entry
+    ///                              <-segment- Head::Purged {existed}, one empty chunk
+    /// ```
+    Purge { key: K },
+    /// STATS: "send me your counters." Touches no entry, so the proxy also uses it as the
+    /// probe that tells whether a cache that stopped answering answers again.
+    ///
+    /// ```text
+    ///   STATS ---------------------queue-->   format the counters
+    ///                              <-segment- Head::Stats {len}
+    ///                              <-slots--- `name value` lines
+    /// ```
+    Stats,
+}
+
+impl<K: AsRef<str>> Call<K> {
+    /// The key the call names (STATS names none).
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Call::Get { key, .. }
+            | Call::Store { key, .. }
+            | Call::Renew { key, .. }
+            | Call::Purge { key } => Some(key.as_ref()),
+            Call::Stats => None,
+        }
+    }
+
+    /// Whether the answer leaves out the body (HTTP HEAD): its stream is then the header
+    /// block alone.
+    pub fn head_only(&self) -> bool {
+        matches!(
+            self,
+            Call::Get {
+                head_only: true,
+                ..
+            } | Call::Renew {
+                head_only: true,
+                ..
+            }
+        )
+    }
+
+    /// The operation's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Call::Get { .. } => "GET",
+            Call::Store { .. } => "STORE",
+            Call::Renew { .. } => "RENEW",
+            Call::Purge { .. } => "PURGE",
+            Call::Stats => "STATS",
+        }
+    }
+}
+
+/// What the writer of a transfer puts in the segment's head area before the first chunk:
+/// the cache's answer, or (STORE) the proxy's object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Head {
+    /// GET, RENEW: the object is here. The stream holds its header block and then the body
+    /// bytes that `outcome` sends (none for `NotModified` and `Unsatisfiable`, nor for a
+    /// head-only call).
+    Found { meta: Meta, outcome: Outcome },
+    /// GET: the object is here but past its lifetime. The stream holds its header block
+    /// only: enough to revalidate it. `accept_len` as for `Missing`: the proxy may replace
+    /// it with a STORE.
+    Expired { meta: Meta, accept_len: u64 },
+    /// GET, RENEW: no such object. `accept_len` is the largest body the cache would take in
+    /// a STORE (0: it takes none). The stream is empty.
+    Missing { accept_len: u64 },
+    /// PURGE: whether the object was there. The stream is empty.
+    Purged { existed: bool },
+    /// STATS: the stream is `len` bytes of text.
+    Stats { len: u64 },
+    /// STORE (written by the proxy): the object to keep; the stream holds its header block
+    /// and then its whole body of `meta.total_len` bytes.
+    Store { meta: Meta },
+    /// Any call: the cache failed to serve it (it could not read its own copy). The stream
+    /// is empty; the proxy should not ask again at once.
+    Failed,
+}
+
+impl Head {
+    /// The stored response this head describes, if any.
+    pub fn meta(&self) -> Option<&Meta> {
+        match self {
+            Head::Found { meta, .. } | Head::Expired { meta, .. } | Head::Store { meta } => {
+                Some(meta)
+            }
+            _ => None,
+        }
+    }
+
+    /// The body bytes that follow the header block, as `(offset in the object, length)`.
+    /// `head_only` answers carry none, whatever the outcome.
+    pub fn body_range(&self, head_only: bool) -> (u64, u64) {
+        match self {
+            Head::Found { meta, outcome } if !head_only => {
+                outcome.body_range(meta.total_len).unwrap_or((0, 0))
+            }
+            Head::Store { meta } => (0, meta.total_len),
+            Head::Stats { len } => (0, *len),
+            _ => (0, 0),
+        }
+    }
+
+    /// Bytes of the stream: the header block, then the body.
+    pub fn stream_len(&self, head_only: bool) -> u64 {
+        let headers = self.meta().map_or(0, |m| u64::from(m.header_len));
+        headers + self.body_range(head_only).1
+    }
+}
+
+/// A stored response as it crosses the channel: what the cache keeps beside the body.
+///
+/// The header block itself (end-to-end header lines, `Name: value\r\n` each) travels in
+/// the stream, ahead of the body; its length is here. The validators and freshness are
+/// fields of their own as well, because the cache acts on them (conditions, expiry) and
+/// should not parse HTTP to do so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    /// The HTTP status of the stored response (200 for a file).
+    pub status: u16,
+    /// Length of the whole body.
+    pub total_len: u64,
+    /// Bytes of the header block in the stream (at most [`MAX_HEADER_BLOCK`]).
+    pub header_len: u32,
+    /// Last modification, whole seconds, if known.
+    pub modified: Option<SystemTime>,
+    /// The entity tag, quotes included (`"5f3a-15"`), if any.
+    pub etag: Option<Etag>,
+    /// When the object was stored or last revalidated, seconds since the Unix epoch.
+    pub stored_at: u64,
+    /// Its freshness lifetime in seconds from `stored_at` (`u64::MAX`: forever).
+    pub max_age: u64,
+    /// An opaque identity of these bytes: of the file they were read from (device, inode,
+    /// length, modification and change times), or a number unique to the entry when there
+    /// is no file. Revalidation compares the file's; a paused response compares it before
+    /// it asks for the rest, so it never splices two versions together. In a STORE, 0
+    /// means "no file" and the cache picks a unique one.
+    pub source_version: u64,
+}
+
+impl Meta {
+    /// Seconds since the object was stored or revalidated, as of now.
+    pub fn age(&self) -> u64 {
+        unix_now().saturating_sub(self.stored_at)
+    }
+
+    /// Whether its lifetime has not yet passed.
+    pub fn is_fresh(&self) -> bool {
+        self.age() < self.max_age
+    }
+
+    /// The validators that conditions are decided on.
+    pub fn validators(&self) -> super::conditions::Validators<'_> {
+        super::conditions::Validators {
+            len: Some(self.total_len),
+            modified: self.modified,
+            etag: self.etag.as_ref().map(Etag::as_str),
+        }
+    }
+}
+
+/// The largest header block a stored response may have: far more than any file's three
+/// headers, and small enough that the proxy can hold one per response in memory.
+pub const MAX_HEADER_BLOCK: u32 = 16 * 1024;
+
+/// Bytes reserved for an entity tag, quotes included.
+pub const ETAG_CAPACITY: usize = 128;
+
+/// An entity tag as it crosses the channel: up to [`ETAG_CAPACITY`] bytes of printable
+/// ASCII, held inline so that passing one along allocates nothing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Etag {
+    bytes: [u8; ETAG_CAPACITY],
+    len: u8,
+}
+
+const _: () = assert!(ETAG_CAPACITY <= u8::MAX as usize);
+
+impl Etag {
+    /// `None` when `tag` is empty, too long, or not printable ASCII (it could not go into an
+    /// HTTP header).
+    pub fn new(tag: &str) -> Option<Etag> {
+        Etag::from_bytes(tag.as_bytes())
+    }
+
+    pub(super) fn from_bytes(tag: &[u8]) -> Option<Etag> {
+        let printable = tag.iter().all(|b| (0x21..0x7f).contains(b));
+        if tag.is_empty() || tag.len() > ETAG_CAPACITY || !printable {
+            return None;
+        }
+        let mut bytes = [0; ETAG_CAPACITY];
+        bytes[..tag.len()].copy_from_slice(tag);
+        Some(Etag {
+            bytes,
+            len: tag.len() as u8,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len as usize]).expect("checked ASCII")
+    }
+}
+
+impl fmt::Debug for Etag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.as_str())
+    }
+}
+
+/// Seconds since the Unix epoch: the clock that `stored_at` is on.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A time as whole seconds since the Unix epoch, as it crosses the channel (0: unknown).
+pub(super) fn to_secs(t: Option<SystemTime>) -> u64 {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Checks a header block a peer sent: lines of `name: value` ending in CRLF, a token for
+/// a name, visible ASCII, spaces and tabs for a value. Anything else could split the
+/// response the proxy writes from it, so the whole answer is refused.
+pub fn valid_header_block(block: &[u8]) -> bool {
+    let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let is_vchar = |b: u8| (0x20..0x7f).contains(&b) || b == b'\t';
+    let mut rest = block;
+    while !rest.is_empty() {
+        let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
+            return false;
+        };
+        let line = &rest[..end];
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return false;
+        };
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        if name.is_empty()
+            || !name.iter().all(|&b| is_tchar(b))
+            || !value.iter().all(|&b| is_vchar(b))
+        {
+            return false;
+        }
+        rest = &rest[end + 2..];
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_blocks() {
+        assert!(valid_header_block(b""));
+        assert!(valid_header_block(
+            b"Content-Type: text/html\r\nETag: \"1-2\"\r\n"
+        ));
+        for bad in [
+            &b"Content-Type: text/html"[..],
+            b"X: a\rb\r\n",
+            b"X: a\nb\r\n",
+            b": empty name\r\n",
+            b"Bad Name: x\r\n",
+            b"X: \x80\r\n",
+            b"X: \r\n\r\nHTTP/1.1 200 OK\r\n",
+        ] {
+            assert!(
+                !valid_header_block(bad),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

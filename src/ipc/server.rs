@@ -1,0 +1,483 @@
+//! The cache's side of the protocol: the receive loop. The main thread sleeps on the queue;
+//! each message is decoded and checked (its segment inside this instance, mapped, on the
+//! generation it names) and handed to a worker, which does what the [`Call`] asks through
+//! the segment, with the [`Store`] behind it deciding what is kept.
+//!
+//! Why a boss and workers: the main thread only receives and validates; a worker may block
+//! for a long time on a slow proxy, and must not hold up calls for other segments.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use threadpool::ThreadPool;
+
+use super::call::{Call, Head, MAX_HEADER_BLOCK, Meta, valid_header_block};
+use super::channel::{self, ChannelError, Receiver};
+use super::conditions::Conditions;
+use super::lock::InstanceLock;
+use super::queue::MessageQueue;
+use super::segment::{OpenError, Segment};
+use super::wire::{MESSAGE_CAPACITY, Message};
+use super::{queue_name, segment_owner, sys};
+use crate::shutdown::{Shutdown, join_within};
+
+/// What the server asks of the store behind it: the cache's policy (what is kept, for how
+/// long, what an expired entry becomes) lives there; the protocol lives here.
+pub trait Store: Send + Sync + 'static {
+    /// A stored response, kept alive while a transfer copies it out.
+    type Entry: Stored + Send;
+
+    /// GET: the entry for `key`. Past its lifetime it is `Expired` for the asker to
+    /// revalidate, unless `allow_stale`, or unless the store can check it itself (a
+    /// preloaded file).
+    fn get(&self, key: &str, allow_stale: bool) -> Lookup<Self::Entry>;
+
+    /// RENEW: makes the entry for `key` fresh for `max_age` seconds from now.
+    fn renew(&self, key: &str, max_age: u64) -> Option<Self::Entry>;
+
+    /// STORE: keeps a response (a proxy's fill). `meta.source_version` 0: no file.
+    fn store(&self, key: &str, meta: Meta, headers: Box<[u8]>, body: Box<[u8]>);
+
+    /// PURGE: removes `key`; whether it was there.
+    fn purge(&self, key: &str) -> bool;
+
+    /// The largest body a STORE may bring (0: none).
+    fn accept_len(&self) -> u64;
+
+    /// The store's counters, for STATS.
+    fn counters(&self) -> Vec<(&'static str, u64)>;
+}
+
+/// One stored response, as the server reads it to answer.
+pub trait Stored {
+    fn meta(&self) -> Meta;
+    /// The header block, `Name: value\r\n` lines.
+    fn headers(&self) -> &[u8];
+    fn body(&self) -> &[u8];
+}
+
+/// What a GET found.
+pub enum Lookup<E> {
+    Found(E),
+    /// Past its lifetime: the asker is to revalidate it.
+    Expired(E),
+    Missing,
+}
+
+/// How the server behaves.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Instance name: the queue is `/NAME.req` and only `/NAME.seg.*` segments are served.
+    pub name: String,
+    /// Worker threads writing into segments.
+    pub threads: usize,
+    /// Simulated slowness, slept before each answer.
+    pub delay: Duration,
+    /// How long a worker waits for the proxy to free a slot before it gives up.
+    pub timeout: Duration,
+}
+
+/// Messages the queue holds: the kernel's default (and unprivileged maximum) `msg_max`.
+pub const QUEUE_DEPTH: usize = 10;
+
+/// The longest the main thread waits on the queue before it looks at the shutdown flag
+/// again: the bound on how long SIGINT or SIGTERM takes to stop it.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+
+/// The serving side of an instance: holds the instance lock and owns the request queue,
+/// which it unlinks when it stops.
+pub struct Server {
+    config: Config,
+    queue: MessageQueue,
+    /// Held until the server is gone; declared after `queue` so that the queue is unlinked
+    /// and closed while the lock still says it is ours.
+    _lock: InstanceLock,
+}
+
+/// What the workers share.
+struct Shared<S> {
+    config: Config,
+    store: Arc<S>,
+    mappings: Mappings,
+    started: Instant,
+    dropped: AtomicU64,
+    stores_aborted: AtomicU64,
+    transfers_failed: AtomicU64,
+}
+
+impl Server {
+    /// Creates the request queue of the instance that `lock` was taken for, replacing a
+    /// stale one: holding the lock, any queue of that name is a dead cache's.
+    ///
+    /// # Errors
+    /// Those of [`MessageQueue::create`], with the queue's name.
+    pub fn new(config: Config, lock: InstanceLock) -> io::Result<Server> {
+        let name = queue_name(&config.name);
+        let (queue, replaced) = MessageQueue::create(&name, QUEUE_DEPTH, MESSAGE_CAPACITY)
+            .map_err(|e| io::Error::new(e.kind(), format!("creating the queue {name}: {e}")))?;
+        if replaced {
+            log::warn!("replaced a stale queue {name}");
+        }
+        Ok(Server {
+            config,
+            queue,
+            _lock: lock,
+        })
+    }
+
+    /// Serves calls until `shutdown` is triggered (noticed within `SHUTDOWN_POLL`), then
+    /// unlinks the queue and lets transfers in flight finish for at most the timeout.
+    /// Returns the number still running when it gave up waiting. The instance lock is
+    /// released last, when this returns.
+    pub fn run<S: Store>(self, store: Arc<S>, shutdown: &Shutdown) -> usize {
+        let config = self.config.clone();
+        let workers = ThreadPool::with_name("cache-worker".into(), config.threads.max(1));
+        let shared = Arc::new(Shared {
+            mappings: Mappings::new(&config.name),
+            config: config.clone(),
+            store,
+            started: Instant::now(),
+            dropped: AtomicU64::new(0),
+            stores_aborted: AtomicU64::new(0),
+            transfers_failed: AtomicU64::new(0),
+        });
+        let mut buf = vec![0u8; self.queue.msg_size().max(MESSAGE_CAPACITY)];
+        log::info!(
+            "serving on {} with {} threads",
+            queue_name(&config.name),
+            config.threads
+        );
+        // Nothing wakes us for a shutdown: a message sent to the queue by name could reach
+        // another process's queue. So the wait is bounded and the flag checked after it.
+        while !shutdown.is_triggered() {
+            let len = match self.queue.receive_timeout(&mut buf, SHUTDOWN_POLL) {
+                Ok(len) => len,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => continue,
+                Err(e) => {
+                    log::error!("receiving from {}: {e}", queue_name(&config.name));
+                    std::thread::sleep(SHUTDOWN_POLL);
+                    continue;
+                }
+            };
+            let message = match Message::decode(&buf[..len]) {
+                Ok(m) if segment_owner(&config.name, &m.segment).is_some() => m,
+                Ok(m) => {
+                    shared.drop_message(&format!(
+                        "a {} call: segment {:?} is outside this instance",
+                        m.call.name(),
+                        m.segment
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    shared.drop_message(&format!("a malformed message: {e}"));
+                    continue;
+                }
+            };
+            let shared = Arc::clone(&shared);
+            workers.execute(move || shared.serve(message));
+        }
+        if let Err(e) = self.queue.unlink() {
+            log::warn!("unlinking {}: {e}", queue_name(&config.name));
+        }
+        drop(self.queue);
+        join_within(&workers, config.timeout)
+    }
+}
+
+impl<S: Store> Shared<S> {
+    fn drop_message(&self, what: &str) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        log::warn!("dropped {what}");
+    }
+
+    /// Serves one call: maps its segment, checks its generation, and does what it asks.
+    fn serve(&self, message: Message) {
+        let Message {
+            segment,
+            generation,
+            call,
+        } = message;
+        let what = || format!("a {} call for {:?}", call.name(), call.key().unwrap_or("-"));
+        if generation == 0 {
+            // No checkout ever gives 0: a fresh segment carries it until its first one.
+            return self.drop_message(&format!("{}: generation 0", what()));
+        }
+        let seg = match self.mappings.get(&segment, generation) {
+            Ok(Some(seg)) => seg,
+            Ok(None) => {
+                return self.drop_message(&format!("{}: segment {segment} is in use", what()));
+            }
+            Err(e) => return self.drop_message(&format!("{}: segment {segment}: {e}", what())),
+        };
+        if seg.generation() != generation {
+            return self.drop_message(&format!(
+                "a stale {}: segment {segment} is on generation {}, not {generation}",
+                what(),
+                seg.generation()
+            ));
+        }
+        if !self.config.delay.is_zero() {
+            std::thread::sleep(self.config.delay);
+        }
+        let to = Transfer {
+            seg: &seg,
+            generation,
+            timeout: self.config.timeout,
+        };
+        let outcome = match &call {
+            Call::Get {
+                key,
+                conditions,
+                allow_stale,
+                head_only,
+            } => match self.store.get(key, *allow_stale) {
+                Lookup::Found(entry) => to.answer(key, &entry, conditions, *head_only),
+                Lookup::Expired(entry) => {
+                    let head = Head::Expired {
+                        meta: entry.meta(),
+                        accept_len: self.store.accept_len(),
+                    };
+                    to.send(&head, &[entry.headers()])
+                }
+                Lookup::Missing => to.missing(self.store.accept_len()),
+            },
+            Call::Renew {
+                key,
+                max_age,
+                conditions,
+                head_only,
+            } => match self.store.renew(key, *max_age) {
+                Some(entry) => to.answer(key, &entry, conditions, *head_only),
+                None => to.missing(self.store.accept_len()),
+            },
+            Call::Store { key, len } => self.take_store(&to, key, *len),
+            Call::Purge { key } => {
+                let existed = self.store.purge(key);
+                to.send(&Head::Purged { existed }, &[])
+            }
+            Call::Stats => {
+                let text = self.stats_text();
+                let head = Head::Stats {
+                    len: text.len() as u64,
+                };
+                to.send(&head, &[text.as_bytes()])
+            }
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(ChannelError::Cancelled) => {
+                log::debug!("{}: the proxy cancelled", call.key().unwrap_or("-"))
+            }
+            Err(e) => {
+                self.transfers_failed.fetch_add(1, Ordering::Relaxed);
+                log::warn!("{} via {segment}: {e}", what());
+            }
+        }
+    }
+
+    /// Receives a response the proxy fetched on a miss and stores it. The proxy learns that
+    /// the entry is in when the last slot comes back (see `Sender::wait_drained`), so a
+    /// request that waited for this fill finds it.
+    fn take_store(&self, to: &Transfer, key: &str, len: u64) -> Result<(), ChannelError> {
+        let (envelope, mut rx) = Receiver::recv_head(to.seg, to.generation, false, to.timeout)?;
+        let mut stream = Stream {
+            seg: to.seg,
+            rx: &mut rx,
+        };
+        let meta = match envelope.head {
+            Head::Store { meta } if meta.total_len == len && len <= self.store.accept_len() => meta,
+            _ => {
+                // Not something we keep (the proxy should not have sent it): read it off
+                // so the proxy is not left waiting, and keep nothing.
+                io::copy(&mut stream, &mut io::sink()).map_err(ChannelError::from_io)?;
+                rx.finish(to.seg)?;
+                self.stores_aborted.fetch_add(1, Ordering::Relaxed);
+                log::warn!("refused a STORE of {key} ({len} bytes)");
+                return Ok(());
+            }
+        };
+        let mut headers = vec![0u8; meta.header_len as usize].into_boxed_slice();
+        let mut body = vec![0u8; meta.total_len as usize].into_boxed_slice();
+        let read = stream
+            .read_exact(&mut headers)
+            .and_then(|()| stream.read_exact(&mut body));
+        if let Err(e) = read {
+            // A fill aborted half-way leaves no partial entry.
+            self.stores_aborted.fetch_add(1, Ordering::Relaxed);
+            return Err(ChannelError::from_io(e));
+        }
+        if !valid_header_block(&headers) {
+            self.stores_aborted.fetch_add(1, Ordering::Relaxed);
+            rx.finish(to.seg)?;
+            return Err(ChannelError::Protocol("malformed header block"));
+        }
+        debug_assert!(headers.len() as u32 <= MAX_HEADER_BLOCK);
+        self.store.store(key, meta, headers, body);
+        rx.finish(to.seg)
+    }
+
+    fn stats_text(&self) -> String {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let own = [
+            ("uptime_seconds", self.started.elapsed().as_secs()),
+            ("stores_aborted", load(&self.stores_aborted)),
+            ("messages_dropped", load(&self.dropped)),
+            ("transfers_failed", load(&self.transfers_failed)),
+        ];
+        for (name, value) in own.into_iter().chain(self.store.counters()) {
+            let _ = writeln!(out, "{name} {value}");
+        }
+        out
+    }
+}
+
+/// One call's answer through one segment.
+struct Transfer<'a> {
+    seg: &'a Segment,
+    generation: u64,
+    timeout: Duration,
+}
+
+impl Transfer<'_> {
+    fn send(&self, head: &Head, parts: &[&[u8]]) -> Result<(), ChannelError> {
+        channel::send(self.seg, self.generation, head, parts, self.timeout)
+    }
+
+    fn missing(&self, accept_len: u64) -> Result<(), ChannelError> {
+        self.send(&Head::Missing { accept_len }, &[])
+    }
+
+    /// Answers with `entry` as `conditions` decide: its header block, then the bytes the
+    /// outcome sends.
+    fn answer(
+        &self,
+        key: &str,
+        entry: &impl Stored,
+        conditions: &Conditions,
+        head_only: bool,
+    ) -> Result<(), ChannelError> {
+        let meta = entry.meta();
+        let outcome = conditions.evaluate(&meta.validators());
+        let head = Head::Found { meta, outcome };
+        let (start, len) = head.body_range(head_only);
+        let body = &entry.body()[start as usize..(start + len) as usize];
+        self.send(&head, &[entry.headers(), body])?;
+        // Tests read this line to see how many bytes crossed the channel.
+        log::debug!(
+            "sent {key}: {len} bytes {start}..{} of {}",
+            start + len,
+            entry.body().len()
+        );
+        Ok(())
+    }
+}
+
+/// A transfer's stream as `Read`, for the STORE side.
+struct Stream<'a> {
+    seg: &'a Segment,
+    rx: &'a mut Receiver,
+}
+
+impl Read for Stream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Ok(self.rx.read(self.seg, buf)?)
+    }
+}
+
+/// The segments this cache has mapped, kept between calls.
+///
+/// Opening a segment costs `shm_open`, `fstat`, `mmap` and later `munmap`, plus a page
+/// fault for every page the transfer touches, on every call. Keeping the mapping makes a
+/// hit a few atomic operations and copies. A kept mapping is used only while the segment
+/// is on the generation the call names: a proxy that rebuilt a segment created a new
+/// object under the same name, which a fresh open finds. Mappings of proxies that are gone
+/// are dropped when a new segment name turns up, so their memory is not held forever.
+///
+/// One mapping serves one call at a time. The protocol gives a transfer the segment alone;
+/// a duplicated or forged call for a segment already in use is refused here, so two of our
+/// own threads never copy into the same slot at once.
+struct Mappings {
+    instance: String,
+    kept: Mutex<HashMap<String, Arc<Kept>>>,
+}
+
+struct Kept {
+    seg: Segment,
+    busy: AtomicBool,
+}
+
+/// How long a call waits for the previous user of its mapping to let go.
+const BUSY_WAIT: Duration = Duration::from_millis(100);
+
+/// Exclusive use of a kept mapping for one call; released when dropped.
+struct InUse(Arc<Kept>);
+
+impl std::ops::Deref for InUse {
+    type Target = Segment;
+
+    fn deref(&self) -> &Segment {
+        &self.0.seg
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.0.busy.store(false, Ordering::Release);
+    }
+}
+
+impl Mappings {
+    fn new(instance: &str) -> Mappings {
+        Mappings {
+            instance: instance.to_owned(),
+            kept: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A mapping of `name` that was on `generation` when looked at, for this call alone: a
+    /// kept one, or a fresh one (which the caller must still check, since the call may be
+    /// stale). `Ok(None)`: the kept mapping is serving another call.
+    fn get(&self, name: &str, generation: u64) -> Result<Option<InUse>, OpenError> {
+        let kept = self.lock().get(name).cloned();
+        if let Some(kept) = kept.filter(|k| k.seg.generation() == generation) {
+            // The previous transfer's worker may still be on its way out (it has posted its
+            // last chunk but not yet returned): wait a moment for it. A call that finds the
+            // mapping busy for longer is a duplicate.
+            let deadline = Instant::now() + BUSY_WAIT;
+            loop {
+                let free = kept
+                    .busy
+                    .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok();
+                if free {
+                    return Ok(Some(InUse(kept)));
+                }
+                if Instant::now() > deadline {
+                    return Ok(None);
+                }
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+        let kept = Arc::new(Kept {
+            seg: Segment::open(name)?,
+            busy: AtomicBool::new(true),
+        });
+        let mut map = self.lock();
+        if !map.contains_key(name) {
+            let instance = &self.instance;
+            map.retain(|n, _| segment_owner(instance, n).is_some_and(sys::process_alive));
+        }
+        map.insert(name.to_owned(), Arc::clone(&kept));
+        Ok(Some(InUse(kept)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Kept>>> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
