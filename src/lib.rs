@@ -3,22 +3,28 @@
 //!
 //! # Layout
 //!
-//! - [`ipc`]: the channel itself, and the only `unsafe` code: the request queue
-//!   ([`ipc::queue`]), the wire format of a request ([`ipc::wire`]), segments
-//!   ([`ipc::segment`]) with their semaphores ([`ipc::sem`]), the transfer protocol over a
-//!   segment's ring of slots ([`ipc::channel`]), the proxy's freelist of segments
-//!   ([`ipc::pool`]) and the instance lock ([`ipc::lock`]) and a few process calls ([`ipc::sys`]). Its module docs are
-//!   the protocol specification.
-//! - [`cache`]: the `shmcached` process: the in-memory store, preloading, and the daemon
-//!   that answers the queue with a pool of workers.
-//! - [`http`]: the `webproxy` process: the HTTP/1.1 server (a thread per connection, a
-//!   pool of workers, and the spool that hands each response from one to the other),
-//!   URL-to-key mapping, the client side of the channel, secondary storage and response
-//!   bodies.
+//! - [`ipc`]: the channel and its protocol; its module page is the specification. Read in
+//!   order: [`ipc::call`] (the calls and answer heads as types), [`ipc::conditions`] (what
+//!   a GET may depend on), [`ipc::wire`] (their bytes), [`ipc::segment`] (shared memory,
+//!   with the semaphores of `ipc::sem`), [`ipc::channel`] (one transfer through a ring of
+//!   slots), [`ipc::client`] (the proxy's side, with its pool of segments) and
+//!   [`ipc::server`] (the cache's receive loop). Beside them [`ipc::queue`] (the message
+//!   queue), [`ipc::lock`] (one live cache per name) and [`ipc::process`] (process calls).
+//!   All `unsafe` code is here, except one socket option in [`http::socket`].
+//! - [`cache`]: the `shmcached` process's store ([`cache::store`]), its preloading
+//!   ([`cache::preload`]) and what it does for each call ([`cache::service`]).
+//! - [`http`]: the `webproxy` process: the HTTP/1.1 server ([`http::server`],
+//!   [`http::request`], [`http::spool`], [`http::response`], [`http::socket`]), one
+//!   request's decision ([`http::handler`], with [`http::conditional`], [`http::path`],
+//!   [`http::coalesce`]), secondary storage ([`http::storage`]), bodies ([`http::body`]),
+//!   counters ([`http::stats`]), the whole proxy ([`http::proxy`]) and `--spawn-cache`
+//!   ([`http::spawn`]).
 //! - [`shutdown`]: SIGINT/SIGTERM to an orderly stop, shared by both processes.
 //! - [`args`]: command-line value parsers shared by both binaries.
 //!
-//! The binaries in `src/bin` only parse arguments, set up logging and signals, and call in.
+//! `src/http` and `src/cache` reach the channel only through [`ipc::client`] and
+//! [`ipc::server`] (and the plain types [`ipc`] re-exports). The binaries in `src/bin`
+//! only parse arguments, set up logging and signals, and call in.
 
 // Every `unsafe` block lives in `ipc`; the compiler holds the other modules to that.
 #[deny(unsafe_code)]

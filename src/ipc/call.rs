@@ -1,6 +1,7 @@
 //! The protocol as types: the calls a proxy makes ([`Call`]) and the heads that open every
-//! answer ([`Head`]). Each operation is described once, here, next to its type: what it
-//! asks, what crosses the segment and in which direction. [`wire`](super::wire) encodes
+//! answer ([`Head`]). Each operation is described here, next to its type: what it asks,
+//! what crosses the segment and in which direction; the module page of [`ipc`](super)
+//! draws each as a sequence. [`wire`](super::wire) encodes
 //! exactly these and nothing else; [`client`](super::client) and
 //! [`server`](super::server) are the two sides that use them.
 //!
@@ -22,16 +23,9 @@ use super::conditions::{Conditions, Outcome};
 /// nothing), `String` once the cache has decoded one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call<K = String> {
-    /// GET: "send me `key`, as these conditions decide."
-    ///
-    /// ```text
-    /// proxy                                   cache
-    ///   GET {key, conditions, ...} --queue-->  look up key, evaluate conditions
-    ///                              <-segment-- Head::Found {meta, outcome}
-    ///                              <-slots---- header block, then the bytes the outcome sends
-    ///   (or Head::Expired {meta, accept_len} + header block, no body;
-    ///    or Head::Missing {accept_len}, nothing)
-    /// ```
+    /// GET: "send me `key`, as these conditions decide." The cache writes: a `Found` head
+    /// with the header block and the bytes the outcome sends, or `Expired` with the header
+    /// block only, or `Missing`.
     ///
     /// An entry past its lifetime is answered `Expired` unless `allow_stale`, so the proxy
     /// can revalidate it; except an entry the cache preloaded, which the cache checks
@@ -44,15 +38,8 @@ pub enum Call<K = String> {
         head_only: bool,
     },
     /// STORE: "keep this response under `key`" (filling the cache on a miss). The roles of
-    /// the segment swap: the proxy writes, the cache reads.
-    ///
-    /// ```text
-    /// proxy                                   cache
-    ///   STORE {key, len} ----------queue-->   map the segment
-    ///   Head::Store {meta} --------segment->  check meta (len, size limit)
-    ///   header block, body --------slots-->   copy out, store the entry
-    ///   wait until every slot is free  <---   give the last slot back: "it is in"
-    /// ```
+    /// the segment swap: the proxy writes a `Store` head, the header block and the body;
+    /// the cache reads them, and gives the last slot back once the entry is in.
     ///
     /// `len` is the body's length, so the cache can refuse a STORE too large for it before
     /// it reads anything. A cache that refuses still reads the stream off, so the proxy is
@@ -61,32 +48,17 @@ pub enum Call<K = String> {
     /// RENEW: "I found `key` unchanged at its source; make it fresh for `max_age` seconds,
     /// then answer as a GET with these conditions would." One call, not two, so that a
     /// revalidated hit asks the cache only once more.
-    ///
-    /// ```text
-    ///   RENEW {key, max_age, conditions} -->  stored_at = now, max_age
-    ///                              <-------- as GET (never Expired)
-    /// ```
     Renew {
         key: K,
         max_age: u64,
         conditions: Conditions,
         head_only: bool,
     },
-    /// PURGE: "remove `key`."
-    ///
-    /// ```text
-    ///   PURGE {key} ---------------queue-->   remove the entry
-    ///                              <-segment- Head::Purged {existed}, one empty chunk
-    /// ```
+    /// PURGE: "remove `key`." The cache writes a `Purged` head and one empty chunk.
     Purge { key: K },
-    /// STATS: "send me your counters." Touches no entry, so the proxy also uses it as the
-    /// probe that tells whether a cache that stopped answering answers again.
-    ///
-    /// ```text
-    ///   STATS ---------------------queue-->   format the counters
-    ///                              <-segment- Head::Stats {len}
-    ///                              <-slots--- `name value` lines
-    /// ```
+    /// STATS: "send me your counters." The cache writes a `Stats` head and `name value`
+    /// lines. Touches no entry, so the proxy also uses it as the probe that tells whether a
+    /// cache that stopped answering answers again.
     Stats,
 }
 

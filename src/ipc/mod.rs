@@ -1,12 +1,22 @@
-//! The channel between `webproxy` and `shmcached`: one POSIX message queue for requests
-//! and shared-memory segments, each with two process-shared semaphores, for the answers.
+//! The channel between `webproxy` and `shmcached`: one POSIX message queue for calls and
+//! shared-memory segments, each with two process-shared semaphores, for the answers. This
+//! page is the protocol's specification; the modules below implement it.
 //!
-//! This is the only module with `unsafe` code: every OS call and every touch of shared
-//! memory is wrapped here in a small safe type.
+//! This is the only module with `unsafe` code (with one small exception for a socket
+//! option in `http::socket`): every OS call and every touch of shared memory is wrapped
+//! here in a small safe type. The rest of the crate comes in through two doors only:
+//! [`client`] (what a proxy worker calls) and [`server`] (the cache's receive loop).
 //!
-//! # Protocol
+//! # Reading order
 //!
-//! ## Objects and names
+//! [`call`] (the protocol as types) → [`conditions`] (what a GET may depend on) →
+//! [`wire`] (their bytes) → [`segment`] (the shared memory) with [`sem`] (its semaphores)
+//! → [`channel`] (one transfer through a segment's slots) → [`client`] (the proxy's side,
+//! with [`pool`], its segments) → [`server`] (the cache's side). Beside them: [`queue`]
+//! (the message queue), [`lock`] (one live cache per name), [`sys`] and [`process`] (OS
+//! calls std does not offer).
+//!
+//! # Objects and names
 //!
 //! Every object name starts with the instance name `NAME` (`--name`, default `shmcache`),
 //! so two instances on one host never collide and two proxies can share one cache.
@@ -17,17 +27,21 @@
 //! | request queue       | `/NAME.req`               | cache      | cache, at exit      |
 //! | segment `i`         | `/NAME.seg.<pid>.<i>`     | proxy      | proxy, at exit      |
 //!
+//! Removing is always an explicit call of the owner ([`queue::MessageQueue::unlink`],
+//! [`segment::unlink_segment`]): dropping a handle only closes or unmaps it, so no handle
+//! ever removes an object by accident.
+//!
 //! One live cache per name ([`lock`]): a cache first takes an exclusive `flock` on the
 //! shared-memory object `/NAME-lock` and writes its pid into it; if a live process holds
 //! it, the cache exits 1 naming that pid. The kernel releases the lock when its holder
 //! dies, so an object left by a killed cache is taken over by the next one. Only the
 //! holder creates the queue, replacing a stale one (a live cache would hold the lock, so
-//! any queue found then is a dead cache's). The queue holds at most 10 messages of
-//! [`wire::MESSAGE_SIZE`] bytes, within the kernel's unprivileged defaults (`msg_max` 10,
-//! `msgsize_max` 8192). At exit the cache unlinks the queue and then the lock object, each
-//! only if the name still leads to its own object, and the lock is released last. The
-//! lock object is outside the `/NAME.` namespace ([`lock_name`]), so the proxy's cleanup of
-//! stale segments never takes it for a segment.
+//! any queue found then is a dead cache's). The queue holds at most 10 messages of up to
+//! [`wire::MESSAGE_CAPACITY`] bytes, within the kernel's unprivileged defaults (`msg_max`
+//! 10, `msgsize_max` 8192). At exit the cache unlinks the queue and then the lock object,
+//! each only if the name still leads to its own object, and the lock is released last.
+//! The lock object is outside the `/NAME.` namespace ([`lock_name`]), so the proxy's
+//! cleanup of stale segments never takes it for a segment.
 //!
 //! The proxy creates its segments with `O_EXCL` and mode 0600; at start it removes
 //! segments of its `NAME` whose `<pid>` is no longer running. Either process may start
@@ -35,57 +49,105 @@
 //! it can. Any number of proxies may share one cache; only `webproxy --spawn-cache` starts
 //! one, and it refuses to run when its cache is refused.
 //!
-//! ## A request ([`wire`])
+//! # A call
 //!
-//! A fixed-size record: magic, version, operation, the segment's generation, the byte range
-//! wanted, the key (a URL path) and the segment name. The cache drops (and logs) any
-//! message that is not exactly one valid record, or whose segment name is outside
-//! `/NAME.seg.`, or whose segment does not exist or carries another generation.
-//!
-//! ## A segment ([`segment`])
-//!
-//! A `repr(C)` header (magic, version, geometry, the semaphores `ready` and `free`,
-//! generation, the answer's head) and a data area split into `slots` slots of
-//! `slot_capacity` bytes, each with its own length word. With one slot this is the classic
-//! lock-step handoff; with more, the cache fills slot `j+1` while the proxy drains slot `j`.
-//!
-//! The head describes the object: status, lengths, validators (modification second, entity
-//! tag), freshness (`stored_at`, `max_age`) and `source_version`, an opaque 64-bit identity
-//! of the file the bytes were read from (device, inode, length, modification and change
-//! times to the nanosecond; 0 when unknown, as for an origin's object). A STORE's head
-//! hands it to the cache, which keeps it with the entry and returns it in every answer, so
-//! that an expired entry is checked against the file's whole `stat`, not just against what
-//! its entity tag shows.
-//!
-//! An entry the cache preloaded (`-c`) is never answered `Expired`: the cache knows the
-//! file it came from and checks it itself when the entry is asked for past its lifetime,
-//! then answers with the entry renewed, with the file's new bytes, or, when the file is
-//! gone, not-found.
-//!
-//! ## One transfer ([`channel`])
+//! A proxy worker checks a segment out of its pool, which starts a new *generation* on it,
+//! and sends one message naming the segment, the generation and the [`Call`]. Everything
+//! after that crosses the segment: first a [`Head`] in the segment's head area, then the
+//! *stream* through its ring of slots: the stored response's header block (when the head
+//! carries a [`Meta`]) followed by body bytes. The cache drops (and logs) any message that
+//! does not decode, names a segment outside `/NAME.seg.`, a segment that does not exist,
+//! or one on another generation.
 //!
 //! ```text
-//!   proxy worker                          segment                       cache worker
-//!   ------------                          -------                       ------------
-//!   checkout: generation = g
-//!   mq_send {GET, key, seg, g, range} ---- /NAME.req ---->  mq_receive (main thread)
-//!                                                            -> pool: map seg, check g
-//!                                                            write head (status, lengths, g)
-//!                                        wait free  <------- (free = slots at rest)
-//!                                        slot 0 <---------- copy chunk 0, set its length
+//! GET {key, conditions, allow_stale, head_only}      proxy reads, cache writes
+//!   proxy                                    cache
+//!   checkout: generation g
+//!   GET -------------------- /NAME.req ----> look the key up; an expired entry that was
+//!                                            preloaded is checked against its file
+//!                                            evaluate the conditions on its validators
+//!         <------------------ head area ---- Found {meta, outcome}
+//!         <------------------ slots -------- header block, then the bytes the outcome sends
+//!                                            (all for 200, the range for 206, none for 304,
+//!                                            416 or head_only)
+//!   or    <------------------ head area ---- Expired {meta, accept_len} + header block
+//!   or    <------------------ head area ---- Missing {accept_len}
+//!
+//! STORE {key, len}                                   proxy writes, cache reads
+//!   STORE ------------------ /NAME.req ----> refuse now if len > what it keeps
+//!   Store {meta} ----------- head area ---->
+//!   header block, body ----- slots --------> copy out; keep the entry
+//!   wait until every slot is free <--------- the last slot given back: "it is in"
+//!
+//! RENEW {key, max_age, conditions, head_only}        proxy reads, cache writes
+//!   RENEW ------------------ /NAME.req ----> stored_at = now, lifetime = max_age
+//!         <------------------ as GET -------- Found, or Missing if it left meanwhile
+//!
+//! PURGE {key}                                        proxy reads, cache writes
+//!   PURGE ------------------ /NAME.req ----> remove the entry
+//!         <------------------ head area ---- Purged {existed}, one empty chunk
+//!
+//! STATS                                              proxy reads, cache writes
+//!   STATS ------------------ /NAME.req ----> format its counters
+//!         <------------------ head area ---- Stats {len}
+//!         <------------------ slots -------- `name value` lines
+//! ```
+//!
+//! A request asks the cache once: the conditions travel with the GET, so 304, 206 and 416
+//! come back in one answer; a revalidated entry takes one more call, a RENEW that answers
+//! like a GET; a miss takes a STORE to fill the cache. Only two paths ask again: a request
+//! that waited for another one's fill of its key, and an expired entry served stale
+//! because its source could not be reached.
+//!
+//! # The head
+//!
+//! Written by the writer of the transfer into the segment's head area of
+//! [`wire::HEAD_CAPACITY`] bytes before the first chunk, published by the first `ready`
+//! (see [`wire`] for the encoding). The reader checks every field before it trusts any.
+//!
+//! | field          | in heads            | meaning                                          |
+//! |----------------|---------------------|--------------------------------------------------|
+//! | `kind`         | all                 | Found, Expired, Missing, Purged, Stats, Store, Failed |
+//! | `generation`   | all                 | the transfer the writer served: must be the reader's |
+//! | `pid`          | all                 | the writer, so the reader can watch it die       |
+//! | `status`       | Found, Expired, Store | the stored response's HTTP status              |
+//! | `total_len`    | Found, Expired, Store | the body's whole length                        |
+//! | `header_len`   | Found, Expired, Store | bytes of header block ahead of the body (≤ 16 KiB) |
+//! | `modified`     | Found, Expired, Store | validator: last modification, whole seconds    |
+//! | `etag`         | Found, Expired, Store | validator: entity tag, printable ASCII ≤ 128 bytes |
+//! | `stored_at`    | Found, Expired, Store | freshness: when stored or last renewed         |
+//! | `max_age`      | Found, Expired, Store | freshness: lifetime in seconds from `stored_at` |
+//! | `source_version` | Found, Expired, Store | identity of the bytes (the file's `stat`, or unique) |
+//! | `outcome`      | Found               | 200, 206 (with its range, inside the body), 304 or 416 |
+//! | `accept_len`   | Expired, Missing    | the largest body a STORE may bring (0: none)     |
+//! | `existed`      | Purged              | whether the entry was there                      |
+//! | `len`          | Stats               | bytes of text in the stream                      |
+//!
+//! Every length read from shared memory is checked against the reader's own copy of the
+//! geometry before any byte is copied, and a header block must be lines of
+//! `name: value` before the proxy writes any of it to a client.
+//!
+//! # One transfer ([`channel`])
+//!
+//! ```text
+//!   reader                                segment                        writer
+//!   ------                                -------                        ------
+//!                                         head area <------------------- write the head
+//!                                         wait free  <------------------ (free = slots at rest)
+//!                                         slot 0 <---------------------- copy chunk 0, set its length
 //!   wait ready  <------------------------ post ready
 //!   check head and length, copy slot 0
 //!   post free ----------------------------> free
-//!                                        wait free  <------- chunk 1 into slot 1 % slots
-//!   ...                                   ...                ...
+//!                                         wait free  <------------------ chunk 1 into slot 1 % slots
+//!   ...                                   ...                            ...
 //!   last chunk copied, post free: ready = 0, free = slots; the segment goes back to the pool
 //! ```
 //!
-//! Every length read from shared memory is checked against the reader's own copy of the
-//! geometry before any byte is copied. A zero-byte body still takes one (empty) chunk, so
-//! a zero-byte file is a found file.
+//! With one slot this is the classic lock-step handoff; with more, the writer fills slot
+//! `j+1` while the reader drains slot `j`. An empty stream still takes one (empty) chunk,
+//! so every answer is at least one handoff.
 //!
-//! ## When a transfer does not finish
+//! # When a transfer does not finish
 //!
 //! Both sides wait with a timeout (`--cache-timeout`), never forever. The proxy also
 //! watches the cache's process ([`channel::Peer`]): every head carries the writer's pid, the
@@ -102,7 +164,7 @@
 //! the next transfer. If the proxy dies, the cache worker's wait for `free` times out and
 //! it returns to the pool.
 //!
-//! ## Shutdown
+//! # Shutdown
 //!
 //! The cache's main thread waits on the queue for at most 100 ms at a time and then looks at
 //! its shutdown flag, so SIGINT or SIGTERM stops it within that time. Nothing is sent to
