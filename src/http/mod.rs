@@ -14,6 +14,7 @@ pub mod body;
 pub mod coalesce;
 pub mod conditional;
 pub mod handler;
+pub(crate) mod live;
 pub mod path;
 pub mod proxy;
 pub mod request;

@@ -2,6 +2,8 @@
 //! over loopback, and prove that they leave nothing behind.
 #![allow(dead_code)] // each test file uses its own part of the harness
 
+pub mod browser;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
