@@ -20,6 +20,11 @@
 #   PROXY_ARGS  extra flags for webproxy, e.g. "-z 1M -n 16 -k 4" (default: none, so
 #               webproxy's defaults: 8 threads, 8 segments of 256K, 4 slots)
 #   NO_BUILD=1  skip `cargo build --release` (use the binaries already built)
+#   BASELINE    a directory holding webproxy and shmcached of another build (say
+#               /tmp/before/target/release): run as a fourth server, `baseline`, with the
+#               same flags, interleaved with the others, and compared in a `/baseline`
+#               column. The way to measure a change: both builds see the same machine.
+#   FILES       which of the files to try (default "1KiB.bin 64KiB.bin 1MiB.bin 16MiB.bin")
 #
 # What it does: builds webproxy, shmcached and the memserve example in release mode; writes
 # 1 KiB, 64 KiB, 1 MiB and 16 MiB files of random bytes into a fresh temporary directory;
@@ -113,7 +118,7 @@ cleanup() {
     for pid in "${pids[@]}"; do
         stop "$pid"
     done
-    left=$(ls /dev/shm | grep -E "^${name}\." || true)
+    left=$(ls /dev/shm | grep -E "^${name}b?\." || true)
     if [ -n "$left" ]; then
         echo "http.sh: warning: objects left in /dev/shm, removing them:" $left >&2
         for obj in $left; do rm -f "/dev/shm/$obj"; done
@@ -131,7 +136,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # The files: name and size in bytes, smallest first.
-files=(1KiB.bin 64KiB.bin 1MiB.bin 16MiB.bin)
+read -r -a files <<<"${FILES:-1KiB.bin 64KiB.bin 1MiB.bin 16MiB.bin}"
 declare -A size=([1KiB.bin]=1024 [64KiB.bin]=65536 [1MiB.bin]=1048576 [16MiB.bin]=16777216)
 for f in "${files[@]}"; do
     head -c "${size[$f]}" /dev/urandom >"$www/$f"
@@ -177,6 +182,19 @@ RUST_LOG=info,access=off "$bin/webproxy" --name "$name" --port 0 --spawn-cache "
     $PROXY_ARGS 2>"$tmp/webproxy.log" &
 pids+=($!)
 port[webproxy]=$(wait_port "$!" "$tmp/webproxy.log")
+
+# (a') the same from another build, for a before-and-after in one run.
+if [ -n "${BASELINE:-}" ]; then
+    for exe in webproxy shmcached; do
+        [ -x "$BASELINE/$exe" ] || { echo "http.sh: $BASELINE/$exe is missing" >&2; exit 1; }
+    done
+    # shellcheck disable=SC2086 # PROXY_ARGS is a list of flags
+    RUST_LOG=info,access=off "$BASELINE/webproxy" --name "${name}b" --port 0 \
+        --spawn-cache "$www" $PROXY_ARGS 2>"$tmp/baseline.log" &
+    pids+=($!)
+    port[baseline]=$(wait_port "$!" "$tmp/baseline.log")
+    servers+=(baseline)
+fi
 
 # (b) memserve.
 "$bin/examples/memserve" "$www" 0 2>"$tmp/memserve.log" &
@@ -234,7 +252,7 @@ check() {
             echo "http.sh: $server does not serve $f correctly" >&2
             return 1
         fi
-        if [ "$server" = webproxy ] && ! grep -qi '^X-Cache: HIT' <<<"$headers"; then
+        if [[ $server =~ ^(webproxy|baseline)$ ]] && ! grep -qi '^X-Cache: HIT' <<<"$headers"; then
             echo "http.sh: webproxy answered $f without a cache hit" >&2
             return 1
         fi
@@ -294,6 +312,7 @@ header="file        conns"
 for s in "${servers[@]}"; do
     header+=$(printf ' %12s %9s' "$s req/s" "MB/s")
 done
+[ -z "${BASELINE:-}" ] || header+=$(printf ' %10s' "/baseline")
 header+=$(printf ' %10s' "/memserve")
 [ "$have_nginx" = 0 ] || header+=$(printf ' %10s' "/nginx")
 echo "$header"
@@ -313,7 +332,7 @@ for f in "${files[@]}"; do
             line+=$(awk -v r="${med[$s]}" -v b="${size[$f]}" -v m="$mark" \
                 'BEGIN {printf " %11.1f%s %9.1f", r, m, r * b / 1e6}')
         done
-        for s in memserve nginx; do
+        for s in baseline memserve nginx; do
             [ -n "${med[$s]:-}" ] || continue
             line+=$(awk -v a="${med[webproxy]}" -v b="${med[$s]}" \
                 'BEGIN {if (b > 0) printf " %9.2fx", a / b; else printf " %10s", "-"}')
@@ -323,7 +342,8 @@ for f in "${files[@]}"; do
     done
 done
 echo
-echo "/memserve and /nginx: webproxy's requests/s divided by theirs (1.00x = as fast)."
+echo "/baseline, /memserve and /nginx: webproxy's requests/s divided by theirs (1.00x = as fast)."
+[ -z "${BASELINE:-}" ] || echo "baseline: $BASELINE"
 if [ "$marked" = 1 ]; then
     echo "!: errors (non-2xx, socket errors or timeouts) in at least one run; KEEP=1 keeps wrk's output."
 fi

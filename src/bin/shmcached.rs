@@ -31,6 +31,10 @@ struct Args {
     /// Simulated slowness: microseconds slept before each answer.
     #[arg(short, long, value_name = "MICROS", default_value_t = 0)]
     delay: u64,
+    /// Slow motion for watching the channel (webproxy's /-/ page): microseconds slept
+    /// before each chunk of an answer.
+    #[arg(long, value_name = "MICROS", default_value_t = 0)]
+    chunk_delay: u64,
     /// Memory budget for cached objects (K, M, G suffixes); the least recently used go first.
     #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = parse_size)]
     capacity: usize,
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         name: args.name,
         threads: args.threads.get(),
         delay: Duration::from_micros(args.delay),
+        chunk_delay: Duration::from_micros(args.chunk_delay),
         timeout: args.cache_timeout,
     };
     let (objects, bytes) = store.size();

@@ -66,6 +66,10 @@ struct Args {
     /// An address allowed to PURGE, besides 127.0.0.1 and ::1 (repeatable).
     #[arg(long, value_name = "ADDR")]
     purge_allow: Vec<IpAddr>,
+    /// An address allowed to see the /-/ pages (stats, metrics, the live view of the
+    /// channel), besides 127.0.0.1 and ::1 (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    admin_allow: Vec<IpAddr>,
     /// Start shmcached preloaded from PATH under the same --name, and stop it on exit.
     /// Exits 1 if another live cache already serves that name.
     #[arg(long, value_name = "PATH")]
@@ -173,6 +177,7 @@ fn run(args: Args) -> Result<(), String> {
         ttl: args.ttl,
         stale_if_error: args.stale_if_error,
         purge_allow: args.purge_allow,
+        admin_allow: args.admin_allow,
         cache_timeout: args.cache_timeout,
         buffer_memory: args.buffer_memory as u64,
         server: ServerConfig {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::body::{Body, FillBody, HitRange};
 use super::coalesce::{Coalescer, Role, Ticket};
 use super::conditional;
+use super::live;
 use super::path::{PathError, object_key, percent_encode};
 use super::request::{Method, Request};
 use super::response::{self, Headers, Reply, Value};
@@ -32,13 +33,20 @@ pub struct Context {
     pub stale_if_error: u64,
     /// Addresses allowed to PURGE besides 127.0.0.1 and ::1.
     pub purge_allow: Vec<std::net::IpAddr>,
+    /// Addresses allowed to see the `/-/` paths besides 127.0.0.1 and ::1.
+    pub admin_allow: Vec<std::net::IpAddr>,
     /// Memory for responses waiting for their clients, shared with the server.
     pub budget: Arc<Budget>,
 }
 
-/// Paths the proxy answers itself; files of these names cannot be served.
+/// Paths the proxy answers itself, only to loopback and `--admin-allow` addresses; files
+/// of these names cannot be served.
 pub const STATS_PATH: &str = "/-/stats";
 pub const METRICS_PATH: &str = "/-/metrics";
+/// The live view's page, `/-/` (a directory: its key is its index).
+pub const LIVE_PATH: &str = "/-/index.html";
+pub const SEGMENTS_PATH: &str = "/-/segments";
+pub const SEGMENTS_TEXT_PATH: &str = "/-/segments.txt";
 
 const UNAVAILABLE: &str = "503 Service Unavailable: the cache is not answering\n";
 
@@ -123,6 +131,7 @@ fn deliver_hit(
     mut out: Producer,
 ) {
     if body.remaining() > ALLOWANCE as u64 {
+        body.sending();
         return out.hold(Box::new(HeldHit {
             ctx,
             body,
@@ -251,10 +260,8 @@ fn respond_to(ctx: &Context, request: &Request) -> (Reply, Source) {
         }
     };
     // Matched on the normalised key, so no spelling of the path reaches a file instead.
-    match key.as_str() {
-        STATS_PATH => return (stats_page(ctx, false), Source::Proxy),
-        METRICS_PATH => return (stats_page(ctx, true), Source::Proxy),
-        _ => {}
+    if let Some(reply) = admin_page(ctx, request, &key) {
+        return (reply, Source::Proxy);
     }
     let conditions = conditional::from_headers(
         request
@@ -414,12 +421,7 @@ fn unavailable() -> (Reply, Source) {
 /// `PURGE /path`: removes one entry from the cache; 200 if it was there, 404 if not.
 /// Only from 127.0.0.1, ::1 and the `--purge-allow` addresses.
 fn purge(ctx: &Context, request: &Request) -> Reply {
-    // ::ffff:127.0.0.1 (a dual-stack listener) is 127.0.0.1.
-    let ip = request.peer.ip().to_canonical();
-    let allowed = ip == std::net::IpAddr::from([127, 0, 0, 1])
-        || ip == std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
-        || ctx.purge_allow.contains(&ip);
-    if !allowed {
+    if !live::admin_allowed(request.peer.ip(), &ctx.purge_allow) {
         return Reply::text(
             403,
             "403 Forbidden: PURGE is not allowed from this address\n",
@@ -653,6 +655,52 @@ fn not_modified_headers(stored: &[u8]) -> Vec<u8> {
     kept
 }
 
+/// The proxy's own pages, when `key` names one: the counters and the live view of the
+/// channel, each only for loopback and `--admin-allow` addresses (403 for the others).
+fn admin_page(ctx: &Context, request: &Request, key: &str) -> Option<Reply> {
+    let page = match key {
+        STATS_PATH | METRICS_PATH | LIVE_PATH | SEGMENTS_PATH | SEGMENTS_TEXT_PATH => key,
+        _ => return None,
+    };
+    if !live::admin_allowed(request.peer.ip(), &ctx.admin_allow) {
+        return Some(Reply::text(
+            403,
+            "403 Forbidden: the /-/ pages are not shown to this address\n",
+        ));
+    }
+    let (text, content_type) = match page {
+        STATS_PATH | METRICS_PATH => return Some(stats_page(ctx, page == METRICS_PATH)),
+        LIVE_PATH => (live::PAGE.to_owned(), "text/html; charset=utf-8"),
+        SEGMENTS_PATH => (live::to_json(&live_snapshot(ctx)), "application/json"),
+        _ => (
+            live::to_text(&live_snapshot(ctx)),
+            "text/plain; charset=utf-8",
+        ),
+    };
+    Some(memory_reply(text, content_type))
+}
+
+/// The channel now, for the live view: the client's picture of the queue and segments,
+/// the cache's workers (if it answers a STATS call) and the counters the page shows.
+fn live_snapshot(ctx: &Context) -> live::Snapshot {
+    let channel = ctx.cache.channel();
+    let counters = ctx.stats.values().into_iter().chain(ctx.cache.counters());
+    live::Snapshot::new(channel, ctx.cache.stats().ok().as_deref(), counters)
+}
+
+/// A page the proxy made, sent from memory and never cached.
+fn memory_reply(text: String, content_type: &'static str) -> Reply {
+    let mut headers = Headers::new();
+    headers.push("Content-Type", content_type);
+    headers.push("Cache-Control", "no-store");
+    Reply {
+        status: 200,
+        headers,
+        length: Some(text.len() as u64),
+        body: Body::Memory(std::io::Cursor::new(text.into_bytes().into())),
+    }
+}
+
 /// `/-/stats` (JSON) or `/-/metrics` (Prometheus): the proxy's counters and the cache's.
 fn stats_page(ctx: &Context, prometheus: bool) -> Reply {
     let mut proxy = ctx.stats.values();
@@ -670,13 +718,5 @@ fn stats_page(ctx: &Context, prometheus: bool) -> Reply {
     } else {
         (stats::to_json(&proxy, cache.as_deref()), "application/json")
     };
-    let mut headers = Headers::new();
-    headers.push("Content-Type", content_type);
-    headers.push("Cache-Control", "no-store");
-    Reply {
-        status: 200,
-        headers,
-        length: Some(text.len() as u64),
-        body: Body::Memory(std::io::Cursor::new(text.into_bytes().into())),
-    }
+    memory_reply(text, content_type)
 }

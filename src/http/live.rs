@@ -9,11 +9,11 @@
 //! pool's per-segment state, `mq_getattr`, `sem_getvalue`, a STATS call) is the handler's
 //! business, so that this module can be tested without a channel.
 
-// The handler wires these to the /-/ paths; until it does, only the tests below use them.
-#![allow(dead_code)]
-
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::ipc::client::ChannelView;
+pub(crate) use crate::ipc::client::SegmentState;
 
 /// The page at `/-/`: one self-contained HTML file (inline CSS and JS, no external
 /// assets) that polls `/-/segments` four times a second.
@@ -32,39 +32,70 @@ pub(crate) struct Snapshot {
     pub(crate) counters: Vec<(String, u64)>,
 }
 
+impl Snapshot {
+    /// The snapshot of what the client sees of the channel, the cache's STATS text (for
+    /// its pid and its workers; `None` when it did not answer) and the counters to show.
+    pub(crate) fn new<'a>(
+        channel: ChannelView,
+        cache_stats: Option<&str>,
+        counters: impl IntoIterator<Item = (&'a str, u64)>,
+    ) -> Snapshot {
+        let segments = channel
+            .segments
+            .into_iter()
+            .map(|s| SegmentView {
+                index: s.index as u32,
+                name: s.name,
+                state: s.state,
+                key: s.key,
+                generation: s.generation,
+                bytes: s.bytes,
+                total: s.total,
+                slots: s.slots,
+                ready: s.ready,
+                free: s.free,
+                since_ms: s.since.map(|d| d.as_millis() as u64),
+            })
+            .collect();
+        Snapshot {
+            queue: channel
+                .queue
+                .map(|(depth, capacity)| QueueView { depth, capacity }),
+            segments,
+            cache: cache_stats.and_then(CacheView::from_stats),
+            counters: counters
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect(),
+        }
+    }
+}
+
+impl CacheView {
+    /// The cache's pid and workers from its STATS text: a `pid N` line and one
+    /// `worker I CALL KEY` (or `worker I idle`) line per worker. `None` without a pid.
+    fn from_stats(text: &str) -> Option<CacheView> {
+        let mut pid = None;
+        let mut workers = Vec::new();
+        for line in text.lines() {
+            if let Some(n) = line.strip_prefix("pid ") {
+                pid = n.trim().parse().ok();
+            } else if let Some(rest) = line.strip_prefix("worker ") {
+                let mut fields = rest.splitn(3, ' ').skip(1);
+                let state = fields.next().unwrap_or("idle").to_owned();
+                let key = fields.next().map(str::to_owned);
+                workers.push(WorkerView { state, key });
+            }
+        }
+        Some(CacheView { pid: pid?, workers })
+    }
+}
+
 /// The request queue: messages waiting now, and how many it holds (`mq_getattr`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct QueueView {
     pub(crate) depth: u64,
     pub(crate) capacity: u64,
-}
-
-/// What a segment is being used for, from the proxy's side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SegmentState {
-    /// In the freelist.
-    Idle,
-    /// Checked out and asked on the queue; no answer yet.
-    Waiting,
-    /// The cache is writing an answer into the ring and the proxy is reading it.
-    Receiving,
-    /// The proxy is writing the answer out to its client straight from the ring.
-    Sending,
-    /// The proxy is filling the cache (STORE): the roles swap, the proxy writes.
-    Storing,
-}
-
-impl SegmentState {
-    /// The name in the JSON and the table, lowercase as the page expects.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            SegmentState::Idle => "idle",
-            SegmentState::Waiting => "waiting",
-            SegmentState::Receiving => "receiving",
-            SegmentState::Sending => "sending",
-            SegmentState::Storing => "storing",
-        }
-    }
 }
 
 /// One segment: what it carries and its semaphores.

@@ -36,6 +36,8 @@ pub struct ProxyConfig {
     pub stale_if_error: u64,
     /// Addresses allowed to PURGE besides 127.0.0.1 and ::1.
     pub purge_allow: Vec<IpAddr>,
+    /// Addresses allowed to see the `/-/` pages besides 127.0.0.1 and ::1.
+    pub admin_allow: Vec<IpAddr>,
     /// Longest wait for the cache: for a free segment, for the head, for each chunk.
     pub cache_timeout: Duration,
     /// How the HTTP server treats clients.
@@ -88,6 +90,7 @@ impl Proxy {
                 stats: Arc::default(),
                 stale_if_error: config.stale_if_error,
                 purge_allow: config.purge_allow.clone(),
+                admin_allow: config.admin_allow.clone(),
                 budget: Budget::new(config.buffer_memory),
             }),
             server,

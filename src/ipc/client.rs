@@ -14,6 +14,7 @@ use super::call::{Call, Head, MAX_HEADER_BLOCK, Meta, valid_header_block};
 use super::channel::{ChannelError, PEER_CHECK, Patience, Peer, Receiver, Sender};
 use super::conditions::{Conditions, Outcome};
 use super::pool::{CheckoutError, Lease, SegmentPool};
+pub use super::pool::{SegmentActivity, SegmentState};
 use super::queue::MessageQueue;
 use super::wire::Message;
 use super::{queue_name, remove_stale_segments, segment_prefix};
@@ -189,6 +190,15 @@ impl Client {
         Ok(client)
     }
 
+    /// The channel as this proxy sees it now: the request queue's depth and capacity (if
+    /// a cache is connected), and what each of its segments is doing.
+    pub fn channel(&self) -> ChannelView {
+        ChannelView {
+            queue: self.current().and_then(|link| link.queue.depth().ok()),
+            segments: self.pool.activity(),
+        }
+    }
+
     /// Unlinks every segment, leased or not: for shutdown. Transfers in flight keep their
     /// mappings; nothing is left in /dev/shm.
     pub fn unlink_all(&self) {
@@ -304,7 +314,11 @@ impl Client {
         if admit {
             link.admit()?;
         }
-        let mut lease = self.pool.checkout(self.timeout).map_err(CacheError::Busy)?;
+        let key = call.key().unwrap_or("STATS");
+        let mut lease = self
+            .pool
+            .checkout(self.timeout, key)
+            .map_err(CacheError::Busy)?;
         if admit && let Err(e) = link.admit() {
             // The checkout may have waited for segments held by requests that the cache
             // left waiting; once one of them ran out, this one should not wait again.
@@ -338,6 +352,10 @@ impl Client {
             self.patience(link),
         )?;
         link.peer.learn(envelope.pid);
+        lease.activity().set(SegmentState::Receiving);
+        lease
+            .activity()
+            .set_total(envelope.head.stream_len(head_only));
         let mut transfer = Transfer { lease, rx };
         let header_len = envelope.head.meta().map_or(0, |m| m.header_len);
         let mut headers = vec![0; header_len as usize];
@@ -483,6 +501,8 @@ impl Client {
         let lease = self.send(&link, true, Call::Store { key, len })?;
         let head = Head::Store { meta };
         let stream_len = head.stream_len(false);
+        lease.activity().set(SegmentState::Storing);
+        lease.activity().set_total(stream_len);
         let tx = Sender::start(
             lease.segment(),
             lease.generation(),
@@ -558,6 +578,7 @@ impl Transfer {
 impl Read for Transfer {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.rx.read(self.lease.segment(), buf)?;
+        self.lease.activity().moved(n);
         self.settle()?;
         Ok(n)
     }
@@ -575,6 +596,12 @@ impl CacheBody {
     /// Body bytes not yet read.
     pub fn remaining(&self) -> u64 {
         self.0.rx.remaining()
+    }
+
+    /// Says (to the live view) that a connection now reads this body straight to its
+    /// client, rather than a worker into memory.
+    pub fn sending(&self) {
+        self.0.lease.activity().set(SegmentState::Sending);
     }
 }
 
@@ -600,6 +627,7 @@ impl Fill {
     pub fn write(&mut self, data: &[u8]) -> Result<(), ChannelError> {
         let seg = self.lease.segment();
         self.tx.write(seg, data)?;
+        self.lease.activity().moved(data.len());
         // Whatever came in goes over at once: the cache waits at most its timeout per chunk.
         self.tx.flush(seg)?;
         if self.tx.remaining() == 0 && !self.lease.is_at_rest() {
@@ -614,6 +642,13 @@ impl Fill {
     pub fn is_done(&self) -> bool {
         self.tx.remaining() == 0 && self.lease.is_at_rest()
     }
+}
+
+/// One picture of the channel, for the live view (see [`Client::channel`]).
+pub struct ChannelView {
+    /// Messages waiting in the request queue, and how many it holds.
+    pub queue: Option<(u64, u64)>,
+    pub segments: Vec<SegmentActivity>,
 }
 
 /// How many segments a proxy makes, and their shape.

@@ -9,8 +9,8 @@
 //! the old object, so its bytes can never land in the next transfer.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::segment::{Segment, unlink_segment};
@@ -19,7 +19,8 @@ use super::segment::{Segment, unlink_segment};
 pub struct SegmentPool {
     state: Mutex<PoolState>,
     available: Condvar,
-    names: Vec<String>,
+    /// One place per segment index, whether the segment is free or leased.
+    places: Vec<Place>,
     segment_size: usize,
     slots: usize,
     next_generation: AtomicU64,
@@ -29,12 +30,23 @@ pub struct SegmentPool {
     /// Set by [`unlink_all`](SegmentPool::unlink_all): no segment is rebuilt after it, or
     /// it would be left in /dev/shm at exit.
     closed: AtomicBool,
+    /// The origin of [`Activity::since`].
+    epoch: Instant,
 }
 
 struct PoolState {
-    free: Vec<Segment>,
+    /// Indices of the segments at rest.
+    free: Vec<usize>,
     /// Segments that exist (free or leased); drops when a rebuild fails.
     alive: usize,
+}
+
+/// One segment index: its name, its current object (`None` once a rebuild failed), and
+/// what it is doing.
+struct Place {
+    name: String,
+    seg: Mutex<Option<Arc<Segment>>>,
+    activity: Activity,
 }
 
 /// Why no segment could be checked out.
@@ -55,24 +67,31 @@ impl SegmentPool {
     /// created before it are unlinked again.
     pub fn new(prefix: &str, count: usize, size: usize, slots: usize) -> io::Result<Arc<Self>> {
         let pid = std::process::id();
-        let names: Vec<String> = (0..count).map(|i| format!("{prefix}{pid}.{i}")).collect();
-        let mut free = Vec::with_capacity(count);
-        for name in &names {
-            match Segment::create(name, size, slots) {
-                Ok(seg) => free.push(seg),
+        let mut places = Vec::with_capacity(count);
+        for i in 0..count {
+            let name = format!("{prefix}{pid}.{i}");
+            match Segment::create(&name, size, slots) {
+                Ok(seg) => places.push(Place {
+                    name,
+                    seg: Mutex::new(Some(Arc::new(seg))),
+                    activity: Activity::default(),
+                }),
                 Err(e) => {
                     // Those made already go again: a proxy that cannot start leaves nothing.
-                    for seg in free.drain(..) {
-                        let _ = unlink_segment(seg.name());
+                    for place in &places {
+                        let _ = unlink_segment(&place.name);
                     }
                     return Err(e);
                 }
             }
         }
         Ok(Arc::new(SegmentPool {
-            state: Mutex::new(PoolState { free, alive: count }),
+            state: Mutex::new(PoolState {
+                free: (0..count).rev().collect(),
+                alive: count,
+            }),
             available: Condvar::new(),
-            names,
+            places,
             segment_size: size,
             slots,
             // Seeded from the clock, so a cache that still maps an object of an earlier
@@ -82,19 +101,20 @@ impl SegmentPool {
             waits: AtomicU64::new(0),
             wait_micros: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            epoch: Instant::now(),
         }))
     }
 
     /// Takes a free segment, waiting at most `wait` for one, and starts a new generation
-    /// on it.
-    pub fn checkout(self: &Arc<Self>, wait: Duration) -> Result<Lease, CheckoutError> {
+    /// on it for a call about `key` (shown in the live view).
+    pub fn checkout(self: &Arc<Self>, wait: Duration, key: &str) -> Result<Lease, CheckoutError> {
         let started = Instant::now();
         let deadline = started + wait;
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = lock(&self.state);
         let mut waited = false;
-        let seg = loop {
-            if let Some(seg) = state.free.pop() {
-                break seg;
+        let index = loop {
+            if let Some(index) = state.free.pop() {
+                break index;
             }
             if state.alive == 0 {
                 return Err(CheckoutError::NoSegments);
@@ -116,14 +136,24 @@ impl SegmentPool {
             let micros = started.elapsed().as_micros() as u64;
             self.wait_micros.fetch_add(micros, Ordering::Relaxed);
         }
+        let place = &self.places[index];
+        let seg = lock(&place.seg)
+            .clone()
+            .expect("a free index has a segment");
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         seg.begin_transfer(generation);
+        place.activity.begin(key, self.now());
         Ok(Lease {
             pool: Arc::clone(self),
+            index,
             seg: Some(seg),
             generation,
             at_rest: false,
         })
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
     }
 
     /// Checkouts that had to wait for a segment, and the microseconds they waited in all.
@@ -134,51 +164,209 @@ impl SegmentPool {
         )
     }
 
+    /// What each segment is doing now, in index order: a picture for the live view (each
+    /// field is read on its own, while the transfers go on).
+    pub fn activity(&self) -> Vec<SegmentActivity> {
+        let now = self.now();
+        self.places
+            .iter()
+            .enumerate()
+            .map(|(index, place)| {
+                let seg = lock(&place.seg).clone();
+                let a = &place.activity;
+                let state = a.state();
+                let busy = state != SegmentState::Idle;
+                let value = |sem: Option<u32>| sem.unwrap_or(0);
+                SegmentActivity {
+                    index,
+                    name: place.name.clone(),
+                    state,
+                    key: busy.then(|| lock(&a.key).clone()),
+                    generation: seg.as_ref().map_or(0, |s| s.generation()),
+                    bytes: if busy {
+                        a.bytes.load(Ordering::Relaxed)
+                    } else {
+                        0
+                    },
+                    total: Some(a.total.load(Ordering::Relaxed)).filter(|&t| busy && t != u64::MAX),
+                    slots: self.slots as u32,
+                    ready: value(seg.as_ref().and_then(|s| s.ready().value().ok())),
+                    free: value(seg.as_ref().and_then(|s| s.free().value().ok())),
+                    since: busy.then(|| {
+                        Duration::from_micros(now.saturating_sub(a.since.load(Ordering::Relaxed)))
+                    }),
+                }
+            })
+            .collect()
+    }
+
     /// Unlinks every segment name, leased or not. For shutdown: a leased segment's memory
     /// stays mapped for whoever holds it, but nothing is left in /dev/shm.
     pub fn unlink_all(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        for name in &self.names {
-            if let Err(e) = unlink_segment(name) {
-                log::warn!("unlinking {name}: {e}");
+        for place in &self.places {
+            if let Err(e) = unlink_segment(&place.name) {
+                log::warn!("unlinking {}: {e}", place.name);
             }
         }
     }
 
-    fn give_back(&self, seg: Segment, at_rest: bool) {
-        let seg = if at_rest || self.closed.load(Ordering::SeqCst) {
-            Some(seg)
+    fn give_back(&self, index: usize, seg: Arc<Segment>, at_rest: bool) {
+        let place = &self.places[index];
+        place.activity.end();
+        let kept = at_rest || self.closed.load(Ordering::SeqCst) || self.rebuild(place, seg);
+        let mut state = lock(&self.state);
+        if kept {
+            state.free.push(index);
         } else {
-            self.rebuild(seg)
-        };
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match seg {
-            Some(seg) => state.free.push(seg),
-            None => state.alive -= 1,
+            state.alive -= 1;
         }
         drop(state);
         // notify_all on loss so that waiters can see `alive` reach zero.
         self.available.notify_all();
     }
 
-    fn rebuild(&self, seg: Segment) -> Option<Segment> {
+    /// Replaces the segment at `place` with a fresh object; false if that failed (the
+    /// place is then empty for good).
+    fn rebuild(&self, place: &Place, seg: Arc<Segment>) -> bool {
         // Stop a peer that is still on the old object: it checks `cancelled` after every
         // wait, and these posts end a writer's wait for `free` or a reader's for `ready`.
         seg.cancel();
         let _ = seg.free().post();
         let _ = seg.ready().post();
-        let name = seg.name().to_owned();
-        drop(seg); // unmaps
-        if let Err(e) = unlink_segment(&name) {
-            log::warn!("unlinking {name} to rebuild it: {e}");
+        drop(seg);
+        let mut current = lock(&place.seg);
+        // Unmapped once the live view lets go of it too.
+        *current = None;
+        if let Err(e) = unlink_segment(&place.name) {
+            log::warn!("unlinking {} to rebuild it: {e}", place.name);
         }
-        match Segment::create(&name, self.segment_size, self.slots) {
-            Ok(seg) => Some(seg),
+        match Segment::create(&place.name, self.segment_size, self.slots) {
+            Ok(seg) => {
+                *current = Some(Arc::new(seg));
+                true
+            }
             Err(e) => {
-                log::error!("could not rebuild segment {name}: {e}; one segment fewer");
-                None
+                log::error!(
+                    "could not rebuild segment {}: {e}; one segment fewer",
+                    place.name
+                );
+                false
             }
         }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a segment is doing, as the proxy sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SegmentState {
+    /// At rest in the pool.
+    Idle = 0,
+    /// A call went out; no head has come back yet.
+    Waiting = 1,
+    /// The cache is writing an answer and a proxy worker reads it.
+    Receiving = 2,
+    /// A connection sends an answer from the segment straight to its client.
+    Sending = 3,
+    /// The proxy writes a response into the cache (a fill).
+    Storing = 4,
+}
+
+impl SegmentState {
+    /// Its name in the live view.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SegmentState::Idle => "idle",
+            SegmentState::Waiting => "waiting",
+            SegmentState::Receiving => "receiving",
+            SegmentState::Sending => "sending",
+            SegmentState::Storing => "storing",
+        }
+    }
+
+    fn from_u8(v: u8) -> SegmentState {
+        match v {
+            1 => SegmentState::Waiting,
+            2 => SegmentState::Receiving,
+            3 => SegmentState::Sending,
+            4 => SegmentState::Storing,
+            _ => SegmentState::Idle,
+        }
+    }
+}
+
+/// One segment in the live view.
+#[derive(Debug, Clone)]
+pub struct SegmentActivity {
+    pub index: usize,
+    pub name: String,
+    pub state: SegmentState,
+    /// The key of the call, while there is one.
+    pub key: Option<String>,
+    pub generation: u64,
+    /// Bytes of the transfer's stream (header block and body) moved so far.
+    pub bytes: u64,
+    /// Bytes of the whole stream, once the head has said.
+    pub total: Option<u64>,
+    pub slots: u32,
+    /// The semaphores' counts, read one after the other (`sem_getvalue`).
+    pub ready: u32,
+    pub free: u32,
+    /// How long the current call has run.
+    pub since: Option<Duration>,
+}
+
+/// What one segment is doing: written by whoever holds its lease, read by the live view.
+/// Plain atomics and a short lock, so that keeping it costs the hit path next to nothing.
+#[derive(Debug, Default)]
+pub struct Activity {
+    state: AtomicU8,
+    key: Mutex<String>,
+    bytes: AtomicU64,
+    /// `u64::MAX`: not known yet.
+    total: AtomicU64,
+    /// Microseconds since the pool's epoch when the call began.
+    since: AtomicU64,
+}
+
+impl Activity {
+    fn begin(&self, key: &str, now: u64) {
+        {
+            let mut held = lock(&self.key);
+            held.clear();
+            held.push_str(key);
+        }
+        self.bytes.store(0, Ordering::Relaxed);
+        self.total.store(u64::MAX, Ordering::Relaxed);
+        self.since.store(now, Ordering::Relaxed);
+        self.set(SegmentState::Waiting);
+    }
+
+    fn end(&self) {
+        self.set(SegmentState::Idle);
+    }
+
+    fn state(&self) -> SegmentState {
+        SegmentState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    pub fn set(&self, state: SegmentState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// The head has said how long the stream is.
+    pub fn set_total(&self, total: u64) {
+        self.total.store(total, Ordering::Relaxed);
+    }
+
+    /// `n` more bytes of the stream moved.
+    pub fn moved(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -186,7 +374,8 @@ impl SegmentPool {
 /// [`set_at_rest`](Lease::set_at_rest) was called, rebuilt otherwise.
 pub struct Lease {
     pool: Arc<SegmentPool>,
-    seg: Option<Segment>,
+    index: usize,
+    seg: Option<Arc<Segment>>,
     generation: u64,
     at_rest: bool,
 }
@@ -194,6 +383,11 @@ pub struct Lease {
 impl Lease {
     pub fn segment(&self) -> &Segment {
         self.seg.as_ref().expect("segment present until drop")
+    }
+
+    /// What the segment is doing, for the live view.
+    pub fn activity(&self) -> &Activity {
+        &self.pool.places[self.index].activity
     }
 
     /// The number this transfer's request must carry.
@@ -216,7 +410,7 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(seg) = self.seg.take() {
-            self.pool.give_back(seg, self.at_rest);
+            self.pool.give_back(self.index, seg, self.at_rest);
         }
     }
 }

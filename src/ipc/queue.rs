@@ -103,6 +103,13 @@ impl MessageQueue {
         Ok(attr)
     }
 
+    /// Messages waiting in the queue now, and how many it holds (`mq_getattr`): a picture
+    /// for the live view, stale as soon as it is taken.
+    pub fn depth(&self) -> io::Result<(u64, u64)> {
+        let attr = Self::attr(self.mqd)?;
+        Ok((attr.mq_curmsgs as u64, attr.mq_maxmsg as u64))
+    }
+
     /// The largest message this queue carries, fixed when it was created.
     pub fn msg_size(&self) -> usize {
         self.msg_size

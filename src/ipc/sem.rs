@@ -78,6 +78,19 @@ impl<'a> Semaphore<'a> {
         }
     }
 
+    /// The current count, for watching the channel: by the time the caller looks at it the
+    /// other side may have moved it, so it is a picture, never a basis for a decision.
+    pub fn value(&self) -> io::Result<u32> {
+        let mut value: libc::c_int = 0;
+        // SAFETY: as in `post`; `value` is a valid out-pointer on our stack.
+        if unsafe { libc::sem_getvalue(self.sem, &mut value) } == 0 {
+            // Linux reports 0, never a negative count of waiters.
+            Ok(value.max(0) as u32)
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     /// Takes one unit, waiting at most `timeout`. EINTR is retried with the same deadline.
     ///
     /// Data the peer wrote before its matching `post` is visible after this returns: POSIX

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use threadpool::ThreadPool;
 
 use super::call::{Call, Head, MAX_HEADER_BLOCK, Meta, valid_header_block};
-use super::channel::{self, ChannelError, Receiver};
+use super::channel::{self, ChannelError, Receiver, Sender};
 use super::conditions::Conditions;
 use super::lock::InstanceLock;
 use super::queue::MessageQueue;
@@ -77,6 +77,9 @@ pub struct Config {
     pub threads: usize,
     /// Simulated slowness, slept before each answer.
     pub delay: Duration,
+    /// Slow motion, slept before each chunk of an answer, so that a transfer can be
+    /// watched slot by slot in the proxy's live view. Zero in normal use.
+    pub chunk_delay: Duration,
     /// How long a worker waits for the proxy to free a slot before it gives up.
     pub timeout: Duration,
 }
@@ -107,6 +110,22 @@ struct Shared<S> {
     dropped: AtomicU64,
     stores_aborted: AtomicU64,
     transfers_failed: AtomicU64,
+    /// What each worker is doing: the call and its key, `None` when idle. Shown by STATS,
+    /// for the proxy's live view.
+    workers: Vec<Mutex<Option<(&'static str, String)>>>,
+}
+
+/// A worker's place in [`Shared::workers`], held for one call.
+struct Busy<'a>(&'a Mutex<Option<(&'static str, String)>>);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        *lock(self.0) = None;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Server {
@@ -144,6 +163,9 @@ impl Server {
             dropped: AtomicU64::new(0),
             stores_aborted: AtomicU64::new(0),
             transfers_failed: AtomicU64::new(0),
+            workers: (0..config.threads.max(1))
+                .map(|_| Mutex::new(None))
+                .collect(),
         });
         let mut buf = vec![0u8; self.queue.msg_size().max(MESSAGE_CAPACITY)];
         log::info!(
@@ -195,8 +217,22 @@ impl<S: Store> Shared<S> {
         log::warn!("dropped {what}");
     }
 
+    /// Marks a free place in the worker table as this call's, until the guard goes. At
+    /// most `threads` calls run at once, so a place is always free.
+    fn busy(&self, call: &Call) -> Option<Busy<'_>> {
+        self.workers.iter().find_map(|place| {
+            let mut held = place.try_lock().ok()?;
+            if held.is_some() {
+                return None;
+            }
+            *held = Some((call.name(), call.key().unwrap_or("").to_owned()));
+            Some(Busy(place))
+        })
+    }
+
     /// Serves one call: maps its segment, checks its generation, and does what it asks.
     fn serve(&self, message: Message) {
+        let _busy = self.busy(&message.call);
         let Message {
             segment,
             generation,
@@ -228,6 +264,7 @@ impl<S: Store> Shared<S> {
             seg: &seg,
             generation,
             timeout: self.config.timeout,
+            chunk_delay: self.config.chunk_delay,
         };
         let outcome = match &call {
             Call::Get {
@@ -321,10 +358,14 @@ impl<S: Store> Shared<S> {
         rx.finish(to.seg)
     }
 
+    /// `name value` lines of counters, then one `worker I CALL KEY` line per worker
+    /// (`worker I idle` when it has nothing to do), which the proxy's live view shows.
     fn stats_text(&self) -> String {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
         let own = [
+            ("pid", u64::from(std::process::id())),
+            ("workers", self.workers.len() as u64),
             ("uptime_seconds", self.started.elapsed().as_secs()),
             ("stores_aborted", load(&self.stores_aborted)),
             ("messages_dropped", load(&self.dropped)),
@@ -332,6 +373,13 @@ impl<S: Store> Shared<S> {
         ];
         for (name, value) in own.into_iter().chain(self.store.counters()) {
             let _ = writeln!(out, "{name} {value}");
+        }
+        for (i, place) in self.workers.iter().enumerate() {
+            match &*lock(place) {
+                Some((call, key)) => writeln!(out, "worker {i} {call} {key}"),
+                None => writeln!(out, "worker {i} idle"),
+            }
+            .expect("writing to a String");
         }
         out
     }
@@ -342,11 +390,26 @@ struct Transfer<'a> {
     seg: &'a Segment,
     generation: u64,
     timeout: Duration,
+    chunk_delay: Duration,
 }
 
 impl Transfer<'_> {
     fn send(&self, head: &Head, parts: &[&[u8]]) -> Result<(), ChannelError> {
-        channel::send(self.seg, self.generation, head, parts, self.timeout)
+        if self.chunk_delay.is_zero() {
+            return channel::send(self.seg, self.generation, head, parts, self.timeout);
+        }
+        // Slow motion: about one slot's worth at a time, with a pause before each.
+        let len = parts.iter().map(|p| p.len() as u64).sum();
+        let mut tx = Sender::start(self.seg, self.generation, head, len, self.timeout)?;
+        for piece in parts
+            .iter()
+            .flat_map(|p| p.chunks(self.seg.slot_capacity()))
+        {
+            std::thread::sleep(self.chunk_delay);
+            tx.write(self.seg, piece)?;
+            tx.flush(self.seg)?;
+        }
+        tx.finish(self.seg)
     }
 
     fn missing(&self, accept_len: u64) -> Result<(), ChannelError> {
