@@ -13,6 +13,7 @@ pub mod body;
 pub mod cache_client;
 pub mod coalesce;
 pub mod conditional;
+pub mod freshness;
 pub mod handler;
 pub mod path;
 pub mod proxy;
