@@ -176,6 +176,7 @@ pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// Optional whitespace (RFC 9110 §5.6.3), allowed around list commas only.
 fn is_ows(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
@@ -467,14 +468,17 @@ impl RequestDirectives {
 mod tests {
     use super::*;
 
+    /// Response directives of some field lines.
     fn resp(lines: &[&str]) -> ResponseDirectives {
         ResponseDirectives::parse(lines.iter().copied())
     }
 
+    /// Request directives of some field lines.
     fn req(lines: &[&str]) -> RequestDirectives {
         RequestDirectives::parse(lines.iter().copied())
     }
 
+    /// Header lines from string pairs.
     fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
@@ -482,6 +486,7 @@ mod tests {
             .collect()
     }
 
+    /// A qualified field list, as the parser should produce it.
     fn named(names: &[&str]) -> Option<Fields> {
         Some(Fields::Named(names.iter().map(|n| n.to_string()).collect()))
     }

@@ -64,6 +64,8 @@ fn first_line<'a>(headers: &'a [(String, String)], name: &'a str) -> Option<&'a 
     field_lines(headers, name).next().map(str::trim)
 }
 
+/// Whether any line of field `name` is present: for fields whose presence alone matters
+/// (Authorization, Expires).
 fn has_field(headers: &[(String, String)], name: &str) -> bool {
     field_lines(headers, name).next().is_some()
 }
@@ -350,6 +352,7 @@ pub(crate) fn reuse(
     decision
 }
 
+/// [`reuse`] before `only-if-cached` is applied, so that rule sits in one place.
 fn decide(
     meta: &ResponseMeta,
     request_headers: &[(String, String)],
@@ -800,6 +803,7 @@ mod tests {
         httpdate::fmt_http_date(t(seconds))
     }
 
+    /// Header lines from string pairs, to keep the cases short.
     fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
@@ -812,6 +816,7 @@ mod tests {
         meta_status(200, extra)
     }
 
+    /// As [`meta`], with another status.
     fn meta_status(status: u16, extra: &[(&str, &str)]) -> ResponseMeta {
         let mut headers = h(&[("Date", &date(1000))]);
         headers.extend(h(extra));
