@@ -13,6 +13,7 @@
 pub mod body;
 pub mod coalesce;
 pub mod conditional;
+pub mod freshness;
 pub mod handler;
 pub(crate) mod live;
 pub mod path;
