@@ -24,6 +24,10 @@
 #               /tmp/before/target/release): run as a fourth server, `baseline`, with the
 #               same flags, interleaved with the others, and compared in a `/baseline`
 #               column. The way to measure a change: both builds see the same machine.
+#   CACHE_ARGS  flags for shmcached (say "--dispatch boss"): the cache is then started on
+#               its own, not by webproxy's --spawn-cache; BASELINE_CACHE_ARGS the same for
+#               the baseline's cache. With BASELINE set to this build's own directory, this
+#               compares two settings of the cache in one run.
 #   FILES       which of the files to try (default "1KiB.bin 64KiB.bin 1MiB.bin 16MiB.bin")
 #
 # What it does: builds webproxy, shmcached and the memserve example in release mode; writes
@@ -176,23 +180,32 @@ free_port() {
 declare -A port
 servers=(webproxy memserve)
 
+# Starts server $1: the webproxy of build $2 for instance $3 with its cache (flags $4, if
+# any, for a cache started on its own), logging to $5; sets port[$1].
+start_proxy() {
+    local key=$1 dir=$2 instance=$3 cache_args=$4 log=$5 cache=(--spawn-cache "$www")
+    if [ -n "$cache_args" ]; then
+        # shellcheck disable=SC2086 # a list of flags
+        RUST_LOG=warn "$dir/shmcached" --name "$instance" -c "$www" $cache_args 2>"$log.cache" &
+        pids+=($!)
+        cache=()
+    fi
+    # shellcheck disable=SC2086 # PROXY_ARGS is a list of flags
+    RUST_LOG=info,access=off "$dir/webproxy" --name "$instance" --port 0 "${cache[@]}" \
+        $PROXY_ARGS 2>"$log" &
+    pids+=($!)
+    port[$key]=$(wait_port "$!" "$log")
+}
+
 # (a) webproxy with its cache.
-# shellcheck disable=SC2086 # PROXY_ARGS is a list of flags
-RUST_LOG=info,access=off "$bin/webproxy" --name "$name" --port 0 --spawn-cache "$www" \
-    $PROXY_ARGS 2>"$tmp/webproxy.log" &
-pids+=($!)
-port[webproxy]=$(wait_port "$!" "$tmp/webproxy.log")
+start_proxy webproxy "$bin" "$name" "${CACHE_ARGS:-}" "$tmp/webproxy.log"
 
 # (a') the same from another build, for a before-and-after in one run.
 if [ -n "${BASELINE:-}" ]; then
     for exe in webproxy shmcached; do
         [ -x "$BASELINE/$exe" ] || { echo "http.sh: $BASELINE/$exe is missing" >&2; exit 1; }
     done
-    # shellcheck disable=SC2086 # PROXY_ARGS is a list of flags
-    RUST_LOG=info,access=off "$BASELINE/webproxy" --name "${name}b" --port 0 \
-        --spawn-cache "$www" $PROXY_ARGS 2>"$tmp/baseline.log" &
-    pids+=($!)
-    port[baseline]=$(wait_port "$!" "$tmp/baseline.log")
+    start_proxy baseline "$BASELINE" "${name}b" "${BASELINE_CACHE_ARGS:-}" "$tmp/baseline.log"
     servers+=(baseline)
 fi
 
@@ -300,7 +313,7 @@ median() {
 echo
 echo "shmcache end-to-end HTTP benchmark ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs)"
 echo "median of $REPEAT run(s) of wrk -d${DURATION}s on 127.0.0.1; MB/s = req/s x file size / 10^6"
-echo "webproxy: --spawn-cache${PROXY_ARGS:+ $PROXY_ARGS} (no -s: only cache hits count)"
+echo "webproxy: --spawn-cache${PROXY_ARGS:+ $PROXY_ARGS} (no -s: only cache hits count)${CACHE_ARGS:+; shmcached $CACHE_ARGS}"
 echo "memserve: webproxy's HTTP stack serving from memory (the ceiling of this stack)"
 if [ "$have_nginx" = 1 ]; then
     echo "nginx:    $(nginx -v 2>&1 | sed 's/.*: //'), worker_processes auto, sendfile"
@@ -343,7 +356,7 @@ for f in "${files[@]}"; do
 done
 echo
 echo "/baseline, /memserve and /nginx: webproxy's requests/s divided by theirs (1.00x = as fast)."
-[ -z "${BASELINE:-}" ] || echo "baseline: $BASELINE"
+[ -z "${BASELINE:-}" ] || echo "baseline: $BASELINE${BASELINE_CACHE_ARGS:+; shmcached $BASELINE_CACHE_ARGS}"
 if [ "$marked" = 1 ]; then
     echo "!: errors (non-2xx, socket errors or timeouts) in at least one run; KEEP=1 keeps wrk's output."
 fi

@@ -30,7 +30,9 @@ fn boundary_sizes(size: usize, slots: usize) -> Vec<usize> {
     sizes
 }
 
-fn every_size_round_trips(tag: &str, size: usize, slots: usize) {
+/// Every size around the slot and segment boundaries, byte for byte, with the cache's
+/// workers receiving calls themselves (`workers`) or from its main thread (`boss`).
+fn every_size_round_trips(tag: &str, size: usize, slots: usize, dispatch: &str) {
     let name = instance(tag);
     let dir = tempfile::tempdir().unwrap();
     let sizes = boundary_sizes(size, slots);
@@ -38,7 +40,10 @@ fn every_size_round_trips(tag: &str, size: usize, slots: usize) {
         dir.path(),
         sizes.iter().map(|&len| (format!("f{len}.bin"), len)),
     );
-    let cache = Proc::cache(&name, &["-c", dir.path().to_str().unwrap()]);
+    let cache = Proc::cache(
+        &name,
+        &["-c", dir.path().to_str().unwrap(), "--dispatch", dispatch],
+    );
     let z = size.to_string();
     let k = slots.to_string();
     let (proxy, addr) = Proc::proxy(&name, &["-z", &z, "-k", &k, "-n", "2"]);
@@ -57,16 +62,18 @@ fn every_size_round_trips(tag: &str, size: usize, slots: usize) {
 
 #[test]
 fn every_size_round_trips_lock_step() {
-    every_size_round_trips("sizes1", 4096, 1);
+    every_size_round_trips("sizes1", 4096, 1, "workers");
+    every_size_round_trips("sizes1b", 4096, 1, "boss");
 }
 
 #[test]
 fn every_size_round_trips_through_a_ring() {
-    every_size_round_trips("sizes3", 4096, 3);
+    every_size_round_trips("sizes3", 4096, 3, "workers");
+    every_size_round_trips("sizes3b", 4096, 3, "boss");
 }
 
 /// Many clients fetching mixed files at once through few segments: each body intact.
-fn concurrent(tag: &str, clients: usize, segments: &str, slots: &str) {
+fn concurrent(tag: &str, clients: usize, segments: &str, slots: &str, dispatch: &str) {
     let name = instance(tag);
     let dir = tempfile::tempdir().unwrap();
     let sizes = [0usize, 1, 1000, 8191, 8192, 65_537, 300_000, 2 << 20];
@@ -75,7 +82,8 @@ fn concurrent(tag: &str, clients: usize, segments: &str, slots: &str) {
         .enumerate()
         .map(|(i, &len)| (format!("m/{i}.bin"), len));
     let files = make_files(dir.path(), keys);
-    let cache = Proc::cache(&name, &["-c", dir.path().to_str().unwrap(), "-t", "4"]);
+    let dir_arg = dir.path().to_str().unwrap();
+    let cache = Proc::cache(&name, &["-c", dir_arg, "-t", "4", "--dispatch", dispatch]);
     let (proxy, addr) = Proc::proxy(
         &name,
         &["-n", segments, "-k", slots, "-z", "8K", "-t", "32"],
@@ -102,12 +110,17 @@ fn concurrent(tag: &str, clients: usize, segments: &str, slots: &str) {
 
 #[test]
 fn twenty_clients_share_one_segment() {
-    concurrent("one-seg", 20, "1", "1");
+    concurrent("one-seg", 20, "1", "1", "workers");
 }
 
 #[test]
 fn fifty_clients_over_four_segments() {
-    concurrent("four-seg", 50, "4", "2");
+    concurrent("four-seg", 50, "4", "2", "workers");
+}
+
+#[test]
+fn fifty_clients_over_four_segments_boss_dispatch() {
+    concurrent("four-segb", 50, "4", "2", "boss");
 }
 
 #[test]

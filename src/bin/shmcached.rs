@@ -11,7 +11,7 @@ use shmcache::args::{parse_instance_name, parse_seconds, parse_size};
 use shmcache::cache::service::Cache;
 use shmcache::cache::{preload::preload, store::Store};
 use shmcache::ipc::lock::InstanceLock;
-use shmcache::ipc::server::{Config, Server};
+use shmcache::ipc::server::{Config, Dispatch, Server};
 use shmcache::shutdown::{Shutdown, on_signals};
 
 /// Holds files in memory and writes them into webproxy's shared-memory segments on request.
@@ -31,6 +31,11 @@ struct Args {
     /// Simulated slowness: microseconds slept before each answer.
     #[arg(short, long, value_name = "MICROS", default_value_t = 0)]
     delay: u64,
+    /// Who takes calls off the queue: `workers` (each worker receives for itself, one
+    /// wake-up per call fewer) or `boss` (the classic: the main thread receives and hands
+    /// each call to a worker).
+    #[arg(long, value_name = "MODE", default_value = "workers", value_parser = parse_dispatch)]
+    dispatch: Dispatch,
     /// Slow motion for watching the channel (webproxy's /-/ page): microseconds slept
     /// before each chunk of an answer.
     #[arg(long, value_name = "MICROS", default_value_t = 0)]
@@ -49,6 +54,14 @@ struct Args {
     /// Seconds a worker waits for the proxy to free a slot before giving up.
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
     cache_timeout: Duration,
+}
+
+fn parse_dispatch(s: &str) -> Result<Dispatch, String> {
+    match s {
+        "workers" => Ok(Dispatch::Workers),
+        "boss" => Ok(Dispatch::Boss),
+        _ => Err(format!("{s:?}: expected `workers` or `boss`")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -90,6 +103,7 @@ fn main() -> ExitCode {
     let config = Config {
         name: args.name,
         threads: args.threads.get(),
+        dispatch: args.dispatch,
         delay: Duration::from_micros(args.delay),
         chunk_delay: Duration::from_micros(args.chunk_delay),
         timeout: args.cache_timeout,

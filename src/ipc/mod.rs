@@ -99,6 +99,21 @@
 //! that waited for another one's fill of its key, and an expired entry served stale
 //! because its source could not be reached.
 //!
+//! # Who answers a call ([`server::Dispatch`])
+//!
+//! - **workers** (the default): every worker thread of the cache waits on the queue itself,
+//!   and the kernel hands each message to one waiting receiver, which serves it. A cache
+//!   hit costs two cross-process wake-ups: the call wakes a cache worker, the first
+//!   `ready` wakes the proxy's worker.
+//! - **boss** (`shmcached --dispatch boss`, the classic design): the main thread receives
+//!   every call and hands it to a pool worker. One wake-up more per call: the message
+//!   wakes the boss, the boss wakes a worker, the worker's `ready` wakes the proxy.
+//!
+//! Measured with `bench/wakeups.sh` (voluntary context switches per request, all of the
+//! cache's threads), one connection: 1.00 per hit with workers, 3.2 with the boss (the
+//! boss sleeps on the queue, the worker on the pool's channel, and each wakes the other);
+//! see BENCHMARKS.md for what that does to requests per second.
+//!
 //! # The head
 //!
 //! Written by the writer of the transfer into the segment's head area of

@@ -3,8 +3,10 @@
 //! generation it names) and handed to a worker, which does what the [`Call`] asks through
 //! the segment, with the [`Store`] behind it deciding what is kept.
 //!
-//! Why a boss and workers: the main thread only receives and validates; a worker may block
-//! for a long time on a slow proxy, and must not hold up calls for other segments.
+//! Two ways to take calls off the queue ([`Dispatch`]): the classic boss and workers, where
+//! the main thread only receives and validates and a pool worker serves; or workers that
+//! receive for themselves, one wake-up fewer per call. Either way a worker may block for a
+//! long time on a slow proxy without holding up calls for other segments.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -68,6 +70,19 @@ pub enum Lookup<E> {
     Missing,
 }
 
+/// Who takes calls off the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    /// The classic boss and workers: the main thread receives every call and hands it to
+    /// a pool worker. A call costs two wake-ups in the cache (the boss, then a worker), but
+    /// the boss is always there to drop a malformed message at once.
+    Boss,
+    /// Every worker waits on the queue itself, and the kernel hands each message to one
+    /// waiting receiver: one wake-up fewer per call. A call waits in the queue while all
+    /// workers are busy, as it would wait for a worker in the boss's pool.
+    Workers,
+}
+
 /// How the server behaves.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -75,6 +90,8 @@ pub struct Config {
     pub name: String,
     /// Worker threads writing into segments.
     pub threads: usize,
+    /// Who takes calls off the queue.
+    pub dispatch: Dispatch,
     /// Simulated slowness, slept before each answer.
     pub delay: Duration,
     /// Slow motion, slept before each chunk of an answer, so that a transfer can be
@@ -113,6 +130,14 @@ struct Shared<S> {
     /// What each worker is doing: the call and its key, `None` when idle. Shown by STATS,
     /// for the proxy's live view.
     workers: Vec<Mutex<Option<(&'static str, String)>>>,
+}
+
+/// A call checked and ready to answer: its segment mapped and on the call's generation.
+struct Ready {
+    seg: InUse,
+    segment: String,
+    generation: u64,
+    call: Call,
 }
 
 /// A worker's place in [`Shared::workers`], held for one call.
@@ -154,7 +179,8 @@ impl Server {
     /// released last, when this returns.
     pub fn run<S: Store>(self, store: Arc<S>, shutdown: &Shutdown) -> usize {
         let config = self.config.clone();
-        let workers = ThreadPool::with_name("cache-worker".into(), config.threads.max(1));
+        let threads = config.threads.max(1);
+        let workers = ThreadPool::with_name("cache-worker".into(), threads);
         let shared = Arc::new(Shared {
             mappings: Mappings::new(&config.name),
             config: config.clone(),
@@ -163,55 +189,84 @@ impl Server {
             dropped: AtomicU64::new(0),
             stores_aborted: AtomicU64::new(0),
             transfers_failed: AtomicU64::new(0),
-            workers: (0..config.threads.max(1))
-                .map(|_| Mutex::new(None))
-                .collect(),
+            workers: (0..threads).map(|_| Mutex::new(None)).collect(),
         });
-        let mut buf = vec![0u8; self.queue.msg_size().max(MESSAGE_CAPACITY)];
+        let queue = Arc::new(self.queue);
         log::info!(
-            "serving on {} with {} threads",
+            "serving on {} with {threads} threads ({:?} dispatch)",
             queue_name(&config.name),
-            config.threads
+            config.dispatch
         );
-        // Nothing wakes us for a shutdown: a message sent to the queue by name could reach
-        // another process's queue. So the wait is bounded and the flag checked after it.
-        while !shutdown.is_triggered() {
-            let len = match self.queue.receive_timeout(&mut buf, SHUTDOWN_POLL) {
-                Ok(len) => len,
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => continue,
-                Err(e) => {
-                    log::error!("receiving from {}: {e}", queue_name(&config.name));
+        // Nothing wakes a receiver for a shutdown: a message sent to the queue by name could
+        // reach another process's queue. So every wait on the queue is bounded and the
+        // flag checked after it.
+        match config.dispatch {
+            Dispatch::Boss => {
+                let mut buf = vec![0u8; MESSAGE_CAPACITY.max(queue.msg_size())];
+                while !shutdown.is_triggered() {
+                    if let Some(message) = shared.receive(&queue, &mut buf) {
+                        let shared = Arc::clone(&shared);
+                        workers.execute(move || shared.serve(message));
+                    }
+                }
+            }
+            Dispatch::Workers => {
+                for _ in 0..threads {
+                    let (shared, queue, shutdown) =
+                        (Arc::clone(&shared), Arc::clone(&queue), shutdown.clone());
+                    workers.execute(move || {
+                        let mut buf = vec![0u8; MESSAGE_CAPACITY.max(queue.msg_size())];
+                        while !shutdown.is_triggered() {
+                            if let Some(message) = shared.receive(&queue, &mut buf) {
+                                shared.serve(message);
+                            }
+                        }
+                    });
+                }
+                while !shutdown.is_triggered() {
                     std::thread::sleep(SHUTDOWN_POLL);
-                    continue;
                 }
-            };
-            let message = match Message::decode(&buf[..len]) {
-                Ok(m) if segment_owner(&config.name, &m.segment).is_some() => m,
-                Ok(m) => {
-                    shared.drop_message(&format!(
-                        "a {} call: segment {:?} is outside this instance",
-                        m.call.name(),
-                        m.segment
-                    ));
-                    continue;
-                }
-                Err(e) => {
-                    shared.drop_message(&format!("a malformed message: {e}"));
-                    continue;
-                }
-            };
-            let shared = Arc::clone(&shared);
-            workers.execute(move || shared.serve(message));
+            }
         }
-        if let Err(e) = self.queue.unlink() {
+        if let Err(e) = queue.unlink() {
             log::warn!("unlinking {}: {e}", queue_name(&config.name));
         }
-        drop(self.queue);
-        join_within(&workers, config.timeout)
+        // The descriptor closes when the last receiver lets go of it.
+        drop(queue);
+        join_within(&workers, config.timeout + SHUTDOWN_POLL)
     }
 }
 
 impl<S: Store> Shared<S> {
+    /// Waits at most [`SHUTDOWN_POLL`] for one message and checks it: a decoded call for a
+    /// segment of this instance, or `None` (nothing came, or it was dropped and logged).
+    fn receive(&self, queue: &MessageQueue, buf: &mut [u8]) -> Option<Message> {
+        let len = match queue.receive_timeout(buf, SHUTDOWN_POLL) {
+            Ok(len) => len,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return None,
+            Err(e) => {
+                log::error!("receiving from {}: {e}", queue_name(&self.config.name));
+                std::thread::sleep(SHUTDOWN_POLL);
+                return None;
+            }
+        };
+        match Message::decode(&buf[..len]) {
+            Ok(m) if segment_owner(&self.config.name, &m.segment).is_some() => Some(m),
+            Ok(m) => {
+                self.drop_message(&format!(
+                    "a {} call: segment {:?} is outside this instance",
+                    m.call.name(),
+                    m.segment
+                ));
+                None
+            }
+            Err(e) => {
+                self.drop_message(&format!("a malformed message: {e}"));
+                None
+            }
+        }
+    }
+
     fn drop_message(&self, what: &str) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
         log::warn!("dropped {what}");
@@ -233,6 +288,15 @@ impl<S: Store> Shared<S> {
     /// Serves one call: maps its segment, checks its generation, and does what it asks.
     fn serve(&self, message: Message) {
         let _busy = self.busy(&message.call);
+        if let Some(ready) = self.prepare(message) {
+            let found = self.look_up(&ready.call);
+            self.answer(ready, found);
+        }
+    }
+
+    /// Maps the call's segment and checks it is on the call's generation: the call, ready
+    /// to answer, or `None` (dropped and logged).
+    fn prepare(&self, message: Message) -> Option<Ready> {
         let Message {
             segment,
             generation,
@@ -241,68 +305,109 @@ impl<S: Store> Shared<S> {
         let what = || format!("a {} call for {:?}", call.name(), call.key().unwrap_or("-"));
         if generation == 0 {
             // No checkout ever gives 0: a fresh segment carries it until its first one.
-            return self.drop_message(&format!("{}: generation 0", what()));
+            self.drop_message(&format!("{}: generation 0", what()));
+            return None;
         }
         let seg = match self.mappings.get(&segment, generation) {
             Ok(Some(seg)) => seg,
             Ok(None) => {
-                return self.drop_message(&format!("{}: segment {segment} is in use", what()));
+                self.drop_message(&format!("{}: segment {segment} is in use", what()));
+                return None;
             }
-            Err(e) => return self.drop_message(&format!("{}: segment {segment}: {e}", what())),
+            Err(e) => {
+                self.drop_message(&format!("{}: segment {segment}: {e}", what()));
+                return None;
+            }
         };
         if seg.generation() != generation {
-            return self.drop_message(&format!(
+            self.drop_message(&format!(
                 "a stale {}: segment {segment} is on generation {}, not {generation}",
                 what(),
                 seg.generation()
             ));
+            return None;
         }
         if !self.config.delay.is_zero() {
             std::thread::sleep(self.config.delay);
         }
+        Some(Ready {
+            seg,
+            segment,
+            generation,
+            call,
+        })
+    }
+
+    /// What a GET or a RENEW finds in the store (a RENEW renews first); `None` for the
+    /// other calls.
+    fn look_up(&self, call: &Call) -> Option<Lookup<S::Entry>> {
+        match call {
+            Call::Get {
+                key, allow_stale, ..
+            } => Some(self.store.get(key, *allow_stale)),
+            Call::Renew { key, max_age, .. } => Some(match self.store.renew(key, *max_age) {
+                Some(entry) => Lookup::Found(entry),
+                None => Lookup::Missing,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Does what a prepared call asks, with what [`look_up`](Self::look_up) found.
+    fn answer(&self, ready: Ready, found: Option<Lookup<S::Entry>>) {
+        let Ready {
+            seg,
+            segment,
+            generation,
+            call,
+        } = ready;
         let to = Transfer {
             seg: &seg,
             generation,
             timeout: self.config.timeout,
             chunk_delay: self.config.chunk_delay,
         };
-        let outcome = match &call {
-            Call::Get {
-                key,
-                conditions,
-                allow_stale,
-                head_only,
-            } => match self.store.get(key, *allow_stale) {
+        let accept_len = || self.store.accept_len();
+        let outcome = match (&call, found) {
+            (
+                Call::Get {
+                    key,
+                    conditions,
+                    head_only,
+                    ..
+                }
+                | Call::Renew {
+                    key,
+                    conditions,
+                    head_only,
+                    ..
+                },
+                Some(found),
+            ) => match found {
                 Lookup::Found(entry) => to.answer(key, &entry, conditions, *head_only),
                 Lookup::Expired(entry) => {
                     let head = Head::Expired {
                         meta: entry.meta(),
-                        accept_len: self.store.accept_len(),
+                        accept_len: accept_len(),
                     };
                     to.send(&head, &[entry.headers()])
                 }
-                Lookup::Missing => to.missing(self.store.accept_len()),
+                Lookup::Missing => to.missing(accept_len()),
             },
-            Call::Renew {
-                key,
-                max_age,
-                conditions,
-                head_only,
-            } => match self.store.renew(key, *max_age) {
-                Some(entry) => to.answer(key, &entry, conditions, *head_only),
-                None => to.missing(self.store.accept_len()),
-            },
-            Call::Store { key, len } => self.take_store(&to, key, *len),
-            Call::Purge { key } => {
+            (Call::Store { key, len }, _) => self.take_store(&to, key, *len),
+            (Call::Purge { key }, _) => {
                 let existed = self.store.purge(key);
                 to.send(&Head::Purged { existed }, &[])
             }
-            Call::Stats => {
+            (Call::Stats, _) => {
                 let text = self.stats_text();
                 let head = Head::Stats {
                     len: text.len() as u64,
                 };
                 to.send(&head, &[text.as_bytes()])
+            }
+            (Call::Get { .. } | Call::Renew { .. }, None) => {
+                unreachable!("look_up finds something for every GET and RENEW")
             }
         };
         match outcome {
@@ -312,7 +417,8 @@ impl<S: Store> Shared<S> {
             }
             Err(e) => {
                 self.transfers_failed.fetch_add(1, Ordering::Relaxed);
-                log::warn!("{} via {segment}: {e}", what());
+                let key = call.key().unwrap_or("-");
+                log::warn!("a {} call for {key:?} via {segment}: {e}", call.name());
             }
         }
     }
