@@ -175,6 +175,14 @@ impl spool::Held for HeldHit {
         self.body.remaining()
     }
 
+    fn chunk(&mut self) -> io::Result<usize> {
+        self.body.chunk()
+    }
+
+    fn send(&mut self, prefix: &[u8], socket: &std::net::TcpStream) -> io::Result<(usize, usize)> {
+        self.body.send(prefix, socket)
+    }
+
     fn release(self: Box<Self>) -> Option<spool::Resume> {
         let next = self.body_end - self.body.remaining();
         // Dropping a body with bytes left cancels its transfer.

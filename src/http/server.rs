@@ -492,14 +492,12 @@ fn park(held: &mut Box<dyn Held>, budget: &Budget) -> io::Result<Parked> {
     Ok(parked)
 }
 
-/// Where [`Output::send_held_with`] stopped.
+/// Where [`Output::send_held_with`] stopped: what is not sent is still in the segment.
 struct Lagged {
     /// Body bytes sent.
     sent: u64,
     /// Bytes of the head sent.
     head_sent: usize,
-    /// The bytes of the buffer read from the segment but not yet sent.
-    unsent: std::ops::Range<usize>,
 }
 
 /// Body bytes read from a stream per write.
@@ -547,12 +545,27 @@ impl<'a> Output<'a> {
     /// # Errors
     /// As [`write`](Self::write).
     fn write_once(&mut self, slices: &[IoSlice]) -> io::Result<(usize, Duration)> {
+        let stream = self.stream;
+        let (n, took) = self.timed(|| (&mut &*stream).write_vectored(slices).map(|n| (0, n)))?;
+        Ok((n.1, took))
+    }
+
+    /// Runs one write of up to two parts to the socket, timing it and counting its bytes
+    /// against the minimum rate: the bytes it wrote of each (none if the socket's timeout
+    /// passed first) and how long it blocked.
+    ///
+    /// # Errors
+    /// As [`write`](Self::write).
+    fn timed(
+        &mut self,
+        write: impl FnOnce() -> io::Result<(usize, usize)>,
+    ) -> io::Result<((usize, usize), Duration)> {
         let before = Instant::now();
-        let result = (&mut &*self.stream).write_vectored(slices);
+        let result = write();
         let took = before.elapsed();
         self.spent += took;
         let n = match result {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok((0, 0)) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => n,
             Err(e)
                 if matches!(
@@ -562,11 +575,11 @@ impl<'a> Output<'a> {
                         | io::ErrorKind::TimedOut
                 ) =>
             {
-                0
+                (0, 0)
             }
             Err(e) => return Err(e),
         };
-        self.written += n as u64;
+        self.written += (n.0 + n.1) as u64;
         self.check_rate()?;
         Ok((n, took))
     }
@@ -603,15 +616,16 @@ impl<'a> Output<'a> {
         mut held: Box<dyn Held>,
         budget: &Budget,
     ) -> io::Result<(u64, Option<Resume>)> {
-        let mut buffer = self.take_buffer();
-        let outcome = self.send_held_with(head, &mut held, &mut buffer);
+        let outcome = self.send_held_with(head, &mut held);
         let _ = self.stream.set_write_timeout(Some(self.window));
-        let result = outcome.and_then(|lagged| {
+        outcome.and_then(|lagged| {
+            // What is left of the body is still in the segment: read what the budget
+            // allows of it into memory, let the segment go, and send at the client's pace.
             let parked = park(&mut held, budget)?;
             let next = held.release();
             let head_rest = head.map_or(&[][..], |h| &h[lagged.head_sent..]);
-            let mut total = lagged.sent + lagged.unsent.len() as u64;
-            let mut written = self.write(&[head_rest, &buffer[lagged.unsent]]);
+            let mut total = lagged.sent;
+            let mut written = self.write(&[head_rest]);
             for (data, charged) in parked.0 {
                 if written.is_ok() {
                     written = self.write(&[&data]);
@@ -621,69 +635,37 @@ impl<'a> Output<'a> {
                 spool::recycle(data);
             }
             written.map(|()| (total, next))
-        });
-        self.buffer = buffer;
-        result
+        })
     }
 
     /// The part of [`send_held`](Self::send_held) that holds the segment: it stops when
-    /// the body is out, or when the client lags.
+    /// the body is out, or when the client lags. Each send goes straight from a slot to
+    /// the socket; the wait for the cache's next slot is apart from it, so a slow cache is
+    /// never taken for a slow client.
     fn send_held_with(
         &mut self,
         head: Option<&[u8]>,
         held: &mut Box<dyn Held>,
-        buffer: &mut [u8],
     ) -> io::Result<Lagged> {
         self.stream.set_write_timeout(Some(LAG))?;
         let mut lagged = Lagged {
             sent: 0,
             head_sent: 0,
-            unsent: 0..0,
         };
-        let mut head = head.filter(|h| !h.is_empty());
-        loop {
-            let want = buffer
-                .len()
-                .min(usize::try_from(held.remaining()).unwrap_or(usize::MAX));
-            if want == 0 {
-                // Done; the head of an empty body goes in `send_held`.
+        let head = head.unwrap_or(&[]);
+        // Done when the body is; the head of an empty body goes in `send_held`.
+        while held.chunk()? > 0 {
+            // The head goes in one call with the first bytes of the body.
+            let prefix = &head[lagged.head_sent..];
+            let stream = self.stream;
+            let ((from_head, n), took) = self.timed(|| held.send(prefix, stream))?;
+            lagged.head_sent += from_head;
+            lagged.sent += n as u64;
+            if took >= LAG && held.remaining() > 0 {
                 return Ok(lagged);
             }
-            // One slot at a time: what the cache has handed over goes out while it fills
-            // the next slot.
-            let want = held.read(&mut buffer[..want])?;
-            if want == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            let mut off = 0;
-            if let Some(h) = head.take() {
-                // The head goes in one write with the first bytes of the body.
-                while lagged.head_sent < h.len() {
-                    let parts = [
-                        IoSlice::new(&h[lagged.head_sent..]),
-                        IoSlice::new(&buffer[..want]),
-                    ];
-                    let (n, took) = self.write_once(&parts)?;
-                    let from_head = n.min(h.len() - lagged.head_sent);
-                    lagged.head_sent += from_head;
-                    off = n - from_head;
-                    lagged.sent += off as u64;
-                    if took >= LAG && off < want {
-                        lagged.unsent = off..want;
-                        return Ok(lagged);
-                    }
-                }
-            }
-            while off < want {
-                let (n, took) = self.write_once(&[IoSlice::new(&buffer[off..want])])?;
-                off += n;
-                lagged.sent += n as u64;
-                if took >= LAG && off < want {
-                    lagged.unsent = off..want;
-                    return Ok(lagged);
-                }
-            }
         }
+        Ok(lagged)
     }
 
     /// Writes `head` and the body that `consumer` hands over; returns the body bytes.

@@ -122,15 +122,22 @@ impl Budget {
 /// The rest of a paused response, run on a pool worker with a fresh [`Producer`].
 pub type Resume = Box<dyn FnOnce(Producer) + Send>;
 
-/// A body still in a shared-memory segment. The connection reads it straight out, as
-/// fast as its client takes the bytes, and the segment is back in the pool when the last
-/// byte is read. If the client lags (a write blocks for [`LAG`]), the connection reads
+/// A body still in a shared-memory segment. The connection sends it straight out of the
+/// segment's slots to its client's socket, as fast as the client takes the bytes, and the
+/// segment is back in the pool when the last byte is out. If the client lags (a write blocks for [`LAG`]), the connection reads
 /// what the budget allows of the rest into memory and [`release`](Held::release)s the
 /// segment; what the budget could not take is asked for again once the client has caught
 /// up. A slow client never holds a segment for long.
 pub trait Held: io::Read + Send {
     /// Bytes not yet read.
     fn remaining(&self) -> u64;
+
+    /// Waits until the next bytes are in hand; how many (0: the body is complete).
+    fn chunk(&mut self) -> io::Result<usize>;
+
+    /// Sends `prefix` and then bytes in hand to `socket` in one call, with no copy on this
+    /// side; returns the bytes sent of each.
+    fn send(&mut self, prefix: &[u8], socket: &std::net::TcpStream) -> io::Result<(usize, usize)>;
 
     /// Gives the segment back (cancelling the transfer if bytes remain) and returns the
     /// job that produces the rest of the response, if any is left.

@@ -511,6 +511,45 @@ impl Receiver {
         Ok(n)
     }
 
+    /// Waits until a chunk is in hand (unless the body is complete) and returns how many
+    /// of its bytes are left to take: 0 only once the body is complete.
+    pub fn chunk(&mut self, seg: &Segment) -> Result<usize, ChannelError> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        if self.held.is_none() {
+            wait_ready(seg, &self.patience)?;
+            self.hold(seg)?;
+        }
+        let (at, len) = self.held.expect("a slot is held");
+        Ok(len - at)
+    }
+
+    /// Sends `prefix`, then the bytes of the chunk in hand (see [`chunk`](Self::chunk)),
+    /// straight from the slot to the socket `fd` in one call; frees the slot once it is
+    /// all sent (unless it is the last: [`finish`](Self::finish) gives that back).
+    /// Returns the bytes sent of `prefix` and of the body.
+    pub fn send(
+        &mut self,
+        seg: &Segment,
+        prefix: &[u8],
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> io::Result<(usize, usize)> {
+        let Some((at, len)) = self.held else {
+            return Ok((0, 0));
+        };
+        let sent = seg.send_slot(prefix, self.slot(seg), at, len - at, fd)?;
+        let from_prefix = sent.min(prefix.len());
+        let n = sent - from_prefix;
+        self.remaining -= n as u64;
+        if at + n == len && self.remaining > 0 {
+            self.release(seg)?;
+        } else {
+            self.held = Some((at + n, len));
+        }
+        Ok((from_prefix, n))
+    }
+
     /// Body bytes not read yet.
     pub fn remaining(&self) -> u64 {
         self.remaining

@@ -598,6 +598,29 @@ impl CacheBody {
         self.0.rx.remaining()
     }
 
+    /// Waits until the next bytes are in hand in the segment; how many (0: the body is
+    /// complete). The wait is on the cache, apart from any write to a client.
+    pub fn chunk(&mut self) -> io::Result<usize> {
+        let Transfer { lease, rx } = &mut self.0;
+        Ok(rx.chunk(lease.segment())?)
+    }
+
+    /// Sends `prefix` and then the bytes in hand straight from the segment to `socket`, in
+    /// one call and with no copy on this side (see [`chunk`](Self::chunk)). Returns the
+    /// bytes sent of `prefix` and of the body.
+    pub fn send(
+        &mut self,
+        prefix: &[u8],
+        socket: &std::net::TcpStream,
+    ) -> io::Result<(usize, usize)> {
+        use std::os::fd::AsFd;
+        let Transfer { lease, rx } = &mut self.0;
+        let (from_prefix, n) = rx.send(lease.segment(), prefix, socket.as_fd())?;
+        lease.activity().moved(n);
+        self.0.settle()?;
+        Ok((from_prefix, n))
+    }
+
     /// Says (to the live view) that a connection now reads this body straight to its
     /// client, rather than a worker into memory.
     pub fn sending(&self) {

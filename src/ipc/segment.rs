@@ -416,6 +416,59 @@ impl Drop for Segment {
     }
 }
 
+impl Segment {
+    /// Sends `prefix` (private bytes, such as an HTTP head) and then bytes `at..at + len` of
+    /// `slot` to the socket `fd`, in one `sendmsg`, with no copy out of the segment on our
+    /// side: the kernel copies straight from the mapping into the socket. The caller must
+    /// own the slot (it took a unit of `ready` for it). Returns the bytes sent of both, as
+    /// `sendmsg` does (the socket's send timeout may cut it short: `WouldBlock`).
+    /// Panics if the range passes the slot's end.
+    pub fn send_slot(
+        &self,
+        prefix: &[u8],
+        slot: usize,
+        at: usize,
+        len: usize,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> io::Result<usize> {
+        assert!(
+            at.checked_add(len)
+                .is_some_and(|end| end <= self.slot_capacity)
+        );
+        let mut iov = [
+            libc::iovec {
+                iov_base: prefix.as_ptr() as *mut libc::c_void,
+                iov_len: prefix.len(),
+            },
+            libc::iovec {
+                // SAFETY: the range lies inside the slot (asserted), inside our mapping.
+                iov_base: unsafe { self.slot_ptr(slot).add(at) }.cast(),
+                iov_len: len,
+            },
+        ];
+        // SAFETY: an all-zero msghdr is valid (no name, no control data); we then point it
+        // at our two iovecs.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len();
+        super::sys::retry_interrupted(|| {
+            // SAFETY: `msg` describes two live buffers: `prefix`, borrowed for the call, and
+            // a range of our mapping that the protocol keeps the writer out of until we
+            // post `free` (a faulty writer could change the bytes under the kernel's copy:
+            // torn data for the client, never memory outside the mapping). `fd` is an open
+            // descriptor borrowed for the call; MSG_NOSIGNAL turns a gone peer into EPIPE
+            // instead of SIGPIPE.
+            unsafe {
+                libc::sendmsg(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    &msg,
+                    libc::MSG_NOSIGNAL,
+                )
+            }
+        })
+    }
+}
+
 /// Removes the shared-memory object `name`: the proxy's explicit step when it rebuilds a
 /// segment or shuts down (a [`Segment`] only unmaps when dropped). Mappings of the object
 /// stay valid until they are dropped. Returns whether it existed.
