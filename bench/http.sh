@@ -81,10 +81,10 @@ if command -v nginx >/dev/null 2>&1; then
 fi
 
 if [ "${NO_BUILD:-0}" != 1 ]; then
-    cargo build --release --bins --example memserve >&2
+    cargo build --release --bins --example memserve --example tinyserve >&2
 fi
 bin=${CARGO_TARGET_DIR:-$root/target}/release
-for exe in "$bin/webproxy" "$bin/shmcached" "$bin/examples/memserve"; do
+for exe in "$bin/webproxy" "$bin/shmcached" "$bin/examples/memserve" "$bin/examples/tinyserve"; do
     [ -x "$exe" ] || { echo "http.sh: $exe is missing; run without NO_BUILD" >&2; exit 1; }
 done
 
@@ -214,6 +214,12 @@ fi
 pids+=($!)
 port[memserve]=$(wait_port "$!" "$tmp/memserve.log")
 
+# (b') tinyserve: tiny_http with 8 threads each calling recv(), from memory.
+"$bin/examples/tinyserve" "$www" 0 2>"$tmp/tinyserve.log" &
+pids+=($!)
+port[tinyserve]=$(wait_port "$!" "$tmp/tinyserve.log")
+servers+=(tinyserve)
+
 # (c) nginx.
 if [ "$have_nginx" = 1 ]; then
     port[nginx]=$(free_port)
@@ -277,7 +283,7 @@ for s in "${servers[@]}"; do
 done
 
 # Results: "SERVER FILE CONNS" -> space-separated requests/s of each run, and error counts.
-declare -A rps errors
+declare -A rps errors lat
 total=$((REPEAT * ${#files[@]} * $(wc -w <<<"$CONNS") * ${#servers[@]}))
 echo "http.sh: $total wrk runs of ${DURATION}s each; servers: ${servers[*]}" >&2
 n=0
@@ -287,10 +293,16 @@ for rep in $(seq "$REPEAT"); do
             t=$((c < 2 ? 1 : 2))
             for s in "${servers[@]}"; do
                 n=$((n + 1))
+                key0="$s $f $c"
                 out=$tmp/wrk.$s.$f.c$c.$rep.txt
-                wrk -t"$t" -c"$c" -d"${DURATION}s" --timeout 10s \
+                wrk -t"$t" -c"$c" -d"${DURATION}s" --timeout 10s --latency \
                     "http://127.0.0.1:${port[$s]}/$f" >"$out" 2>&1 || true
                 r=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+                # The median latency, in microseconds.
+                l=$(awk '$1 == "50%" {v = $2; u = 1
+                         if (v ~ /us$/) u = 1; else if (v ~ /ms$/) u = 1000; else if (v ~ /s$/) u = 1e6
+                         gsub(/[a-z]+$/, "", v); print v * u}' "$out")
+                lat[$key0]="${lat[$key0]:-} ${l:-0}"
                 e=$(awk '/Non-2xx or 3xx responses:/ {n += $NF}
                          /Socket errors:/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10}
                          END {print n + 0}' "$out")
@@ -315,6 +327,7 @@ echo "shmcache end-to-end HTTP benchmark ($(date -u '+%Y-%m-%d %H:%M UTC'), $(np
 echo "median of $REPEAT run(s) of wrk -d${DURATION}s on 127.0.0.1; MB/s = req/s x file size / 10^6"
 echo "webproxy: --spawn-cache${PROXY_ARGS:+ $PROXY_ARGS} (no -s: only cache hits count)${CACHE_ARGS:+; shmcached $CACHE_ARGS}"
 echo "memserve: webproxy's HTTP stack serving from memory (the ceiling of this stack)"
+echo "tinyserve: tiny_http, 8 threads each calling recv(), serving from memory (an in-process ceiling)"
 if [ "$have_nginx" = 1 ]; then
     echo "nginx:    $(nginx -v 2>&1 | sed 's/.*: //'), worker_processes auto, sendfile"
 else
@@ -326,7 +339,7 @@ for s in "${servers[@]}"; do
     header+=$(printf ' %12s %9s' "$s req/s" "MB/s")
 done
 [ -z "${BASELINE:-}" ] || header+=$(printf ' %10s' "/baseline")
-header+=$(printf ' %10s' "/memserve")
+header+=$(printf ' %10s %10s' "/memserve" "/tinyserve")
 [ "$have_nginx" = 0 ] || header+=$(printf ' %10s' "/nginx")
 echo "$header"
 marked=0
@@ -345,7 +358,7 @@ for f in "${files[@]}"; do
             line+=$(awk -v r="${med[$s]}" -v b="${size[$f]}" -v m="$mark" \
                 'BEGIN {printf " %11.1f%s %9.1f", r, m, r * b / 1e6}')
         done
-        for s in baseline memserve nginx; do
+        for s in baseline memserve tinyserve nginx; do
             [ -n "${med[$s]:-}" ] || continue
             line+=$(awk -v a="${med[webproxy]}" -v b="${med[$s]}" \
                 'BEGIN {if (b > 0) printf " %9.2fx", a / b; else printf " %10s", "-"}')
@@ -355,8 +368,25 @@ for f in "${files[@]}"; do
     done
 done
 echo
-echo "/baseline, /memserve and /nginx: webproxy's requests/s divided by theirs (1.00x = as fast)."
+echo "/baseline, /memserve, /tinyserve and /nginx: webproxy's requests/s divided by theirs (1.00x = as fast)."
 [ -z "${BASELINE:-}" ] || echo "baseline: $BASELINE${BASELINE_CACHE_ARGS:+; shmcached $BASELINE_CACHE_ARGS}"
 if [ "$marked" = 1 ]; then
     echo "!: errors (non-2xx, socket errors or timeouts) in at least one run; KEEP=1 keeps wrk's output."
+fi
+
+# The median of the runs' median latencies, at one connection: a request's whole round
+# trip when nothing else competes for the server.
+if [[ " $CONNS " == *" 1 "* ]]; then
+    echo
+    echo "p50 latency at 1 connection (microseconds; median of the runs' medians):"
+    line=$(printf '%-11s' file)
+    for s in "${servers[@]}"; do line+=$(printf ' %10s' "$s"); done
+    echo "$line"
+    for f in "${files[@]}"; do
+        line=$(printf '%-11s' "${f%.bin}")
+        for s in "${servers[@]}"; do
+            line+=$(printf ' %10.0f' "$(median "${lat[$s $f 1]:-0}")")
+        done
+        echo "$line"
+    done
 fi
