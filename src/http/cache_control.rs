@@ -25,9 +25,6 @@
 //! strings whatever form the directive's definition asks senders to use (§5.2: "recipients
 //! ought to accept both forms").
 
-// Nothing in the proxy calls these yet: the handler will use them in issue 12.
-#![allow(dead_code)]
-
 /// The largest delta-seconds value kept, 2^31: RFC 9111 §1.2.2 says a value too large to
 /// represent, or a calculation that overflows, is to be taken as 2147483648 ("infinity",
 /// over 68 years). Clamping every value to it keeps later arithmetic (age plus lifetime)

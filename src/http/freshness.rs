@@ -13,17 +13,9 @@
 //! The cache is a shared cache (a reverse proxy), so `s-maxage`, `proxy-revalidate`,
 //! `private` and `Authorization` apply throughout.
 
-// Nothing in the proxy calls these yet: the handler will use them in issue 12.
-#![allow(dead_code)]
-
-// Cache-Control parsing has its own file beside this one; it is declared here so that
-// src/http/mod.rs, which is being reworked elsewhere, gains only one line.
-#[path = "cache_control.rs"]
-pub(crate) mod cache_control;
-
 use std::time::{Duration, SystemTime};
 
-use cache_control::{
+use super::cache_control::{
     DELTA_SECONDS_MAX, DeltaSeconds, Fields, MaxStale, RequestDirectives, ResponseDirectives,
     field_lines, is_tchar,
 };
@@ -325,7 +317,7 @@ pub(crate) enum Reuse {
 
 /// Decides whether the stored response `meta` may answer a request with
 /// `request_headers` at `now` (the stored response already matched the request's key and
-/// Vary, [`vary_matches`]).
+/// Vary: its variant key, [`vary_key`], is the request's).
 ///
 /// In order: a request with Authorization is forwarded unless the response allows it
 /// (§3.5); an unqualified `no-cache` in the response always means validation (§5.2.2.4);
@@ -523,24 +515,6 @@ pub(crate) fn vary_key(vary: &str, request_headers: &[(String, String)]) -> Opti
         key.push('\n');
     }
     Some(key)
-}
-
-/// Whether a stored response whose `Vary` is `vary` (all its Vary lines joined, see
-/// [`field_value`]; "" when it has none), stored for a request with
-/// `stored_request_headers`, may be used for a request with `request_headers` (RFC 9111
-/// §4.1): every nominated field must match, and `*` never does.
-pub(crate) fn vary_matches(
-    vary: &str,
-    stored_request_headers: &[(String, String)],
-    request_headers: &[(String, String)],
-) -> bool {
-    match (
-        vary_key(vary, stored_request_headers),
-        vary_key(vary, request_headers),
-    ) {
-        (Some(stored), Some(new)) => stored == new,
-        _ => false,
-    }
 }
 
 /// An entity tag's opaque part and whether it is weak (RFC 9110 §8.8.3).
@@ -792,6 +766,26 @@ fn remove_dot_segments(path: &str) -> String {
 mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
+
+    /// Whether a stored response whose `Vary` is `vary` (all its Vary lines joined, see
+    /// [`field_value`]; "" when it has none), stored for a request with
+    /// `stored_request_headers`, may be used for a request with `request_headers` (RFC 9111
+    /// §4.1): every nominated field must match, and `*` never does. The proxy itself
+    /// compares [`vary_key`]s, which are part of its cache keys; this states the rule the
+    /// way §4.1 does, for the tests.
+    fn vary_matches(
+        vary: &str,
+        stored_request_headers: &[(String, String)],
+        request_headers: &[(String, String)],
+    ) -> bool {
+        match (
+            vary_key(vary, stored_request_headers),
+            vary_key(vary, request_headers),
+        ) {
+            (Some(stored), Some(new)) => stored == new,
+            _ => false,
+        }
+    }
 
     /// A fixed clock: `t(s)` is `s` seconds after an arbitrary whole-second instant.
     fn t(seconds: u64) -> SystemTime {

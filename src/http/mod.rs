@@ -11,11 +11,13 @@
 //! cannot on a connection.
 
 pub mod body;
+pub mod cache_control;
 pub mod coalesce;
 pub mod conditional;
 pub mod freshness;
 pub mod handler;
 pub(crate) mod live;
+pub mod origin;
 pub mod path;
 pub mod proxy;
 pub mod request;
@@ -26,3 +28,4 @@ pub mod spawn;
 pub mod spool;
 pub mod stats;
 pub mod storage;
+pub mod upstream;
