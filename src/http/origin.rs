@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::body::{Body, FillBody};
-use super::cache_control::RequestDirectives;
+use super::cache_control::{Fields, RequestDirectives, ResponseDirectives};
 use super::coalesce::{Role, Ticket};
 use super::conditional;
 use super::freshness::{self, ResponseMeta, Reuse, field_value};
@@ -564,16 +564,24 @@ impl Ask<'_> {
             }
             Err(e) => return bad_gateway(key, &e),
         };
-        let freshens = response.status == 304 || (self.head_only() && response.status == 200);
-        // A 304 without validators answers the one set this request sent, so it is about
-        // this stored response (§4.3.4's stricter rule is for choosing among several).
-        let about_it = freshness::may_update_from_304(&stored.headers, &response.headers)
-            || (response.status == 304
-                && field_value(&response.headers, "etag").is_none()
-                && field_value(&response.headers, "last-modified").is_none());
-        if freshens && about_it {
+        // A 304 answers the validators this request sent, which are this stored
+        // response's only: it is about it, whatever validators it carries (§4.3.4's
+        // selection is for a cache that holds several responses to choose from). A 200 to
+        // HEAD freshens it only with the same validators (§4.3.5).
+        let freshens = response.status == 304
+            || (self.head_only()
+                && response.status == 200
+                && freshness::may_update_from_304(&stored.headers, &response.headers));
+        if freshens {
             bump(&ctx.stats.revalidated);
-            let merged = freshness::update_from_304(&stored.headers, &response.headers);
+            // The stored ETag stays: it names the body kept, which the 304 did not send.
+            let update: Vec<(String, String)> = response
+                .headers
+                .iter()
+                .filter(|(name, _)| !is(name, "etag"))
+                .cloned()
+                .collect();
+            let merged = freshness::update_from_304(&stored.headers, &update);
             let fresh = ResponseMeta {
                 status: stored.meta.status,
                 headers: merged,
@@ -583,10 +591,6 @@ impl Ask<'_> {
             let reply = self.refresh(key, &stored, fresh);
             drop(ticket);
             return (reply, Source::Hit);
-        }
-        if response.status == 304 {
-            // About another representation (§4.3.4): the client gets the 304 as it is.
-            return (pass_through(response), Source::Secondary);
         }
         bump(&ctx.stats.replaced);
         let fill = (accept_len > 0 && !self.head_only()).then_some((accept_len, ticket));
@@ -672,6 +676,15 @@ fn entry_meta(fresh: &ResponseMeta, len: u64, now: SystemTime, header_len: usize
             .find(|(n, _)| is(n, name))
             .map(|(_, v)| v.as_str())
     };
+    // A response that must be validated before every reuse is stored expired.
+    let must_validate = matches!(
+        ResponseDirectives::from_headers(&fresh.headers).no_cache,
+        Some(Fields::All)
+    );
+    let max_age = match must_validate {
+        true => 0,
+        false => lifetime.saturating_sub(age),
+    };
     Meta {
         status: fresh.status,
         total_len: len,
@@ -679,7 +692,7 @@ fn entry_meta(fresh: &ResponseMeta, len: u64, now: SystemTime, header_len: usize
         modified: first("last-modified").and_then(|d| httpdate::parse_http_date(d).ok()),
         etag: first("etag").and_then(Etag::new),
         stored_at: 0,
-        max_age: lifetime.saturating_sub(age),
+        max_age,
         source_version: 0,
     }
 }
