@@ -431,7 +431,7 @@ impl Ask<'_> {
     /// and a header block that fits.
     fn answer_from(
         &self,
-        response: Response,
+        mut response: Response,
         sent_at: SystemTime,
         fill: Option<(u64, Ticket)>,
     ) -> Reply {
@@ -447,18 +447,42 @@ impl Ask<'_> {
             status,
             &response.headers,
         );
-        let len = response.body.length().filter(|&len| len <= accept_len);
-        let (Some(len), true) = (len, storable) else {
-            return pass_through(response);
-        };
         let stored_headers: Vec<(String, String)> = freshness::storable_headers(&response.headers)
             .into_iter()
             .filter(|(name, _)| !is(name, "content-length"))
             .collect();
         let block = to_block(stored_headers.iter());
-        if block.len() > MAX_HEADER_BLOCK as usize || !complete_block(&block, &stored_headers) {
+        if !storable
+            || block.len() > MAX_HEADER_BLOCK as usize
+            || !complete_block(&block, &stored_headers)
+        {
             return pass_through(response);
         }
+        let fresh = ResponseMeta {
+            status,
+            headers: stored_headers,
+            request_time: sent_at,
+            response_time: received_at,
+        };
+        let (len, buffered) = match response.body.length() {
+            Some(len) if len <= accept_len => (len, None),
+            Some(_) => return pass_through(response),
+            // Unknown length (chunked): read into memory, within what the cache takes,
+            // when the response can be reused at all.
+            None if reusable(&fresh) => {
+                let limit = accept_len.min(REFRESH_MAX);
+                let mut body = Vec::new();
+                match (&mut response.body).take(limit + 1).read_to_end(&mut body) {
+                    Ok(n) if n as u64 <= limit => (n as u64, Some(body)),
+                    Ok(_) => {
+                        response.body.unread(body);
+                        return pass_through(response);
+                    }
+                    Err(e) => return bad_gateway(self.primary, &e).0,
+                }
+            }
+            None => return pass_through(response),
+        };
         let vary = field_value(&response.headers, "vary");
         let (key, learned) =
             self.ctx
@@ -471,24 +495,29 @@ impl Ask<'_> {
             // Responses stored before the key started varying are not variants.
             self.invalidate_primary_only();
         }
-        let fresh = ResponseMeta {
-            status,
-            headers: stored_headers,
-            request_time: sent_at,
-            response_time: received_at,
-        };
         let meta = entry_meta(&fresh, len, received_at, block.len());
         let mut reply = pass_through_head(status, &response.headers, Some(len));
-        reply.body = match self.ctx.cache.store(&key, meta, &block) {
-            Ok(store) => Body::Fill(FillBody::new(
+        let stored = self.ctx.cache.store(&key, meta, &block);
+        reply.body = match (stored, buffered) {
+            (Ok(mut store), Some(body)) => {
+                if let Err(e) = store.write(&body) {
+                    log::debug!("{key}: not filling the cache: {e}");
+                }
+                drop(ticket);
+                Body::Memory(std::io::Cursor::new(body.into()))
+            }
+            (Ok(store), None) => Body::Fill(FillBody::new(
                 Stream::Origin(response.body).take(len),
                 store,
                 ticket,
                 std::sync::Arc::clone(&self.ctx.stats),
             )),
-            Err(e) => {
+            (Err(e), buffered) => {
                 log::debug!("{key}: not filling the cache: {e}");
-                Body::Storage(Stream::Origin(response.body).take(len))
+                match buffered {
+                    Some(body) => Body::Memory(std::io::Cursor::new(body.into())),
+                    None => Body::Storage(Stream::Origin(response.body).take(len)),
+                }
             }
         };
         reply
@@ -661,6 +690,16 @@ impl Ask<'_> {
         reply.headers.push("Age", Value::Number(age));
         reply
     }
+}
+
+/// Whether a stored response could ever be reused: it has a freshness lifetime or a
+/// validator. Only such a response of unknown length is worth reading into memory.
+fn reusable(fresh: &ResponseMeta) -> bool {
+    freshness::freshness_lifetime(fresh) > 0
+        || fresh
+            .headers
+            .iter()
+            .any(|(n, _)| is(n, "etag") || is(n, "last-modified"))
 }
 
 /// The head a STORE carries for a response: its validators, and a lifetime from now that

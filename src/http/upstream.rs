@@ -187,6 +187,8 @@ fn read_head(reader: &mut impl BufRead) -> io::Result<(u16, Vec<(String, String)
 pub struct ResponseBody {
     reader: BufReader<TcpStream>,
     framing: Framing,
+    /// Bytes read already and handed back ([`ResponseBody::unread`]): read first.
+    unread: io::Cursor<Vec<u8>>,
 }
 
 enum Framing {
@@ -240,7 +242,11 @@ impl ResponseBody {
                 }
             }
         };
-        Ok(ResponseBody { reader, framing })
+        Ok(ResponseBody {
+            reader,
+            framing,
+            unread: io::Cursor::default(),
+        })
     }
 
     /// The body's length, when its framing says it in advance.
@@ -249,6 +255,12 @@ impl ResponseBody {
             Framing::Length(n) => Some(n),
             _ => None,
         }
+    }
+
+    /// Hands back bytes read from this body, so that they are read again first (once a
+    /// look at the beginning of a body decided how to pass it on).
+    pub fn unread(&mut self, bytes: Vec<u8>) {
+        self.unread = io::Cursor::new(bytes);
     }
 
     /// Reads a chunk-size line (and, after the last chunk, the trailer).
@@ -270,6 +282,10 @@ impl ResponseBody {
 
 impl Read for ResponseBody {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.unread.read(buf)?;
+        if n > 0 {
+            return Ok(n);
+        }
         match self.framing {
             Framing::Length(0) => Ok(0),
             Framing::Length(left) => {
