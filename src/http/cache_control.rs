@@ -11,7 +11,7 @@
 //! information … to be stale":
 //!
 //! - an argument that is not `1*DIGIT` where delta-seconds are expected (`max-age=a3600`,
-//!   `max-age='3600'`, `max-age=36.5`, `max-age=`) is [`DeltaSeconds::Invalid`], which the
+//!   `max-age='3600'`, `max-age=36.5`, `max-age=`) is `DeltaSeconds::Invalid`, which the
 //!   freshness rules treat as "stale";
 //! - a directive given twice keeps its first occurrence (§4.2.1: "either the first
 //!   occurrence should be used or the response should be considered stale"), except the

@@ -3,9 +3,10 @@
 //!
 //! - **Keys.** The primary key is the normalised path plus the query string as sent
 //!   (`/list?page=2`). A response with `Vary` is stored under a variant key: the primary
-//!   key, a generation and the [`freshness::vary_key`] of the request, one per line.
-//!   [`Variants`] remembers, per primary key, the `Vary` of the last response stored, so a
-//!   request still asks the cache once: its key is known before it asks.
+//!   key, a generation and the request's selecting fields (`vary_key` in [`freshness`]),
+//!   one per line. [`Variants`] remembers, per primary key, the `Vary` of the last
+//!   response stored, so a request still asks the cache once: its key is known before it
+//!   asks.
 //! - **Forwarding.** GET and HEAD go through the cache; every other method goes to the
 //!   origin with its body and is never cached, and a 2xx or 3xx answer to an unsafe one
 //!   removes the target and its `Location` / `Content-Location` from the cache (§4.4).
@@ -728,7 +729,11 @@ fn entry_meta(fresh: &ResponseMeta, len: u64, now: SystemTime, header_len: usize
         status: fresh.status,
         total_len: len,
         header_len: header_len as u32,
-        modified: first("last-modified").and_then(|d| httpdate::parse_http_date(d).ok()),
+        // What a client's If-Modified-Since is compared with: the Last-Modified, or
+        // without one the Date (RFC 9111 §4.3.2).
+        modified: first("last-modified")
+            .or_else(|| first("date"))
+            .and_then(|d| httpdate::parse_http_date(d).ok()),
         etag: first("etag").and_then(Etag::new),
         stored_at: 0,
         max_age,
