@@ -650,8 +650,20 @@ impl Ask<'_> {
                 _ => self.fetch(None, None).0,
             };
         }
+        if stored.meta.total_len > REFRESH_MAX {
+            // Too large to hold while storing it again: served with the new fields, kept
+            // with the old ones (it is validated again at its next use).
+            return match ctx.cache.get(key, &conditions, true, self.head_only()) {
+                Ok(Answer::Found(mut found)) => {
+                    found.headers = block;
+                    let age = freshness::current_age(&fresh, SystemTime::now());
+                    hit(key, found, age)
+                }
+                _ => self.fetch(None, None).0,
+            };
+        }
         let found = match ctx.cache.get(key, &Conditions::default(), true, false) {
-            Ok(Answer::Found(found)) if found.meta.total_len <= REFRESH_MAX => found,
+            Ok(Answer::Found(found)) => found,
             _ => return self.fetch(None, None).0,
         };
         let mut body = Vec::with_capacity(found.meta.total_len as usize);
