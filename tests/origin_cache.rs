@@ -361,11 +361,15 @@ fn vary_keeps_a_variant_per_request_and_star_is_never_reused() {
         }
     }
     assert_eq!(asked(&origin, "/v"), 3);
-    // Whitespace a field's syntax allows does not make another variant (§4.1).
-    assert_eq!(
-        request(addr, "GET", "/v", &[("Accept-Language", "en ")]).header("x-cache"),
-        Some("HIT")
-    );
+    // Whitespace a field's syntax allows does not make another variant (§4.1), nor does
+    // the case of a language tag.
+    for same in ["en ", "EN"] {
+        let r = request(addr, "GET", "/v", &[("Accept-Language", same)]);
+        assert_eq!(
+            (r.header("x-cache"), &r.body[..]),
+            (Some("HIT"), &b"en"[..])
+        );
+    }
     for _ in 0..2 {
         get(addr, "/star");
     }

@@ -480,6 +480,17 @@ fn normalize_value(value: &str) -> String {
     out
 }
 
+/// An Accept-Language value (whitespace already normalised) as it selects: its members
+/// are language ranges, which compare case-insensitively (RFC 4647 §2), each with its own
+/// weight, and members of equal weight are equally preferred (RFC 9110 §12.4.2), so
+/// neither case nor order changes what a request selects: `en, de` and `De, EN` share a
+/// variant.
+fn normalize_languages(value: &str) -> String {
+    let mut members: Vec<String> = value.split(',').map(str::to_ascii_lowercase).collect();
+    members.sort();
+    members.join(",")
+}
+
 /// The secondary cache key of a request under a response's `Vary` value (RFC 9111 §4.1):
 /// two requests may share a stored response exactly when their keys are equal. `None`
 /// when the Vary holds `*` (or something that is not a field name), which "always fails
@@ -487,7 +498,8 @@ fn normalize_value(value: &str) -> String {
 ///
 /// The key lists the nominated fields by lower-case name, sorted and without repeats, one
 /// per line: `name:value` with the request's lines of that field combined (RFC 9110 §5.3)
-/// and whitespace-normalised, or the bare `name` when the request lacks the field, so
+/// and whitespace-normalised (Accept-Language also by case and order), or the bare `name`
+/// when the request lacks the field, so
 /// that "absent" only matches "absent" (§4.1). An empty Vary gives the empty key. Values
 /// cannot contain a newline, so the key is unambiguous; being a plain string, it can be
 /// stored with the variant and compared without the original request.
@@ -510,7 +522,12 @@ pub(crate) fn vary_key(vary: &str, request_headers: &[(String, String)]) -> Opti
         key.push_str(&name);
         if let Some(value) = field_value(request_headers, &name) {
             key.push(':');
-            key.push_str(&normalize_value(&value));
+            let value = normalize_value(&value);
+            if name == "accept-language" {
+                key.push_str(&normalize_languages(&value));
+            } else {
+                key.push_str(&value);
+            }
         }
         key.push('\n');
     }
@@ -1342,6 +1359,10 @@ mod tests {
         assert_eq!(vary_key("", &request).as_deref(), Some(""));
         assert_eq!(vary_key(" , ", &request).as_deref(), Some(""));
         assert_eq!(vary_key("Foo, FOO, foo", &[]).as_deref(), Some("foo\n"));
+        let lang = |value: &str| vary_key("Accept-Language", &h(&[("Accept-Language", value)]));
+        assert_eq!(lang("en, de"), lang("De,EN"));
+        assert_eq!(lang("en;q=0.5, de"), lang("de, EN;Q=0.5"));
+        assert_ne!(lang("en;q=0.5, de"), lang("en, de;q=0.5"));
     }
 
     #[test]
