@@ -42,10 +42,12 @@ use super::stats::bump;
 use super::storage::Source as Stream;
 use super::upstream::{Response, Upstream};
 use crate::ipc::client::{Answer, Found};
-use crate::ipc::{Conditions, Etag, MAX_HEADER_BLOCK, MAX_KEY_LEN, Meta, Validators};
+use crate::ipc::{Conditions, Etag, MAX_HEADER_BLOCK, MAX_KEY_LEN, Meta, Outcome, Validators};
 
-/// The largest body read back from the cache to store it again under headers a 304
-/// updated. A larger entry is served with the updated headers but keeps its old ones.
+/// The largest body the proxy holds in memory to store it: one read back from the cache
+/// to store it again under the fields a 304 updated (a larger entry is served with them
+/// but keeps its old ones), or an origin's body of unknown length (a larger one is passed
+/// on uncached).
 const REFRESH_MAX: u64 = 8 * 1024 * 1024;
 
 /// How many primary keys [`Variants`] remembers before it starts afresh.
@@ -278,7 +280,7 @@ impl Ask<'_> {
             Reuse::Validate | Reuse::ServeAndRevalidate => {
                 self.validate(&key, stored, accept_len, may_wait)
             }
-            Reuse::Serve => self.serve_again(&key, true),
+            Reuse::Serve => self.serve_again(&key),
             Reuse::Forward => self.fill_or_wait(&key, accept_len, may_wait),
             Reuse::GatewayTimeout => gateway_timeout(),
         }
@@ -293,14 +295,11 @@ impl Ask<'_> {
         )
     }
 
-    /// Asks the cache again for a response decided servable, stale or not.
-    fn serve_again(&self, key: &str, stale_ok: bool) -> (Reply, Source) {
+    /// Asks the cache again, with the request's conditions, for a stored response decided
+    /// servable (maybe stale: the decision was the proxy's).
+    fn serve_again(&self, key: &str) -> (Reply, Source) {
         let conditions = self.conditions();
-        match self
-            .ctx
-            .cache
-            .get(key, &conditions, stale_ok, self.head_only())
-        {
+        match self.ctx.cache.get(key, &conditions, true, self.head_only()) {
             Ok(Answer::Found(found)) => self.serve(key, found),
             _ => self.fetch(None, None),
         }
@@ -311,14 +310,14 @@ impl Ask<'_> {
         // The cache decides conditions and ranges on any stored status; they only apply
         // to a 200 (RFC 9110 §13.2.1, §14.2), so a stored 404 asked with a Range is asked
         // again whole.
-        if found.meta.status != 200 && found.outcome != crate::ipc::Outcome::Full {
+        if found.meta.status != 200 && found.outcome != Outcome::Full {
             drop(found);
             return match self
                 .ctx
                 .cache
                 .get(key, &Conditions::default(), true, self.head_only())
             {
-                Ok(Answer::Found(found)) if found.outcome == crate::ipc::Outcome::Full => {
+                Ok(Answer::Found(found)) if found.outcome == Outcome::Full => {
                     self.serve(key, found)
                 }
                 _ => self.fetch(None, None),
@@ -428,8 +427,9 @@ impl Ask<'_> {
     }
 
     /// Answers with an origin's response, and stores it on the way when `fill` allows and
-    /// RFC 9111 §3 does: a GET, storable, of known length within what the cache takes,
-    /// and a header block that fits.
+    /// RFC 9111 §3 does: a GET, storable, within what the cache takes (a body of unknown
+    /// length is read into memory first, up to [`REFRESH_MAX`]), with a header block that
+    /// fits.
     fn answer_from(
         &self,
         mut response: Response,
@@ -583,14 +583,14 @@ impl Ask<'_> {
             Ok(response) if stale_ok(Some(response.status)) => {
                 drop(ticket);
                 bump(&ctx.stats.stale_served);
-                return self.serve_again(key, true);
+                return self.serve_again(key);
             }
             Ok(response) => response,
             Err(e) if stale_ok(None) => {
                 log::warn!("{key}: cannot revalidate ({e}); serving it stale");
                 drop(ticket);
                 bump(&ctx.stats.stale_served);
-                return self.serve_again(key, true);
+                return self.serve_again(key);
             }
             Err(e) => return bad_gateway(key, &e),
         };
