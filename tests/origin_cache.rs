@@ -470,3 +470,41 @@ fn conditional_and_range_requests_are_answered_from_the_cache() {
     assert_eq!(origin.count(), 1);
     stop_and_check_clean(&name, vec![proxy, cache]);
 }
+
+#[test]
+fn stale_while_revalidate_serves_at_once_and_validates_behind() {
+    const TAG: &str = "\"s1\"";
+    let origin = Scripted::start(|seen, _| {
+        if seen.header("if-none-match") == Some(TAG) {
+            let headers = [("Cache-Control", "max-age=60"), ("X-V", "2"), ("ETag", TAG)];
+            return Answer::new(304, &headers, b"");
+        }
+        let headers = [
+            ("Cache-Control", "max-age=1, stale-while-revalidate=60"),
+            ("ETag", TAG),
+            ("X-V", "1"),
+        ];
+        Answer::new(200, &headers, b"swr")
+    });
+    let (name, cache, proxy, addr) = start("o-swr", &origin);
+    let stored = unix_seconds();
+    get(addr, "/s");
+    while unix_seconds() < stored + 3 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Stale: served as it is, at once; the validation goes on behind it.
+    let r = get(addr, "/s");
+    assert_eq!(
+        (r.header("x-cache"), r.header("x-v")),
+        (Some("HIT"), Some("1"))
+    );
+    eventually("the validation behind the stale response", || {
+        asked(&origin, "/s") == 2
+    });
+    eventually("the 304's fields stored", || {
+        get(addr, "/s").header("x-v") == Some("2")
+    });
+    assert_eq!(origin.last().header("if-none-match"), Some(TAG));
+    assert_eq!(asked(&origin, "/s"), 2);
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}

@@ -242,8 +242,8 @@ fn drain_fill(mut body: FillBody, mut out: Producer) {
     }
 }
 
-fn respond_to(ctx: &Context, request: &Request) -> (Reply, Source) {
-    if let Some(origin) = origin(ctx)
+fn respond_to(ctx: &Arc<Context>, request: &Request) -> (Reply, Source) {
+    if let Some(origin) = ctx.origin()
         && !matches!(&request.method, Method::Other(m) if m == "PURGE")
     {
         if let Ok(key) = object_key(&request.target)
@@ -436,11 +436,14 @@ fn dir(ctx: &Context) -> Option<&DirStorage> {
     }
 }
 
-/// The origin behind the cache, if `-s` named one: its requests go to [`super::origin`].
-fn origin(ctx: &Context) -> Option<&Upstream> {
-    match &ctx.storage {
-        Some(Storage::Origin(origin)) => Some(origin),
-        _ => None,
+impl Context {
+    /// The origin behind the cache, if `-s` named one: its requests go to
+    /// [`super::origin`].
+    pub(super) fn origin(&self) -> Option<&Upstream> {
+        match &self.storage {
+            Some(Storage::Origin(origin)) => Some(origin),
+            _ => None,
+        }
     }
 }
 
@@ -459,7 +462,7 @@ fn purge(ctx: &Context, request: &Request) -> Reply {
         );
     }
     // In front of an origin, keys hold the query, and variants go with their key.
-    let key = match origin(ctx) {
+    let key = match ctx.origin() {
         Some(_) => super::origin::cache_key(&request.target).inspect(|key| {
             ctx.variants.forget(key);
         }),

@@ -21,12 +21,13 @@
 //!   `Last-Modified` sent back verbatim; a 304 (or, for HEAD, a 200 with the same
 //!   validators, §4.3.5) updates the stored header block (§4.3.4), which means storing
 //!   the entry again with its body read back from the cache (a RENEW when nothing in the
-//!   header block changes).
+//!   header block changes). Within `stale-while-revalidate` the stale response is served
+//!   at once and validated on a thread of its own.
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::body::{Body, FillBody};
@@ -156,7 +157,7 @@ pub fn cache_key(target: &str) -> Result<String, PathError> {
 }
 
 /// One request in front of the origin.
-pub(super) fn respond(ctx: &Context, origin: &Upstream, request: &Request) -> (Reply, Source) {
+pub(super) fn respond(ctx: &Arc<Context>, origin: &Upstream, request: &Request) -> (Reply, Source) {
     let primary = match cache_key(&request.target) {
         Ok(key) => key,
         Err(PathError::TooLong) => return (Reply::text(414, "414 URI Too Long\n"), Source::Proxy),
@@ -199,7 +200,7 @@ const CONDITIONAL: [&str; 6] = [
 
 /// What one request needs all the way down.
 struct Ask<'a> {
-    ctx: &'a Context,
+    ctx: &'a Arc<Context>,
     origin: &'a Upstream,
     request: &'a Request,
     primary: &'a str,
@@ -275,11 +276,8 @@ impl Ask<'_> {
         };
         let now = SystemTime::now();
         match freshness::reuse(&stored.freshness(), &request.headers, now) {
-            // Stale-while-revalidate is validated now: serving first and validating after
-            // would need a background fetch, which the proxy does not make.
-            Reuse::Validate | Reuse::ServeAndRevalidate => {
-                self.validate(&key, stored, accept_len, may_wait)
-            }
+            Reuse::Validate => self.validate(&key, stored, accept_len, may_wait),
+            Reuse::ServeAndRevalidate => self.serve_and_revalidate(&key, stored, accept_len),
             Reuse::Serve => self.serve_again(&key),
             Reuse::Forward => self.fill_or_wait(&key, accept_len, may_wait),
             Reuse::GatewayTimeout => gateway_timeout(),
@@ -511,7 +509,7 @@ impl Ask<'_> {
                 Stream::Origin(response.body).take(len),
                 store,
                 ticket,
-                std::sync::Arc::clone(&self.ctx.stats),
+                Arc::clone(&self.ctx.stats),
             )),
             (Err(e), buffered) => {
                 log::debug!("{key}: not filling the cache: {e}");
@@ -554,6 +552,43 @@ impl Ask<'_> {
             }
             Role::Follower(_) => return self.fetch(None, None),
         };
+        self.validate_as_leader(key, stored, accept_len, ticket)
+    }
+
+    /// Serves a stale response at once and validates it on a thread of its own (RFC 5861
+    /// §3, `stale-while-revalidate`), unless another request is validating it already.
+    fn serve_and_revalidate(&self, key: &str, stored: Stored, accept_len: u64) -> (Reply, Source) {
+        if let Role::Leader(ticket) = self.ctx.coalescer.join(key) {
+            let ctx = Arc::clone(self.ctx);
+            let request = self.request.clone();
+            let (key, primary) = (key.to_owned(), self.primary.to_owned());
+            std::thread::spawn(move || {
+                let Some(origin) = ctx.origin() else { return };
+                let ask = Ask {
+                    ctx: &ctx,
+                    origin,
+                    request: &request,
+                    primary: &primary,
+                };
+                let (mut reply, _) = ask.validate_as_leader(&key, stored, accept_len, ticket);
+                // Read to its end, so that a replacement is stored whole.
+                if let Err(e) = std::io::copy(&mut reply.body, &mut std::io::sink()) {
+                    log::debug!("{key}: revalidating in the background: {e}");
+                }
+            });
+        }
+        self.serve_again(key)
+    }
+
+    /// [`validate`](Self::validate), once this request holds the key's ticket.
+    fn validate_as_leader(
+        &self,
+        key: &str,
+        stored: Stored,
+        accept_len: u64,
+        ticket: Ticket,
+    ) -> (Reply, Source) {
+        let ctx = self.ctx;
         let mut headers = self.forwarded(true);
         let validators = [
             ("etag", "If-None-Match"),
@@ -692,8 +727,7 @@ impl Ask<'_> {
         }
         let sent = match outcome.body_range(total) {
             Some((start, len)) if !self.head_only() => {
-                let bytes: std::sync::Arc<[u8]> =
-                    body[start as usize..(start + len) as usize].into();
+                let bytes: Arc<[u8]> = body[start as usize..(start + len) as usize].into();
                 Body::Memory(std::io::Cursor::new(bytes))
             }
             _ => Body::Text(b""),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 /// A parsed request, with its body (at most `--max-body` bytes, de-chunked): an origin
 /// behind the proxy gets it with the methods that carry one (PUT, POST …).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Request {
     pub method: Method,
     /// The request target as sent: origin-form (`/path?query`); an absolute-form target

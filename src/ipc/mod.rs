@@ -130,6 +130,8 @@
 //!                      (served from the proxy's memory)
 //!   200                STORE {key, len}: replaces it, filled while the client is served
 //!   5xx, unreachable   GET {key, allow_stale} --------> Found (stale-if-error)
+//! stale-while-         GET {key, allow_stale} --------> Found: served at once, and a
+//!   revalidate         thread of the proxy validates it as above
 //! miss                 GET --------------------------> Missing {accept_len}
 //!                      request to the origin; STORE {key, len} while the client is served
 //! first Vary seen      PURGE {primary}: what is stored under the primary key is no variant
