@@ -16,7 +16,9 @@
 //! - [`http`]: the `webproxy` process: the HTTP/1.1 server ([`http::server`],
 //!   [`http::request`], [`http::spool`], [`http::response`], [`http::socket`]), one
 //!   request's decision ([`http::handler`], with [`http::conditional`], [`http::path`],
-//!   [`http::coalesce`]), secondary storage ([`http::storage`]), bodies ([`http::body`]),
+//!   [`http::coalesce`]), secondary storage ([`http::storage`]), in front of an HTTP origin
+//!   the shared cache of RFC 9111 ([`http::origin`], deciding with [`http::freshness`] and
+//!   [`http::cache_control`], forwarding with [`http::upstream`]), bodies ([`http::body`]),
 //!   counters ([`http::stats`]), the whole proxy ([`http::proxy`]) and `--spawn-cache`
 //!   ([`http::spawn`]).
 //! - [`shutdown`]: SIGINT/SIGTERM to an orderly stop, shared by both processes.

@@ -106,7 +106,13 @@ fn concurrent_revalidations_of_one_key_make_one_check() {
             let body = f.body.clone();
             std::thread::spawn(move || {
                 let r = get(addr, "/c.bin");
-                assert!(r.status == 200 && r.body == body);
+                assert!(
+                    r.status == 200 && r.body == body,
+                    "{} {} {:?}",
+                    r.status,
+                    r.body.len(),
+                    r.header("x-cache")
+                );
             })
         })
         .collect();

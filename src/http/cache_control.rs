@@ -11,7 +11,7 @@
 //! information … to be stale":
 //!
 //! - an argument that is not `1*DIGIT` where delta-seconds are expected (`max-age=a3600`,
-//!   `max-age='3600'`, `max-age=36.5`, `max-age=`) is [`DeltaSeconds::Invalid`], which the
+//!   `max-age='3600'`, `max-age=36.5`, `max-age=`) is `DeltaSeconds::Invalid`, which the
 //!   freshness rules treat as "stale";
 //! - a directive given twice keeps its first occurrence (§4.2.1: "either the first
 //!   occurrence should be used or the response should be considered stale"), except the
@@ -24,9 +24,6 @@
 //! Cache directive names are case-insensitive, and arguments may be tokens or quoted
 //! strings whatever form the directive's definition asks senders to use (§5.2: "recipients
 //! ought to accept both forms").
-
-// Nothing in the proxy calls these yet: the handler will use them in issue 12.
-#![allow(dead_code)]
 
 /// The largest delta-seconds value kept, 2^31: RFC 9111 §1.2.2 says a value too large to
 /// represent, or a calculation that overflows, is to be taken as 2147483648 ("infinity",

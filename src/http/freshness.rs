@@ -13,17 +13,9 @@
 //! The cache is a shared cache (a reverse proxy), so `s-maxage`, `proxy-revalidate`,
 //! `private` and `Authorization` apply throughout.
 
-// Nothing in the proxy calls these yet: the handler will use them in issue 12.
-#![allow(dead_code)]
-
-// Cache-Control parsing has its own file beside this one; it is declared here so that
-// src/http/mod.rs, which is being reworked elsewhere, gains only one line.
-#[path = "cache_control.rs"]
-pub(crate) mod cache_control;
-
 use std::time::{Duration, SystemTime};
 
-use cache_control::{
+use super::cache_control::{
     DELTA_SECONDS_MAX, DeltaSeconds, Fields, MaxStale, RequestDirectives, ResponseDirectives,
     field_lines, is_tchar,
 };
@@ -325,7 +317,7 @@ pub(crate) enum Reuse {
 
 /// Decides whether the stored response `meta` may answer a request with
 /// `request_headers` at `now` (the stored response already matched the request's key and
-/// Vary, [`vary_matches`]).
+/// Vary: its variant key, [`vary_key`], is the request's).
 ///
 /// In order: a request with Authorization is forwarded unless the response allows it
 /// (§3.5); an unqualified `no-cache` in the response always means validation (§5.2.2.4);
@@ -488,6 +480,17 @@ fn normalize_value(value: &str) -> String {
     out
 }
 
+/// An Accept-Language value (whitespace already normalised) as it selects: its members
+/// are language ranges, which compare case-insensitively (RFC 4647 §2), each with its own
+/// weight, and members of equal weight are equally preferred (RFC 9110 §12.4.2), so
+/// neither case nor order changes what a request selects: `en, de` and `De, EN` share a
+/// variant.
+fn normalize_languages(value: &str) -> String {
+    let mut members: Vec<String> = value.split(',').map(str::to_ascii_lowercase).collect();
+    members.sort();
+    members.join(",")
+}
+
 /// The secondary cache key of a request under a response's `Vary` value (RFC 9111 §4.1):
 /// two requests may share a stored response exactly when their keys are equal. `None`
 /// when the Vary holds `*` (or something that is not a field name), which "always fails
@@ -495,7 +498,8 @@ fn normalize_value(value: &str) -> String {
 ///
 /// The key lists the nominated fields by lower-case name, sorted and without repeats, one
 /// per line: `name:value` with the request's lines of that field combined (RFC 9110 §5.3)
-/// and whitespace-normalised, or the bare `name` when the request lacks the field, so
+/// and whitespace-normalised (Accept-Language also by case and order), or the bare `name`
+/// when the request lacks the field, so
 /// that "absent" only matches "absent" (§4.1). An empty Vary gives the empty key. Values
 /// cannot contain a newline, so the key is unambiguous; being a plain string, it can be
 /// stored with the variant and compared without the original request.
@@ -518,29 +522,16 @@ pub(crate) fn vary_key(vary: &str, request_headers: &[(String, String)]) -> Opti
         key.push_str(&name);
         if let Some(value) = field_value(request_headers, &name) {
             key.push(':');
-            key.push_str(&normalize_value(&value));
+            let value = normalize_value(&value);
+            if name == "accept-language" {
+                key.push_str(&normalize_languages(&value));
+            } else {
+                key.push_str(&value);
+            }
         }
         key.push('\n');
     }
     Some(key)
-}
-
-/// Whether a stored response whose `Vary` is `vary` (all its Vary lines joined, see
-/// [`field_value`]; "" when it has none), stored for a request with
-/// `stored_request_headers`, may be used for a request with `request_headers` (RFC 9111
-/// §4.1): every nominated field must match, and `*` never does.
-pub(crate) fn vary_matches(
-    vary: &str,
-    stored_request_headers: &[(String, String)],
-    request_headers: &[(String, String)],
-) -> bool {
-    match (
-        vary_key(vary, stored_request_headers),
-        vary_key(vary, request_headers),
-    ) {
-        (Some(stored), Some(new)) => stored == new,
-        _ => false,
-    }
 }
 
 /// An entity tag's opaque part and whether it is weak (RFC 9110 §8.8.3).
@@ -792,6 +783,26 @@ fn remove_dot_segments(path: &str) -> String {
 mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
+
+    /// Whether a stored response whose `Vary` is `vary` (all its Vary lines joined, see
+    /// [`field_value`]; "" when it has none), stored for a request with
+    /// `stored_request_headers`, may be used for a request with `request_headers` (RFC 9111
+    /// §4.1): every nominated field must match, and `*` never does. The proxy itself
+    /// compares [`vary_key`]s, which are part of its cache keys; this states the rule the
+    /// way §4.1 does, for the tests.
+    fn vary_matches(
+        vary: &str,
+        stored_request_headers: &[(String, String)],
+        request_headers: &[(String, String)],
+    ) -> bool {
+        match (
+            vary_key(vary, stored_request_headers),
+            vary_key(vary, request_headers),
+        ) {
+            (Some(stored), Some(new)) => stored == new,
+            _ => false,
+        }
+    }
 
     /// A fixed clock: `t(s)` is `s` seconds after an arbitrary whole-second instant.
     fn t(seconds: u64) -> SystemTime {
@@ -1348,6 +1359,10 @@ mod tests {
         assert_eq!(vary_key("", &request).as_deref(), Some(""));
         assert_eq!(vary_key(" , ", &request).as_deref(), Some(""));
         assert_eq!(vary_key("Foo, FOO, foo", &[]).as_deref(), Some("foo\n"));
+        let lang = |value: &str| vary_key("Accept-Language", &h(&[("Accept-Language", value)]));
+        assert_eq!(lang("en, de"), lang("De,EN"));
+        assert_eq!(lang("en;q=0.5, de"), lang("de, EN;Q=0.5"));
+        assert_ne!(lang("en;q=0.5, de"), lang("en, de;q=0.5"));
     }
 
     #[test]

@@ -15,7 +15,10 @@ use super::response::{self, Headers, Reply, Value};
 use super::server::Service;
 use super::spool::{self, ALLOWANCE, Budget, CHUNK, Producer};
 use super::stats::{self, ProxyStats, bump};
-use super::storage::{Cached as StoredValidators, Lookup, Object, Revalidation, StorageError};
+use super::storage::{
+    Cached as StoredValidators, DirStorage, Lookup, Object, Revalidation, Storage, StorageError,
+};
+use super::upstream::Upstream;
 use crate::cache::store::file_headers;
 use crate::ipc::client::{Answer, CacheBody, Client, Found};
 use crate::ipc::{ByteRange, Conditions, Etag, Meta, Outcome, Validators};
@@ -37,6 +40,8 @@ pub struct Context {
     pub admin_allow: Vec<std::net::IpAddr>,
     /// Memory for responses waiting for their clients, shared with the server.
     pub budget: Arc<Budget>,
+    /// In front of an origin: the `Vary` of each key's stored responses.
+    pub variants: super::origin::Variants,
 }
 
 /// Paths the proxy answers itself, only to loopback and `--admin-allow` addresses; files
@@ -52,7 +57,7 @@ const UNAVAILABLE: &str = "503 Service Unavailable: the cache is not answering\n
 
 /// Where an answer came from, for the access log and the `X-Cache` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
+pub(super) enum Source {
     /// Through a segment from the cache.
     Hit,
     /// From secondary storage, after the cache did not have it (or was not there).
@@ -245,7 +250,17 @@ fn drain_fill(mut body: FillBody, mut out: Producer) {
     }
 }
 
-fn respond_to(ctx: &Context, request: &Request) -> (Reply, Source) {
+fn respond_to(ctx: &Arc<Context>, request: &Request) -> (Reply, Source) {
+    if let Some(origin) = ctx.origin()
+        && !matches!(&request.method, Method::Other(m) if m == "PURGE")
+    {
+        if let Ok(key) = object_key(&request.target)
+            && let Some(reply) = admin_page(ctx, request, &key)
+        {
+            return (reply, Source::Proxy);
+        }
+        return super::origin::respond(ctx, origin, request);
+    }
     let head_only = match &request.method {
         Method::Get => false,
         Method::Head => true,
@@ -307,12 +322,12 @@ struct Ask<'a> {
 fn lookup(ctx: &Context, ask: &Ask) -> (Reply, Source) {
     // With no secondary storage there is nothing to revalidate against: whatever the cache
     // holds is served, expired or not.
-    let allow_stale = ctx.storage.is_none();
+    let allow_stale = dir(ctx).is_none();
     match ctx
         .cache
         .get(ask.key, ask.conditions, allow_stale, ask.head_only)
     {
-        Ok(Answer::Found(found)) => (hit(ask, found), Source::Hit),
+        Ok(Answer::Found(found)) => (file_hit(ask, found), Source::Hit),
         Ok(Answer::Expired {
             meta, accept_len, ..
         }) => revalidate(ctx, ask, &meta, accept_len),
@@ -329,7 +344,7 @@ fn lookup(ctx: &Context, ask: &Ask) -> (Reply, Source) {
 /// object fills it, and only one request per key does; the others wait for that fill and
 /// then ask the cache again.
 fn miss(ctx: &Context, ask: &Ask, accept_len: Option<u64>) -> (Reply, Source) {
-    let Some(storage) = &ctx.storage else {
+    let Some(storage) = dir(ctx) else {
         return match accept_len {
             Some(_) => (Reply::text(404, "404 Not Found\n"), Source::Proxy),
             None => unavailable(),
@@ -357,9 +372,9 @@ fn after_fill(ctx: &Context, ask: &Ask, filled: bool) -> (Reply, Source) {
     } else if let Ok(Answer::Found(found)) =
         ctx.cache.get(ask.key, ask.conditions, false, ask.head_only)
     {
-        return (hit(ask, found), Source::Hit);
+        return (file_hit(ask, found), Source::Hit);
     }
-    let storage = ctx.storage.as_ref().expect("only misses with storage wait");
+    let storage = dir(ctx).expect("only misses with storage wait");
     from_storage(ctx, storage.lookup(ask.key), ask, None)
 }
 
@@ -369,7 +384,7 @@ fn after_fill(ctx: &Context, ask: &Ask, filled: bool) -> (Reply, Source) {
 fn revalidate(ctx: &Context, ask: &Ask, meta: &Meta, accept_len: u64) -> (Reply, Source) {
     let key = ask.key;
     // The cache answers "expired" only when asked to: with no storage we never ask.
-    let Some(storage) = &ctx.storage else {
+    let Some(storage) = dir(ctx) else {
         return unavailable();
     };
     let ticket = match ctx.coalescer.join(key) {
@@ -387,7 +402,7 @@ fn revalidate(ctx: &Context, ask: &Ask, meta: &Meta, accept_len: u64) -> (Reply,
             let renewed = ctx.cache.renew(key, max_age, ask.conditions, ask.head_only);
             drop(ticket);
             match renewed {
-                Ok(Answer::Found(found)) => (hit(ask, found), Source::Hit),
+                Ok(Answer::Found(found)) => (file_hit(ask, found), Source::Hit),
                 _ => from_storage(ctx, storage.lookup(key), ask, None),
             }
         }
@@ -415,9 +430,28 @@ fn serve_stale(ctx: &Context, ask: &Ask) -> (Reply, Source) {
     match ctx.cache.get(ask.key, ask.conditions, true, ask.head_only) {
         Ok(Answer::Found(found)) => {
             bump(&ctx.stats.stale_served);
-            (hit(ask, found), Source::Hit)
+            (file_hit(ask, found), Source::Hit)
         }
         _ => (Reply::text(502, "502 Bad Gateway\n"), Source::Proxy),
+    }
+}
+
+/// The directory behind the cache, if that is what `-s` named.
+fn dir(ctx: &Context) -> Option<&DirStorage> {
+    match &ctx.storage {
+        Some(Storage::Dir(dir)) => Some(dir),
+        _ => None,
+    }
+}
+
+impl Context {
+    /// The origin behind the cache, if `-s` named one: its requests go to
+    /// [`super::origin`].
+    pub(super) fn origin(&self) -> Option<&Upstream> {
+        match &self.storage {
+            Some(Storage::Origin(origin)) => Some(origin),
+            _ => None,
+        }
     }
 }
 
@@ -435,7 +469,14 @@ fn purge(ctx: &Context, request: &Request) -> Reply {
             "403 Forbidden: PURGE is not allowed from this address\n",
         );
     }
-    let key = match object_key(&request.target) {
+    // In front of an origin, keys hold the query, and variants go with their key.
+    let key = match ctx.origin() {
+        Some(_) => super::origin::cache_key(&request.target).inspect(|key| {
+            ctx.variants.forget(key);
+        }),
+        None => object_key(&request.target).map(|key| key.as_str().to_owned()),
+    };
+    let key = match key {
         Ok(key) => key,
         Err(PathError::TooLong) => return Reply::text(414, "414 URI Too Long\n"),
         Err(PathError::Bad(_)) => return Reply::text(400, "400 Bad Request\n"),
@@ -454,8 +495,8 @@ fn purge(ctx: &Context, request: &Request) -> Reply {
 }
 
 /// The response to a cache hit: the stored response as the cache decided the request's
-/// conditions, with its body still in the segment.
-fn hit(ask: &Ask, found: Found) -> Reply {
+/// conditions, with its body still in the segment, and `age` (RFC 9111 §5.1).
+pub(super) fn hit(key: &str, found: Found, age: u64) -> Reply {
     let Found {
         meta,
         headers,
@@ -464,7 +505,7 @@ fn hit(ask: &Ask, found: Found) -> Reply {
         body,
     } = found;
     let hit = HitRange {
-        key: ask.key.to_owned(),
+        key: key.to_owned(),
         end: start + len,
         total_len: meta.total_len,
         modified: meta.modified,
@@ -483,9 +524,14 @@ fn hit(ask: &Ask, found: Found) -> Reply {
         body,
         Source::Hit,
     );
-    // How long ago the cache stored or revalidated it (RFC 9111 §5.1).
-    reply.headers.push("Age", Value::Number(meta.age()));
+    reply.headers.push("Age", Value::Number(age));
     reply
+}
+
+/// [`hit`] for a file: its age is how long ago the cache stored or revalidated it.
+fn file_hit(ask: &Ask, found: Found) -> Reply {
+    let age = found.meta.age();
+    hit(ask.key, found, age)
 }
 
 /// Answers from what secondary storage found, filling the cache on the way when `fill`
@@ -502,10 +548,6 @@ fn from_storage(
         // Like nginx: a directory named without its trailing slash is redirected to it.
         Ok(Lookup::Directory) => return (redirect_to_directory(key, ask.target), Source::Proxy),
         Ok(Lookup::Missing) => return (Reply::text(404, "404 Not Found\n"), Source::Proxy),
-        Err(e @ StorageError::Origin(_)) => {
-            log::warn!("{key}: {e}");
-            return (Reply::text(502, "502 Bad Gateway\n"), Source::Proxy);
-        }
         Err(e) => {
             log::warn!("{key}: secondary storage: {e}");
             return (
@@ -602,7 +644,7 @@ fn redirect_to_directory(key: &str, target: &str) -> Reply {
 
 /// A stored response (`status` and its header block) as `outcome` decided it: whole,
 /// partial, not modified, or not satisfiable.
-fn response(
+pub(super) fn response(
     v: &Validators,
     status: u16,
     stored: Vec<u8>,

@@ -6,16 +6,20 @@
 //! one response, asking the cache through [`crate::ipc::client`]; [`path`] makes a key of
 //! the URL; [`conditional`] reads the conditions (304, 206, 416) a request carries;
 //! [`coalesce`] makes concurrent misses share one fetch; [`storage`] serves misses from a
-//! directory or an origin; [`body`] holds any of these bodies and [`response`] the heads;
+//! directory or an origin; in front of an origin, [`origin`] is the shared cache of RFC
+//! 9111, deciding with [`freshness`] and [`cache_control`] and forwarding with
+//! [`upstream`]; [`body`] holds any of these bodies and [`response`] the heads;
 //! [`stats`] counts; [`spawn`] starts a cache for `--spawn-cache`; [`socket`] sets what std
 //! cannot on a connection.
 
 pub mod body;
+pub mod cache_control;
 pub mod coalesce;
 pub mod conditional;
 pub mod freshness;
 pub mod handler;
 pub(crate) mod live;
+pub mod origin;
 pub mod path;
 pub mod proxy;
 pub mod request;
@@ -26,3 +30,4 @@ pub mod spawn;
 pub mod spool;
 pub mod stats;
 pub mod storage;
+pub mod upstream;

@@ -92,6 +92,7 @@ impl Proxy {
                 purge_allow: config.purge_allow.clone(),
                 admin_allow: config.admin_allow.clone(),
                 budget: Budget::new(config.buffer_memory),
+                variants: Default::default(),
             }),
             server,
             config,

@@ -13,9 +13,9 @@ use std::io::{self, BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-/// A parsed request. The body, if any, has been read and dropped: the proxy serves no
-/// method that uses one, and reading it off keeps the connection's framing intact.
-#[derive(Debug)]
+/// A parsed request, with its body (at most `--max-body` bytes, de-chunked): an origin
+/// behind the proxy gets it with the methods that carry one (PUT, POST …).
+#[derive(Debug, Clone)]
 pub struct Request {
     pub method: Method,
     /// The request target as sent: origin-form (`/path?query`); an absolute-form target
@@ -24,6 +24,7 @@ pub struct Request {
     pub version: Version,
     pub headers: Vec<(String, String)>,
     pub peer: SocketAddr,
+    pub body: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,12 +164,13 @@ pub fn read_request(
     }
     let (method, target, version) = parse_request_line(&line)?;
     let headers = input.fields()?;
-    let request = Request {
+    let mut request = Request {
         method,
         target,
         version,
         headers,
         peer,
+        body: Vec::new(),
     };
     // Exactly one Host in HTTP/1.1, at most one in 1.0 (RFC 9112 §3.2).
     let hosts = request
@@ -194,7 +196,7 @@ pub fn read_request(
             Some(_) => return Err(refuse(417, "unknown expectation")),
         }
     }
-    input.discard_body(framing, limits.max_body)?;
+    request.body = input.read_body(framing, limits.max_body)?;
     Ok(request)
 }
 
@@ -401,11 +403,13 @@ impl Input<'_, '_> {
         }
     }
 
-    /// Reads the body off the connection and drops it.
-    fn discard_body(&mut self, framing: Framing, max_body: u64) -> Result<(), ReadError> {
+    /// Reads the body off the connection (within `max_body`, checked before: see
+    /// [`framing`]), without its chunked framing.
+    fn read_body(&mut self, framing: Framing, max_body: u64) -> Result<Vec<u8>, ReadError> {
+        let mut body = Vec::new();
         match framing {
-            Framing::None => Ok(()),
-            Framing::Length(n) => self.skip(n),
+            Framing::None => Ok(body),
+            Framing::Length(n) => self.copy(n, &mut body).map(|()| body),
             Framing::Chunked => {
                 let mut total = 0u64;
                 loop {
@@ -418,9 +422,9 @@ impl Input<'_, '_> {
                     if size == 0 {
                         // The trailer, then the empty line; its fields are not used.
                         self.fields()?;
-                        return Ok(());
+                        return Ok(body);
                     }
-                    self.skip(size)?;
+                    self.copy(size, &mut body)?;
                     // What follows the data must be the line end alone.
                     if !self
                         .line(2, (400, "a chunk is longer than its size"))?
@@ -433,10 +437,11 @@ impl Input<'_, '_> {
         }
     }
 
-    fn skip(&mut self, mut n: u64) -> Result<(), ReadError> {
+    fn copy(&mut self, mut n: u64, into: &mut Vec<u8>) -> Result<(), ReadError> {
         while n > 0 {
             let buf = self.fill()?;
             let take = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+            into.extend_from_slice(&buf[..take]);
             self.reader.consume(take);
             n -= take as u64;
         }

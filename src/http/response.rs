@@ -94,6 +94,16 @@ impl Headers {
             .split_terminator("\r\n")
     }
 
+    /// Whether the stored block has a line of field `name` (lower case).
+    fn has_stored(&self, name: &str) -> bool {
+        // Cheap when there is no block, as for the proxy's own answers.
+        !self.stored.is_empty()
+            && self.stored_lines().any(|line| {
+                line.split_once(':')
+                    .is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
+            })
+    }
+
     /// Adds a header. The replies of this crate need far fewer than the capacity; one too
     /// many is a bug, caught in debug builds and dropped in release ones.
     pub fn push(&mut self, name: &'static str, value: impl Into<Value>) {
@@ -194,11 +204,15 @@ const SERVER: &str = concat!("shmcache/", env!("CARGO_PKG_VERSION"));
 /// `keep_alive`: the connection stays open after this response.
 pub fn write_head(head: &mut String, reply: &Head, chunked: bool, keep_alive: bool) -> fmt::Result {
     let (status, reason) = (reply.status, reason(reply.status));
-    let date = HttpDate::from(SystemTime::now());
-    write!(
-        head,
-        "HTTP/1.1 {status} {reason}\r\nDate: {date}\r\nServer: {SERVER}"
-    )?;
+    write!(head, "HTTP/1.1 {status} {reason}")?;
+    // An origin's Date and Server, in a stored or passed-on header block, are kept: its
+    // Date is what the response's age is reckoned from (RFC 9111 §4.2.3).
+    if !reply.headers.has_stored("date") {
+        write!(head, "\r\nDate: {}", HttpDate::from(SystemTime::now()))?;
+    }
+    if !reply.headers.has_stored("server") {
+        write!(head, "\r\nServer: {SERVER}")?;
+    }
     for line in reply.headers.stored_lines() {
         head.push_str("\r\n");
         head.push_str(line);
@@ -223,13 +237,22 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
+        204 => "No Content",
         206 => "Partial Content",
         301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
         304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        410 => "Gone",
         408 => "Request Timeout",
         413 => "Content Too Large",
         414 => "URI Too Long",
@@ -237,9 +260,10 @@ pub fn reason(status: u16) -> &'static str {
         417 => "Expectation Failed",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
-        502 => "Bad Gateway",
         501 => "Not Implemented",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
         _ => "",
     }

@@ -114,6 +114,48 @@
 //! boss sleeps on the queue, the worker on the pool's channel, and each wakes the other);
 //! see BENCHMARKS.md for what that does to requests per second.
 //!
+//! # Responses from an HTTP origin
+//!
+//! In front of an origin (`-s http://…`, [`crate::http::origin`]) the proxy is a shared
+//! cache as RFC 9111 says, with the calls above and no others; the cache stays ignorant
+//! of HTTP, and every decision is the proxy's:
+//!
+//! - **Keys.** The normalised path and `?query`. A response with `Vary` is stored under a
+//!   variant key: the primary key, a generation number and the selecting request fields
+//!   (`name:value`, sorted), one per line; no primary key holds a line break. The proxy
+//!   remembers each primary key's `Vary`, so it knows the key before it asks, and asks
+//!   once. `Vary: *` is never stored.
+//! - **The stored head.** `status` is the origin's; the header block is its end-to-end
+//!   fields as received (no hop-by-hop ones, no `Content-Length`, none a `private=` or
+//!   `no-cache=` names); `etag` and `modified` are its `ETag` and `Last-Modified` (else
+//!   `Date`), which the cache decides a client's conditions and ranges on; `max_age` is
+//!   the freshness lifetime less the response's age when it arrived (RFC 9111 §4.2.3; 0
+//!   for `no-cache`), so that `Found` means fresh and `Expired` stale.
+//!
+//! ```text
+//! fresh hit            GET {key, conditions} ---------> Found + header block + body  (one ask)
+//! request directives   GET {key, head_only} ----------> Found or Expired + header block
+//! (no-cache, max-age,  the proxy decides (§5.2.1, §3.5); if it may serve:
+//!  min-fresh, Authn.)  GET {key, conditions} ---------> Found + header block + body
+//! stale                GET {key, conditions} ---------> Expired + header block
+//!                      conditional request to the origin, stored ETag / Last-Modified verbatim
+//!   304, same fields   RENEW {key, max_age} ----------> Found, as a GET
+//!   304, new fields    GET {key, allow_stale} --------> Found + header block + body (<= 8 MiB)
+//!                      STORE {key, len}, Store {meta} + new header block + body ->
+//!                      (served from the proxy's memory)
+//!   200                STORE {key, len}: replaces it, filled while the client is served
+//!   5xx, unreachable   GET {key, allow_stale} --------> Found (stale-if-error)
+//! stale-while-         GET {key, allow_stale} --------> Found: served at once, and a
+//!   revalidate         thread of the proxy validates it as above
+//! miss                 GET --------------------------> Missing {accept_len}
+//!                      request to the origin; STORE {key, len} while the client is served
+//! first Vary seen      PURGE {primary}: what is stored under the primary key is no variant
+//! unsafe method, 2xx   PURGE {key} for the target, Location and Content-Location (RFC 9111
+//!   or 3xx             §4.4); the proxy forgets their Vary, and the next variant stored gets
+//!                      a new generation, so the old variants are never asked for again and
+//!                      age out of the LRU
+//! ```
+//!
 //! # The head
 //!
 //! Written by the writer of the transfer into the segment's head area of

@@ -278,14 +278,30 @@ impl Response {
 
 /// Sends one request (with `Connection: close`) and reads the whole response.
 pub fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Response {
+    request_with_body(addr, method, target, headers, b"")
+}
+
+/// [`request`] with a body (and its Content-Length, when it is not empty).
+pub fn request_with_body(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
     let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).unwrap();
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes).unwrap();
     let mut reader = BufReader::new(stream);
     let (status, headers) = read_head(&mut reader);
     let mut body = Vec::new();
@@ -650,4 +666,179 @@ pub fn thread_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .count()
+}
+
+/// A request as a [`Scripted`] origin received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    /// Header lines in the order received, names as sent.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    /// The first line of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What a [`Scripted`] origin answers: a status, header lines, a body. The body goes with
+/// a Content-Length, or chunked when the headers say `Transfer-Encoding: chunked`; none
+/// goes to HEAD or with 204 and 304.
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn new(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+        Answer {
+            status,
+            headers: headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+            body: body.to_vec(),
+        }
+    }
+}
+
+type Script = dyn Fn(&Seen, usize) -> Answer + Send + Sync;
+
+/// An HTTP origin on loopback whose every answer a test decides: `script` gets each
+/// request and its number (1, 2, … over all requests), and every request is recorded, so
+/// a test can check what the proxy forwarded and how often it asked.
+pub struct Scripted {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Scripted {
+    pub fn start(script: impl Fn(&Seen, usize) -> Answer + Send + Sync + 'static) -> Scripted {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let script: Arc<Script> = Arc::new(script);
+        let log = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let (log, script) = (Arc::clone(&log), Arc::clone(&script));
+                std::thread::spawn(move || serve_scripted(stream, &log, &*script));
+            }
+        });
+        Scripted { addr, seen }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// How many requests arrived so far.
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// The last request received.
+    pub fn last(&self) -> Seen {
+        self.seen().pop().expect("no request yet")
+    }
+}
+
+fn serve_scripted(stream: TcpStream, log: &Mutex<Vec<Seen>>, script: &Script) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_owned();
+        let target = parts.next().unwrap_or("").to_owned();
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                break;
+            }
+            let (n, v) = h.trim_end().split_once(':').expect("header line");
+            headers.push((n.to_owned(), v.trim().to_owned()));
+        }
+        let mut request = Seen {
+            method,
+            target,
+            headers,
+            body: Vec::new(),
+        };
+        let len = request
+            .header("content-length")
+            .map_or(0, |l| l.parse::<usize>().unwrap());
+        request.body = vec![0; len];
+        if reader.read_exact(&mut request.body).is_err() {
+            return;
+        }
+        let number = {
+            let mut log = log.lock().unwrap();
+            log.push(request.clone());
+            log.len()
+        };
+        let answer = script(&request, number);
+        let mut head = format!("HTTP/1.1 {} X\r\n", answer.status);
+        for (n, v) in &answer.headers {
+            head.push_str(&format!("{n}: {v}\r\n"));
+        }
+        let chunked = answer
+            .headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v == "chunked");
+        let no_body = request.method == "HEAD" || matches!(answer.status, 204 | 304);
+        let mut out = Vec::new();
+        if chunked {
+            head.push_str("\r\n");
+            out.extend_from_slice(head.as_bytes());
+            if !no_body {
+                for part in answer.body.chunks(7) {
+                    out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+                    out.extend_from_slice(part);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+        } else {
+            if answer.status != 204 {
+                head.push_str(&format!("Content-Length: {}\r\n", answer.body.len()));
+            }
+            head.push_str("\r\n");
+            out.extend_from_slice(head.as_bytes());
+            if !no_body {
+                out.extend_from_slice(&answer.body);
+            }
+        }
+        if writer.write_all(&out).is_err() {
+            return;
+        }
+    }
+}
+
+/// An HTTP-date `secs` seconds from now (negative: in the past).
+pub fn http_date(secs: i64) -> String {
+    let now = std::time::SystemTime::now();
+    let at = if secs >= 0 {
+        now + Duration::from_secs(secs as u64)
+    } else {
+        now - Duration::from_secs(secs.unsigned_abs())
+    };
+    httpdate::fmt_http_date(at)
 }

@@ -1,0 +1,510 @@
+//! webproxy in front of an HTTP origin, as RFC 9111 says a shared cache behaves: each test
+//! drives the real binaries against a small origin scripted in the test (tests/common
+//! `Scripted`), which records every request it gets, so "served from the cache" is
+//! "the origin was not asked".
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Requests the origin got for `target`.
+fn asked(origin: &Scripted, target: &str) -> usize {
+    origin.seen().iter().filter(|s| s.target == target).count()
+}
+
+/// A proxy and its cache in front of `origin`.
+fn start(tag: &str, origin: &Scripted) -> (String, Proc, Proc, std::net::SocketAddr) {
+    let name = instance(tag);
+    let cache = Proc::cache(&name, &[]);
+    let (proxy, addr) = Proc::proxy(&name, &["-s", &origin.url()]);
+    (name, cache, proxy, addr)
+}
+
+/// GETs `target` (with `headers`) until the origin has been asked for it `count` times,
+/// and returns that response: for entries whose lifetime of a second or two must run
+/// out. Every response before it must be a hit.
+fn get_until_asked(
+    addr: std::net::SocketAddr,
+    origin: &Scripted,
+    method: &str,
+    target: &str,
+    count: usize,
+) -> Response {
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        let r = request(addr, method, target, &[]);
+        if asked(origin, target) == count {
+            return r;
+        }
+        assert_eq!(
+            r.header("x-cache"),
+            Some("HIT"),
+            "{target} before it expired"
+        );
+        assert!(Instant::now() < deadline, "{target} never expired");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn responses_pass_through_with_status_end_to_end_headers_date_and_age() {
+    let date = http_date(-10);
+    let origin = Scripted::start(move |seen, _| match seen.target.as_str() {
+        "/page" => Answer::new(
+            203,
+            &[
+                ("Cache-Control", "max-age=60"),
+                ("Date", &date),
+                ("X-Custom", "kept"),
+                ("Set-Cookie", "a=1"),
+                ("Connection", "X-Hop"),
+                ("X-Hop", "dropped: named by Connection"),
+                ("Keep-Alive", "timeout=5"),
+                ("Content-Type", "text/x"),
+            ],
+            b"hello",
+        ),
+        "/chunked" => Answer::new(
+            200,
+            &[
+                ("Cache-Control", "max-age=60"),
+                ("Transfer-Encoding", "chunked"),
+            ],
+            b"a body sent in chunks of seven",
+        ),
+        _ => Answer::new(410, &[("X-Why", "gone")], b"the origin's own page"),
+    });
+    let (name, cache, proxy, addr) = start("o-pass", &origin);
+
+    let first = get(addr, "/page");
+    let again = get(addr, "/page");
+    for r in [&first, &again] {
+        assert_eq!((r.status, &r.body[..]), (203, &b"hello"[..]));
+        assert_eq!(r.header("x-custom"), Some("kept"));
+        assert_eq!(r.header("set-cookie"), Some("a=1"));
+        assert_eq!(r.header("content-type"), Some("text/x"));
+        assert_eq!(r.header("x-hop"), None, "a field named in Connection");
+        assert_eq!(r.header("keep-alive"), None, "hop-by-hop");
+        assert_eq!(
+            r.header("date"),
+            first.header("date"),
+            "the origin's Date is kept"
+        );
+    }
+    assert_eq!(again.header("x-cache"), Some("HIT"));
+    assert_eq!(asked(&origin, "/page"), 1);
+    // §4.2.3: the response was 10 s old when it arrived (its Date), so it is at least that.
+    let age: u64 = again.header("age").unwrap().parse().unwrap();
+    assert!((10..20).contains(&age), "Age {age}");
+
+    // Statuses and bodies the proxy does not make up.
+    let r = get(addr, "/elsewhere");
+    assert_eq!(
+        (r.status, &r.body[..]),
+        (410, &b"the origin's own page"[..])
+    );
+    assert_eq!(r.header("x-why"), Some("gone"));
+
+    // A body of unknown length is stored once it is all in, and served with its length.
+    for _ in 0..2 {
+        let r = get(addr, "/chunked");
+        assert_eq!(r.body, b"a body sent in chunks of seven");
+    }
+    let r = get(addr, "/chunked");
+    assert_eq!(
+        (r.header("x-cache"), r.header("content-length")),
+        (Some("HIT"), Some("30"))
+    );
+    assert_eq!(asked(&origin, "/chunked"), 1);
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn requests_are_forwarded_with_their_query_headers_via_and_bodies() {
+    let origin = Scripted::start(|seen, _| {
+        let status = if seen.method == "PUT" { 201 } else { 200 };
+        let body = format!("{} {}", seen.method, seen.target);
+        Answer::new(status, &[("Cache-Control", "max-age=60")], body.as_bytes())
+    });
+    let (name, cache, proxy, addr) = start("o-forward", &origin);
+
+    let headers = [("Test-ID", "t1"), ("Keep-Alive", "300"), ("Abc", "x")];
+    let r = request(addr, "GET", "/q?page=1", &headers);
+    assert_eq!(r.body, b"GET /q?page=1");
+    let seen = origin.last();
+    assert_eq!(seen.target, "/q?page=1", "the query is forwarded");
+    assert_eq!(
+        (seen.header("test-id"), seen.header("abc")),
+        (Some("t1"), Some("x"))
+    );
+    assert_eq!(seen.header("keep-alive"), None, "hop-by-hop");
+    assert!(seen.header("via").unwrap().contains("shmcache"));
+    assert_eq!(seen.header("host"), Some(origin.addr.to_string().as_str()));
+    // The query is part of the key.
+    assert_eq!(get(addr, "/q?page=2").body, b"GET /q?page=2");
+    assert_eq!(get(addr, "/q?page=1").header("x-cache"), Some("HIT"));
+    assert_eq!(get(addr, "/q?page=2").header("x-cache"), Some("HIT"));
+    assert_eq!(origin.count(), 2);
+
+    // Other methods reach the origin with their bodies, every time: never cached.
+    for method in ["POST", "PUT", "DELETE", "M-SEARCH", "POST"] {
+        let r = request_with_body(addr, method, "/m?x=1", &[("Test-ID", "t2")], b"abc");
+        assert_eq!(r.body, format!("{method} /m?x=1").as_bytes());
+        assert_eq!(r.status, if method == "PUT" { 201 } else { 200 });
+        let seen = origin.last();
+        assert_eq!((&seen.method[..], &seen.body[..]), (method, &b"abc"[..]));
+        assert_eq!(seen.header("test-id"), Some("t2"));
+    }
+    assert_eq!(asked(&origin, "/m?x=1"), 5);
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn successful_unsafe_methods_invalidate_target_location_and_content_location() {
+    let origin = Scripted::start(|seen, n| match seen.method.as_str() {
+        "POST" => Answer::new(
+            200,
+            &[("Location", "/b"), ("Content-Location", "/c?v=1")],
+            b"",
+        ),
+        "DELETE" => Answer::new(500, &[], b"failed"),
+        _ => Answer::new(
+            200,
+            &[("Cache-Control", "max-age=60")],
+            n.to_string().as_bytes(),
+        ),
+    });
+    let (name, cache, proxy, addr) = start("o-invalidate", &origin);
+    let paths = ["/a", "/b", "/c?v=1", "/x"];
+    for path in paths {
+        get(addr, path);
+        assert_eq!(get(addr, path).header("x-cache"), Some("HIT"), "{path}");
+    }
+    assert_eq!(
+        request_with_body(addr, "POST", "/a", &[], b"abc").status,
+        200
+    );
+    for path in ["/a", "/b", "/c?v=1"] {
+        assert_eq!(get(addr, path).header("x-cache"), Some("MISS"), "{path}");
+        let gets = origin
+            .seen()
+            .iter()
+            .filter(|s| s.target == path && s.method == "GET")
+            .count();
+        assert_eq!(gets, 2, "{path}: fetched again");
+    }
+    // An error does not invalidate.
+    assert_eq!(request(addr, "DELETE", "/x", &[]).status, 500);
+    assert_eq!(get(addr, "/x").header("x-cache"), Some("HIT"));
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn storing_and_freshness_follow_the_response() {
+    let origin = Scripted::start(|seen, _| {
+        let (now, hour_ago, soon_after) = (http_date(0), http_date(-3600), http_date(-3540));
+        let days_ago = http_date(-10 * 24 * 3600);
+        let in_a_minute = http_date(60);
+        let path = seen.target.as_str();
+        let headers: Vec<(&str, &str)> = match path {
+            "/no-store" => vec![("Cache-Control", "no-store, max-age=60")],
+            "/private" => vec![("Cache-Control", "private, max-age=60")],
+            "/auth" => vec![("Cache-Control", "max-age=60")],
+            "/auth-public" => vec![("Cache-Control", "public, max-age=60")],
+            "/s-maxage" => vec![("Cache-Control", "max-age=0, s-maxage=60")],
+            "/expires" => vec![("Date", &now), ("Expires", &in_a_minute)],
+            // Expires a minute after its Date, which was an hour ago: stale on arrival.
+            "/expired" => vec![("Date", &hour_ago), ("Expires", &soon_after)],
+            "/heuristic" => vec![("Date", &now), ("Last-Modified", &days_ago)],
+            "/pragma" => vec![("Cache-Control", "max-age=60")],
+            "/short" => vec![("Cache-Control", "max-age=1")],
+            _ => vec![],
+        };
+        Answer::new(200, &headers, path.as_bytes())
+    });
+    let (name, cache, proxy, addr) = start("o-store", &origin);
+    let auth = [("Authorization", "Basic dTpw")];
+    let twice = |path: &str, headers: &[(&str, &str)]| {
+        for _ in 0..2 {
+            assert_eq!(request(addr, "GET", path, headers).body, path.as_bytes());
+        }
+        asked(&origin, path)
+    };
+    for (path, headers, fetches) in [
+        ("/no-store", &[][..], 2),
+        ("/private", &[], 2),
+        ("/auth", &auth[..], 2),
+        ("/auth-public", &auth, 1),
+        ("/s-maxage", &[], 1),
+        ("/expires", &[], 1),
+        ("/expired", &[], 2),
+        ("/heuristic", &[], 1),
+        ("/none", &[], 2),
+    ] {
+        assert_eq!(twice(path, headers), fetches, "{path}");
+    }
+    // A client's reload: Pragma: no-cache counts when there is no Cache-Control.
+    get(addr, "/pragma");
+    request(addr, "GET", "/pragma", &[("Pragma", "no-cache")]);
+    assert_eq!(asked(&origin, "/pragma"), 2);
+    request(
+        addr,
+        "GET",
+        "/pragma",
+        &[("Pragma", "no-cache"), ("Cache-Control", "x")],
+    );
+    assert_eq!(asked(&origin, "/pragma"), 2);
+
+    // max-age=1: hits for about a second, then the origin again.
+    get(addr, "/short");
+    let r = get_until_asked(addr, &origin, "GET", "/short", 2);
+    assert_eq!(r.header("x-cache"), Some("MISS"));
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn request_directives_a_shared_cache_honours() {
+    let origin = Scripted::start(|seen, _| {
+        let tag = "\"r1\"";
+        if seen.header("if-none-match") == Some(tag) {
+            return Answer::new(304, &[("ETag", tag)], b"");
+        }
+        if seen.target == "/stale" {
+            return Answer::new(200, &[("Cache-Control", "max-age=1")], b"body");
+        }
+        // 100 s old on arrival: older than a client's max-age=50 allows.
+        let headers = [
+            ("Cache-Control", "max-age=600"),
+            ("ETag", tag),
+            ("Age", "100"),
+        ];
+        Answer::new(200, &headers, b"body")
+    });
+    let (name, cache, proxy, addr) = start("o-request", &origin);
+    get(addr, "/r");
+    for (cc, fetches) in [
+        ("max-age=3600", 1),
+        ("max-age=50", 2),
+        ("no-cache", 3),
+        ("max-age=3600", 3),
+        ("min-fresh=3600", 4),
+        ("min-fresh=1", 4),
+    ] {
+        let r = request(addr, "GET", "/r", &[("Cache-Control", cc)]);
+        assert_eq!((r.status, &r.body[..]), (200, &b"body"[..]), "{cc}");
+        assert_eq!(asked(&origin, "/r"), fetches, "{cc}");
+    }
+    // A validation sends the stored validator; the 304 makes the stored response fresh.
+    assert_eq!(origin.last().header("if-none-match"), Some("\"r1\""));
+
+    let r = request(
+        addr,
+        "GET",
+        "/never",
+        &[("Cache-Control", "only-if-cached")],
+    );
+    assert_eq!(r.status, 504);
+    assert_eq!(asked(&origin, "/never"), 0);
+
+    // max-stale takes a stale response: wait out /stale's second of life. Lifetimes
+    // count whole seconds from when the cache stored it, so wait for the clock.
+    let stored = unix_seconds();
+    get(addr, "/stale");
+    let stale = [("Cache-Control", "max-stale=3600")];
+    while unix_seconds() < stored + 3 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = request(addr, "GET", "/stale", &stale);
+    assert_eq!(
+        (r.header("x-cache"), asked(&origin, "/stale")),
+        (Some("HIT"), 1)
+    );
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn vary_keeps_a_variant_per_request_and_star_is_never_reused() {
+    let origin = Scripted::start(|seen, _| {
+        let lang = seen.header("accept-language").unwrap_or("none").to_owned();
+        let vary = if seen.target == "/star" {
+            "*"
+        } else {
+            "Accept-Language"
+        };
+        let headers = [("Cache-Control", "max-age=60"), ("Vary", vary)];
+        Answer::new(200, &headers, lang.as_bytes())
+    });
+    let (name, cache, proxy, addr) = start("o-vary", &origin);
+    let in_lang = |lang: Option<&str>| {
+        let headers: Vec<(&str, &str)> = lang.map(|l| ("Accept-Language", l)).into_iter().collect();
+        request(addr, "GET", "/v", &headers)
+    };
+    for round in 0..2 {
+        for lang in [Some("en"), Some("fr"), None] {
+            let r = in_lang(lang);
+            assert_eq!(r.body, lang.unwrap_or("none").as_bytes());
+            let expected = if round == 0 { "MISS" } else { "HIT" };
+            assert_eq!(
+                r.header("x-cache"),
+                Some(expected),
+                "{lang:?}, round {round}"
+            );
+        }
+    }
+    assert_eq!(asked(&origin, "/v"), 3);
+    // Whitespace a field's syntax allows does not make another variant (§4.1), nor does
+    // the case of a language tag.
+    for same in ["en ", "EN"] {
+        let r = request(addr, "GET", "/v", &[("Accept-Language", same)]);
+        assert_eq!(
+            (r.header("x-cache"), &r.body[..]),
+            (Some("HIT"), &b"en"[..])
+        );
+    }
+    for _ in 0..2 {
+        get(addr, "/star");
+    }
+    assert_eq!(asked(&origin, "/star"), 2);
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn validation_sends_stored_validators_and_a_304_updates_the_stored_headers() {
+    const TAG: &str = "\"e1\"";
+    const MODIFIED: &str = "Wed, 21 Oct 2015 07:28:00 GMT";
+    let origin = Scripted::start(|seen, _| {
+        if seen.header("if-none-match") == Some(TAG) {
+            let headers = [
+                ("Cache-Control", "max-age=60"),
+                ("X-Version", "2"),
+                ("ETag", TAG),
+            ];
+            return Answer::new(304, &headers, b"");
+        }
+        let headers = [
+            ("Cache-Control", "max-age=1"),
+            ("ETag", TAG),
+            ("Last-Modified", MODIFIED),
+            ("X-Version", "1"),
+            ("Content-Type", "text/x"),
+        ];
+        Answer::new(200, &headers, b"the body")
+    });
+    let (name, cache, proxy, addr) = start("o-304", &origin);
+    get(addr, "/e");
+    let r = get_until_asked(addr, &origin, "GET", "/e", 2);
+    let seen = origin.last();
+    assert_eq!(
+        seen.header("if-none-match"),
+        Some(TAG),
+        "sent back verbatim"
+    );
+    assert_eq!(seen.header("if-modified-since"), Some(MODIFIED));
+    for r in [r, get(addr, "/e")] {
+        assert_eq!((r.status, &r.body[..]), (200, &b"the body"[..]));
+        assert_eq!(r.header("x-version"), Some("2"), "updated by the 304");
+        assert_eq!(r.header("content-type"), Some("text/x"), "kept");
+        assert_eq!(r.header("x-cache"), Some("HIT"));
+    }
+    assert_eq!(asked(&origin, "/e"), 2, "fresh for a minute after the 304");
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn a_head_response_freshens_the_stored_get_response() {
+    let origin = Scripted::start(|seen, _| {
+        let headers: &[(&str, &str)] = if seen.method == "HEAD" {
+            &[
+                ("Cache-Control", "max-age=60"),
+                ("ETag", "\"h\""),
+                ("X-V", "2"),
+            ]
+        } else {
+            &[
+                ("Cache-Control", "max-age=1"),
+                ("ETag", "\"h\""),
+                ("X-V", "1"),
+            ]
+        };
+        Answer::new(200, headers, b"get body")
+    });
+    let (name, cache, proxy, addr) = start("o-head", &origin);
+    get(addr, "/h");
+    // A fresh HEAD is answered from the cache; once stale, it goes to the origin.
+    let r = get_until_asked(addr, &origin, "HEAD", "/h", 2);
+    assert_eq!((r.status, r.header("content-length")), (200, Some("8")));
+    let r = get(addr, "/h");
+    assert_eq!(
+        (r.header("x-cache"), r.header("x-v")),
+        (Some("HIT"), Some("2"))
+    );
+    assert_eq!(r.body, b"get body");
+    assert_eq!(asked(&origin, "/h"), 2);
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn conditional_and_range_requests_are_answered_from_the_cache() {
+    let origin = Scripted::start(|_, _| {
+        let headers = [("Cache-Control", "max-age=60"), ("ETag", "\"c1\"")];
+        Answer::new(200, &headers, b"0123456789")
+    });
+    let (name, cache, proxy, addr) = start("o-cond", &origin);
+    get(addr, "/c");
+    let r = request(addr, "GET", "/c", &[("If-None-Match", "\"c1\"")]);
+    assert_eq!((r.status, r.header("etag")), (304, Some("\"c1\"")));
+    let r = request(addr, "GET", "/c", &[("Range", "bytes=2-5")]);
+    assert_eq!((r.status, &r.body[..]), (206, &b"2345"[..]));
+    assert_eq!(r.header("content-range"), Some("bytes 2-5/10"));
+    let r = request(addr, "HEAD", "/c", &[]);
+    assert_eq!((r.status, r.header("content-length")), (200, Some("10")));
+    assert_eq!(origin.count(), 1);
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn stale_while_revalidate_serves_at_once_and_validates_behind() {
+    const TAG: &str = "\"s1\"";
+    let origin = Scripted::start(|seen, _| {
+        if seen.header("if-none-match") == Some(TAG) {
+            let headers = [("Cache-Control", "max-age=60"), ("X-V", "2"), ("ETag", TAG)];
+            return Answer::new(304, &headers, b"");
+        }
+        let headers = [
+            ("Cache-Control", "max-age=1, stale-while-revalidate=60"),
+            ("ETag", TAG),
+            ("X-V", "1"),
+        ];
+        Answer::new(200, &headers, b"swr")
+    });
+    let (name, cache, proxy, addr) = start("o-swr", &origin);
+    let stored = unix_seconds();
+    get(addr, "/s");
+    while unix_seconds() < stored + 3 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Stale: served as it is, at once; the validation goes on behind it.
+    let r = get(addr, "/s");
+    assert_eq!(
+        (r.header("x-cache"), r.header("x-v")),
+        (Some("HIT"), Some("1"))
+    );
+    eventually("the validation behind the stale response", || {
+        asked(&origin, "/s") == 2
+    });
+    eventually("the 304's fields stored", || {
+        get(addr, "/s").header("x-v") == Some("2")
+    });
+    assert_eq!(origin.last().header("if-none-match"), Some(TAG));
+    assert_eq!(asked(&origin, "/s"), 2);
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
