@@ -19,8 +19,8 @@
 //!   [`http::coalesce`]), secondary storage ([`http::storage`]), in front of an HTTP origin
 //!   the shared cache of RFC 9111 ([`http::origin`], deciding with [`http::freshness`] and
 //!   [`http::cache_control`], forwarding with [`http::upstream`]), bodies ([`http::body`]),
-//!   counters ([`http::stats`]), the whole proxy ([`http::proxy`]) and `--spawn-cache`
-//!   ([`http::spawn`]).
+//!   counters ([`http::stats`]), the live view of the channel at `/-/` (`http::live`), the
+//!   whole proxy ([`http::proxy`]) and `--spawn-cache` ([`http::spawn`]).
 //! - [`shutdown`]: SIGINT/SIGTERM to an orderly stop, shared by both processes.
 //! - [`args`]: command-line value parsers shared by both binaries.
 //!
@@ -28,7 +28,8 @@
 //! [`ipc::server`] (and the plain types [`ipc`] re-exports). The binaries in `src/bin`
 //! only parse arguments, set up logging and signals, and call in.
 
-// Every `unsafe` block lives in `ipc`; the compiler holds the other modules to that.
+// Every `unsafe` block lives in `ipc`, but for the socket options of `http::socket`, which
+// allows it by name; the compiler holds the other modules to that.
 #[deny(unsafe_code)]
 pub mod args;
 #[deny(unsafe_code)]

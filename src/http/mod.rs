@@ -9,8 +9,8 @@
 //! directory or an origin; in front of an origin, [`origin`] is the shared cache of RFC
 //! 9111, deciding with [`freshness`] and [`cache_control`] and forwarding with
 //! [`upstream`]; [`body`] holds any of these bodies and [`response`] the heads;
-//! [`stats`] counts; [`spawn`] starts a cache for `--spawn-cache`; [`socket`] sets what std
-//! cannot on a connection.
+//! [`stats`] counts; `live` shows the channel at `/-/`; [`spawn`] starts a cache for
+//! `--spawn-cache`; [`socket`] sets what std cannot on a socket.
 
 pub mod body;
 pub mod cache_control;
