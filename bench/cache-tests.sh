@@ -87,45 +87,11 @@ chmod 755 "$tmp"
 
 pids=()
 
-alive() {
-    # A zombie is gone for our purposes (it is reaped by `wait` below).
-    [ -e "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
-}
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 
-stop() {
-    local pid=$1 i what
-    what=$(cat "/proc/$pid/comm" 2>/dev/null || echo gone)
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for i in $(seq 100); do
-        alive "$pid" || break
-        sleep 0.1
-    done
-    if alive "$pid"; then
-        echo "cache-tests.sh: pid $pid ($what) ignored SIGTERM for 10 s; killing it" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$? pid left
-    trap - EXIT INT TERM
-    for pid in "${pids[@]}"; do
-        stop "$pid"
-    done
-    left=$(ls /dev/shm | grep -E "^${name}[.-]" || true)
-    if [ -n "$left" ]; then
-        echo "cache-tests.sh: warning: objects left in /dev/shm, removing them:" $left >&2
-        for obj in $left; do rm -f "/dev/shm/$obj"; done
-        [ "$rc" -ne 0 ] || rc=1
-    fi
-    if [ "$KEEP" = 1 ]; then
-        echo "cache-tests.sh: logs and results kept in $tmp" >&2
-    else
-        rm -rf "$tmp"
-    fi
-    exit "$rc"
-}
+# The instance objects of this run (checked for at exit).
+objects="^${name}[.-]"
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM

@@ -7,7 +7,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -204,22 +203,7 @@ fn stale_if_error_serves_during_the_grace_period_and_not_after() {
 }
 
 fn curl_purge(from: &str, url: &str) -> String {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--interface",
-            from,
-            "-X",
-            "PURGE",
-            url,
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap()
+    curl_status_from(from, "PURGE", url).to_string()
 }
 
 #[test]

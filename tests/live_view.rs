@@ -9,7 +9,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -175,22 +174,8 @@ fn a_transfer_shows_in_the_live_view_and_the_rest_are_idle() {
     s.stop();
 }
 
-/// `curl --interface` makes a request from another loopback address than 127.0.0.1.
 fn status_from(addr: SocketAddr, from: &str, path: &str) -> u16 {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--interface",
-            from,
-        ])
-        .arg(format!("http://{addr}{path}"))
-        .output()
-        .expect("curl is installed (.ci/run installs it)");
-    String::from_utf8(out.stdout).unwrap().parse().unwrap()
+    curl_status_from(from, "GET", &format!("http://{addr}{path}"))
 }
 
 #[test]

@@ -499,6 +499,16 @@ mod tests {
 
     /// The snapshot that `tests/live_sample.json` holds: the page's own browser test
     /// serves that file, so this keeps the page tested against what `to_json` writes.
+    /// A snapshot of a proxy that knows nothing: no queue, no segments, no cache.
+    fn empty() -> Snapshot {
+        Snapshot {
+            queue: None,
+            segments: vec![],
+            cache: None,
+            counters: vec![],
+        }
+    }
+
     fn sample() -> Snapshot {
         let busy = SegmentView {
             bytes: 3 * 1024 * 1024,
@@ -545,12 +555,7 @@ mod tests {
 
     #[test]
     fn json_with_nothing_known() {
-        let empty = Snapshot {
-            queue: None,
-            segments: vec![],
-            cache: None,
-            counters: vec![],
-        };
+        let empty = empty();
         assert_eq!(
             to_json(&empty),
             "{\n  \"queue\": null,\n  \"segments\": [],\n  \"cache\": null,\n  \"counters\": {}\n}\n"
@@ -639,12 +644,7 @@ counters  hits 41 misses 3
 
     #[test]
     fn text_with_nothing_known() {
-        let empty = Snapshot {
-            queue: None,
-            segments: vec![],
-            cache: None,
-            counters: vec![],
-        };
+        let empty = empty();
         assert_eq!(
             to_text(&empty),
             "seg  state      ring              ready   free  slots     bytes     total     %    since         gen  key\n\

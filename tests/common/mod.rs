@@ -842,3 +842,22 @@ pub fn http_date(secs: i64) -> String {
     };
     httpdate::fmt_http_date(at)
 }
+
+/// The status of `METHOD url` sent by curl from the local address `from` (another loopback
+/// address than 127.0.0.1, say), for the rules that depend on the client's address.
+pub fn curl_status_from(from: &str, method: &str, url: &str) -> u16 {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--interface",
+            from,
+        ])
+        .args(["-X", method, url])
+        .output()
+        .expect("curl is installed (.ci/run installs it)");
+    String::from_utf8(out.stdout).unwrap().parse().unwrap_or(0)
+}

@@ -1,0 +1,49 @@
+# Shared by the scripts in bench/ (sourced, not run): stopping the processes a script
+# started, by their pids, and politely first, and leaving nothing behind. A script sets
+# `pids` (what it started), `objects` (a pattern of its instance's names in /dev/shm),
+# `tmp` and `KEEP`, and runs `trap cleanup EXIT`.
+
+# Whether pid $1 is running; a zombie is gone for our purposes (`stop` reaps it).
+alive() {
+    [ -e "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+}
+
+# Stops pid $1: SIGTERM (so that webproxy and shmcached unlink what they own), then
+# SIGKILL if it is still there after 10 s; reaps it.
+stop() {
+    local pid=$1 i what
+    what=$(cat "/proc/$pid/comm" 2>/dev/null || echo gone)
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for i in $(seq 100); do
+        alive "$pid" || break
+        sleep 0.1
+    done
+    if alive "$pid"; then
+        echo "$(basename "$0"): pid $pid ($what) ignored SIGTERM for 10 s; killing it" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+# At exit: stops every process the script started, removes (and warns of) any object of
+# its instance left in /dev/shm, which fails the run, and removes its temporary folder
+# unless KEEP=1.
+cleanup() {
+    local rc=$? pid left
+    trap - EXIT INT TERM
+    for pid in "${pids[@]}"; do
+        stop "$pid"
+    done
+    left=$(ls /dev/shm | grep -E "$objects" || true)
+    if [ -n "$left" ]; then
+        echo "$(basename "$0"): warning: objects left in /dev/shm, removing them:" $left >&2
+        for obj in $left; do rm -f "/dev/shm/$obj"; done
+        [ "$rc" -ne 0 ] || rc=1
+    fi
+    if [ "$KEEP" = 1 ]; then
+        echo "$(basename "$0"): logs and outputs kept in $tmp" >&2
+    else
+        rm -rf "$tmp"
+    fi
+    exit "$rc"
+}
