@@ -114,35 +114,8 @@ for f in "${files[@]}"; do
     chmod 644 "$www/$f"
 done
 
-# Waits for "listening on http://127.0.0.1:PORT" in log $2 of pid $1; prints PORT.
-wait_port() {
-    local pid=$1 log=$2 i port
-    for i in $(seq 200); do
-        port=$(grep -o 'listening on http://127\.0\.0\.1:[0-9]*' "$log" 2>/dev/null |
-            head -1 | sed 's/.*://')
-        if [ -n "$port" ]; then
-            echo "$port"
-            return 0
-        fi
-        alive "$pid" || break
-        sleep 0.1
-    done
-    echo "http.sh: server pid $pid did not start; its log:" >&2
-    cat "$log" >&2
-    return 1
-}
-
-# A port nobody listens on (nginx needs one in its config).
-free_port() {
-    local p
-    for p in $(shuf -i 20000-60000 -n 100); do
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return 0
-        fi
-    done
-    return 1
-}
+# What our servers log once they listen.
+LISTENING='listening on http://127\.0\.0\.1:[0-9]+'
 
 declare -A port
 servers=(webproxy memserve)
@@ -161,7 +134,7 @@ start_proxy() {
     RUST_LOG=info,access=off "$dir/webproxy" --name "$instance" --port 0 "${cache[@]}" \
         $PROXY_ARGS 2>"$log" &
     pids+=($!)
-    port[$key]=$(wait_port "$!" "$log")
+    port[$key]=$(wait_port "$!" "$log" "$LISTENING")
 }
 
 # (a) webproxy with its cache.
@@ -179,12 +152,12 @@ fi
 # (b) memserve.
 "$bin/examples/memserve" "$www" 0 2>"$tmp/memserve.log" &
 pids+=($!)
-port[memserve]=$(wait_port "$!" "$tmp/memserve.log")
+port[memserve]=$(wait_port "$!" "$tmp/memserve.log" "$LISTENING")
 
 # (b') tinyserve: tiny_http with 8 threads each calling recv(), from memory.
 "$bin/examples/tinyserve" "$www" 0 2>"$tmp/tinyserve.log" &
 pids+=($!)
-port[tinyserve]=$(wait_port "$!" "$tmp/tinyserve.log")
+port[tinyserve]=$(wait_port "$!" "$tmp/tinyserve.log" "$LISTENING")
 servers+=(tinyserve)
 
 # (c) nginx.

@@ -47,3 +47,33 @@ cleanup() {
     fi
     exit "$rc"
 }
+
+# Waits until the server with pid $1 logs a line matching the extended regex $3 in its
+# log $2 (":PORT" at the end of the match); prints PORT.
+wait_port() {
+    local pid=$1 log=$2 pattern=$3 i port
+    for i in $(seq 200); do
+        port=$(grep -oE "$pattern" "$log" 2>/dev/null | head -1 | grep -oE '[0-9]+$' || true)
+        if [ -n "$port" ]; then
+            echo "$port"
+            return 0
+        fi
+        alive "$pid" || break
+        sleep 0.1
+    done
+    echo "$(basename "$0"): server pid $pid did not start; its log:" >&2
+    cat "$log" >&2
+    return 1
+}
+
+# A port nobody listens on (nginx needs one in its config).
+free_port() {
+    local p
+    for p in $(shuf -i 20000-60000 -n 100); do
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
+}
