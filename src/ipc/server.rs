@@ -1,7 +1,7 @@
-//! The cache's side of the protocol: the receive loop. The main thread sleeps on the queue;
-//! each message is decoded and checked (its segment inside this instance, mapped, on the
-//! generation it names) and handed to a worker, which does what the [`Call`] asks through
-//! the segment, with the [`Store`] behind it deciding what is kept.
+//! The cache's side of the protocol: the receive loop. Each message on the queue is decoded
+//! and checked (its segment inside this instance, mapped, on the generation it names) and
+//! served by a worker, which does what the [`Call`] asks through the segment, with the
+//! [`Store`] behind it deciding what is kept.
 //!
 //! Two ways to take calls off the queue ([`Dispatch`]): the classic boss and workers, where
 //! the main thread only receives and validates and a pool worker serves; or workers that
