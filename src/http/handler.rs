@@ -3,7 +3,7 @@
 use std::io::{self, Read};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::body::{Body, FillBody, HitRange};
 use super::coalesce::{Coalescer, Role, Ticket};
@@ -323,6 +323,7 @@ fn lookup(ctx: &Context, ask: &Ask) -> (Reply, Source) {
     // With no secondary storage there is nothing to revalidate against: whatever the cache
     // holds is served, expired or not.
     let allow_stale = dir(ctx).is_none();
+    let asked = Instant::now();
     match ctx
         .cache
         .get(ask.key, ask.conditions, allow_stale, ask.head_only)
@@ -331,10 +332,10 @@ fn lookup(ctx: &Context, ask: &Ask) -> (Reply, Source) {
         Ok(Answer::Expired {
             meta, accept_len, ..
         }) => revalidate(ctx, ask, &meta, accept_len),
-        Ok(Answer::Missing { accept_len }) => miss(ctx, ask, Some(accept_len)),
+        Ok(Answer::Missing { accept_len }) => miss(ctx, ask, Some(accept_len), asked),
         Err(e) => {
             log::debug!("{}: cache: {e}", ask.key);
-            miss(ctx, ask, None)
+            miss(ctx, ask, None, asked)
         }
     }
 }
@@ -343,7 +344,7 @@ fn lookup(ctx: &Context, ask: &Ask) -> (Reply, Source) {
 /// cache said it would take (`None`: it did not answer): only a plain GET of the whole
 /// object fills it, and only one request per key does; the others wait for that fill and
 /// then ask the cache again.
-fn miss(ctx: &Context, ask: &Ask, accept_len: Option<u64>) -> (Reply, Source) {
+fn miss(ctx: &Context, ask: &Ask, accept_len: Option<u64>, asked: Instant) -> (Reply, Source) {
     let Some(storage) = dir(ctx) else {
         return match accept_len {
             Some(_) => (Reply::text(404, "404 Not Found\n"), Source::Proxy),
@@ -352,12 +353,14 @@ fn miss(ctx: &Context, ask: &Ask, accept_len: Option<u64>) -> (Reply, Source) {
     };
     let may_fill = !ask.head_only && ask.conditions.range.is_none();
     let fill = match accept_len {
-        Some(accept_len) if may_fill && accept_len > 0 => match ctx.coalescer.join(ask.key) {
-            Role::Leader(ticket) => Some((accept_len, ticket)),
-            Role::Follower(flight) => {
-                return after_fill(ctx, ask, flight.wait(ctx.coalesce_timeout));
+        Some(accept_len) if may_fill && accept_len > 0 => {
+            match ctx.coalescer.join_miss(ask.key, asked) {
+                Role::Leader(ticket) => Some((accept_len, ticket)),
+                Role::Follower(flight) => {
+                    return after_fill(ctx, ask, flight.wait(ctx.coalesce_timeout));
+                }
             }
-        },
+        }
         _ => None,
     };
     from_storage(ctx, storage.lookup(ask.key), ask, fill)

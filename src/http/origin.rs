@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::body::{Body, FillBody};
 use super::cache_control::{Fields, RequestDirectives, ResponseDirectives};
@@ -252,6 +252,7 @@ impl Ask<'_> {
             || directives.min_fresh.is_some()
             || field_value(&request.headers, "authorization").is_some();
         let conditions = self.conditions();
+        let asked_at = Instant::now();
         let asked = if picky {
             ctx.cache.get(&key, &Conditions::default(), false, true)
         } else {
@@ -266,7 +267,7 @@ impl Ask<'_> {
                 accept_len,
             }) => (Stored::new(meta, &headers), accept_len),
             Ok(Answer::Missing { accept_len }) if !directives.only_if_cached => {
-                return self.fill_or_wait(&key, accept_len, may_wait);
+                return self.fill_or_wait(&key, accept_len, may_wait, asked_at);
             }
             Err(e) if !directives.only_if_cached => {
                 log::debug!("{key}: cache: {e}");
@@ -279,7 +280,7 @@ impl Ask<'_> {
             Reuse::Validate => self.validate(&key, stored, accept_len, may_wait),
             Reuse::ServeAndRevalidate => self.serve_and_revalidate(&key, stored, accept_len),
             Reuse::Serve => self.serve_again(&key),
-            Reuse::Forward => self.fill_or_wait(&key, accept_len, may_wait),
+            Reuse::Forward => self.fill_or_wait(&key, accept_len, may_wait, asked_at),
             Reuse::GatewayTimeout => gateway_timeout(),
         }
     }
@@ -331,11 +332,17 @@ impl Ask<'_> {
 
     /// A miss: one request per key fetches and fills, the others wait for it and ask the
     /// cache again (once).
-    fn fill_or_wait(&self, key: &str, accept_len: u64, may_wait: bool) -> (Reply, Source) {
+    fn fill_or_wait(
+        &self,
+        key: &str,
+        accept_len: u64,
+        may_wait: bool,
+        asked: Instant,
+    ) -> (Reply, Source) {
         if accept_len == 0 || self.head_only() || !may_wait {
             return self.fetch(None, None);
         }
-        match self.ctx.coalescer.join(key) {
+        match self.ctx.coalescer.join_miss(key, asked) {
             Role::Leader(ticket) => self.fetch(Some(accept_len), Some(ticket)),
             Role::Follower(flight) => {
                 bump(&self.ctx.stats.coalesced_waits);
