@@ -223,9 +223,10 @@
 //!
 //! # Shutdown
 //!
-//! The cache's main thread waits on the queue for at most 100 ms at a time and then looks at
-//! its shutdown flag, so SIGINT or SIGTERM stops it within that time. Nothing is sent to
-//! wake it: a message sent by name could land in another process's queue.
+//! The cache's receiving threads (its workers, or the boss) wait on the queue for at most
+//! 100 ms at a time and then look at the shutdown flag, so SIGINT or SIGTERM stops them
+//! within that time. Nothing is sent to wake them: a message sent by name could land in
+//! another process's queue.
 
 pub mod call;
 pub mod channel;

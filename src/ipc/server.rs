@@ -104,7 +104,7 @@ pub struct Config {
 /// Messages the queue holds: the kernel's default (and unprivileged maximum) `msg_max`.
 pub const QUEUE_DEPTH: usize = 10;
 
-/// The longest the main thread waits on the queue before it looks at the shutdown flag
+/// The longest a receiving thread waits on the queue before it looks at the shutdown flag
 /// again: the bound on how long SIGINT or SIGTERM takes to stop it.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 
