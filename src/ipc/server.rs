@@ -289,8 +289,7 @@ impl<S: Store> Shared<S> {
     fn serve(&self, message: Message) {
         let _busy = self.busy(&message.call);
         if let Some(ready) = self.prepare(message) {
-            let found = self.look_up(&ready.call);
-            self.answer(ready, found);
+            self.answer(ready);
         }
     }
 
@@ -338,23 +337,8 @@ impl<S: Store> Shared<S> {
         })
     }
 
-    /// What a GET or a RENEW finds in the store (a RENEW renews first); `None` for the
-    /// other calls.
-    fn look_up(&self, call: &Call) -> Option<Lookup<S::Entry>> {
-        match call {
-            Call::Get {
-                key, allow_stale, ..
-            } => Some(self.store.get(key, *allow_stale)),
-            Call::Renew { key, max_age, .. } => Some(match self.store.renew(key, *max_age) {
-                Some(entry) => Lookup::Found(entry),
-                None => Lookup::Missing,
-            }),
-            _ => None,
-        }
-    }
-
-    /// Does what a prepared call asks, with what [`look_up`](Self::look_up) found.
-    fn answer(&self, ready: Ready, found: Option<Lookup<S::Entry>>) {
+    /// Does what a prepared call asks.
+    fn answer(&self, ready: Ready) {
         let Ready {
             seg,
             segment,
@@ -367,47 +351,42 @@ impl<S: Store> Shared<S> {
             timeout: self.config.timeout,
             chunk_delay: self.config.chunk_delay,
         };
-        let accept_len = || self.store.accept_len();
-        let outcome = match (&call, found) {
-            (
-                Call::Get {
-                    key,
-                    conditions,
-                    head_only,
-                    ..
-                }
-                | Call::Renew {
-                    key,
-                    conditions,
-                    head_only,
-                    ..
-                },
-                Some(found),
-            ) => match found {
-                Lookup::Found(entry) => to.answer(key, &entry, conditions, *head_only),
-                Lookup::Expired(entry) => {
-                    let head = Head::Expired {
-                        meta: entry.meta(),
-                        accept_len: accept_len(),
-                    };
-                    to.send(&head, &[entry.headers()])
-                }
-                Lookup::Missing => to.missing(accept_len()),
-            },
-            (Call::Store { key, len }, _) => self.take_store(&to, key, *len),
-            (Call::Purge { key }, _) => {
+        let outcome = match &call {
+            Call::Get {
+                key,
+                conditions,
+                allow_stale,
+                head_only,
+            } => self.send_found(
+                &to,
+                key,
+                self.store.get(key, *allow_stale),
+                conditions,
+                *head_only,
+            ),
+            Call::Renew {
+                key,
+                max_age,
+                conditions,
+                head_only,
+            } => {
+                let found = match self.store.renew(key, *max_age) {
+                    Some(entry) => Lookup::Found(entry),
+                    None => Lookup::Missing,
+                };
+                self.send_found(&to, key, found, conditions, *head_only)
+            }
+            Call::Store { key, len } => self.take_store(&to, key, *len),
+            Call::Purge { key } => {
                 let existed = self.store.purge(key);
                 to.send(&Head::Purged { existed }, &[])
             }
-            (Call::Stats, _) => {
+            Call::Stats => {
                 let text = self.stats_text();
                 let head = Head::Stats {
                     len: text.len() as u64,
                 };
                 to.send(&head, &[text.as_bytes()])
-            }
-            (Call::Get { .. } | Call::Renew { .. }, None) => {
-                unreachable!("look_up finds something for every GET and RENEW")
             }
         };
         match outcome {
@@ -420,6 +399,28 @@ impl<S: Store> Shared<S> {
                 let key = call.key().unwrap_or("-");
                 log::warn!("a {} call for {key:?} via {segment}: {e}", call.name());
             }
+        }
+    }
+
+    /// Answers a GET or a RENEW with what the store found.
+    fn send_found(
+        &self,
+        to: &Transfer,
+        key: &str,
+        found: Lookup<S::Entry>,
+        conditions: &Conditions,
+        head_only: bool,
+    ) -> Result<(), ChannelError> {
+        match found {
+            Lookup::Found(entry) => to.answer(key, &entry, conditions, head_only),
+            Lookup::Expired(entry) => {
+                let head = Head::Expired {
+                    meta: entry.meta(),
+                    accept_len: self.store.accept_len(),
+                };
+                to.send(&head, &[entry.headers()])
+            }
+            Lookup::Missing => to.missing(self.store.accept_len()),
         }
     }
 
