@@ -1,6 +1,7 @@
 //! One HTTP request, from request line to the last body byte.
 
 use std::io::{self, Read};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -10,10 +11,10 @@ use super::coalesce::{Coalescer, Role, Ticket};
 use super::conditional;
 use super::live;
 use super::path::{PathError, object_key, percent_encode};
-use super::request::{Method, Request};
-use super::response::{self, Headers, Reply, Value};
-use super::server::Service;
-use super::spool::{self, ALLOWANCE, Budget, CHUNK, Producer};
+use super::response::{Headers, Reply, Value};
+use super::server::{
+    self, ALLOWANCE, Budget, CHUNK, Ended, Method, Request, Response, Resume, Service,
+};
 use super::stats::{self, ProxyStats, bump};
 use super::storage::{
     Cached as StoredValidators, DirStorage, Lookup, Object, Revalidation, Storage, StorageError,
@@ -55,9 +56,10 @@ pub const SEGMENTS_TEXT_PATH: &str = "/-/segments.txt";
 
 const UNAVAILABLE: &str = "503 Service Unavailable: the cache is not answering\n";
 
-/// Where an answer came from, for the access log and the `X-Cache` header.
+/// Where an answer came from, for the access log and the `X-Cache` header: the
+/// proxy's note on each response (the server's `Service::Tag`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Source {
+pub enum Source {
     /// Through a segment from the cache.
     Hit,
     /// From secondary storage, after the cache did not have it (or was not there).
@@ -77,28 +79,30 @@ impl Source {
 }
 
 impl Service for Context {
-    fn respond(self: Arc<Self>, request: &Request, mut out: Producer) {
+    type Tag = Source;
+
+    fn respond(self: Arc<Self>, request: &Request, mut out: Response<'_, Source>) {
         let (reply, source) = respond_to(&self, request);
-        let (head, body) = reply.split(source.as_str());
-        let sends_body = request.method != Method::Head && head.has_body();
+        let (head, body) = reply.split(source);
+        // Counted before the client can see it, so that a client that read it finds it
+        // counted.
+        self.stats.count_status(head.status);
         out.start(head);
+        if !out.wants_body() {
+            // A body not sent is dropped here: a transfer still in flight is cancelled.
+            return out.end();
+        }
         match body {
-            // A hit: copied out here if small, else read by the connection (see deliver_hit).
-            Body::Cache(body, hit) if sends_body => {
+            // A hit: copied out here if small, else sent from its segment (deliver_hit).
+            Body::Cache(body, hit) => {
                 let end = hit.end;
                 deliver_hit(self, body, hit, end, out)
             }
             // A fill holds a segment: drained here, at storage speed, within the budget.
-            Body::Fill(body) if sends_body => drain_fill(body, out),
-            // These hold no worker: the connection reads them at its client's pace.
-            body if sends_body => out.stream(body),
-            // A body not sent is dropped here: a transfer still in flight is cancelled.
-            _ => out.end(),
+            Body::Fill(body) => drain_fill(body, out),
+            // These hold nothing scarce: read at the client's pace.
+            body => out.stream(Box::new(body)),
         }
-    }
-
-    fn sending(&self, status: u16) {
-        self.stats.count_status(status);
     }
 
     fn connection(&self, opened: bool) {
@@ -109,14 +113,48 @@ impl Service for Context {
         }
     }
 
-    fn sent(&self, head: &response::Head, outcome: &io::Result<u64>) {
-        match outcome {
-            Ok(bytes) if head.source != Source::Proxy.as_str() => {
+    fn finished(&self, ended: Ended<'_, Source>) {
+        match ended.outcome {
+            Ok(bytes) if ended.tag != Source::Proxy => {
                 self.stats.bytes_served.fetch_add(*bytes, Ordering::Relaxed);
             }
             Ok(_) => {}
             Err(_) => bump(&self.stats.responses_aborted),
         }
+        log_access(&ended);
+    }
+
+    fn refused(&self, peer: SocketAddr, request: Option<&Request>, status: u16, why: &str) {
+        self.stats.count_status(status);
+        match request {
+            Some(r) => log::info!(
+                target: "access",
+                "{} \"{} {} {}\" {status} 0 - - ({why})",
+                peer.ip(), r.method, r.target, r.version
+            ),
+            None => log::info!(target: "access", "{} \"-\" {status} - - - ({why})", peer.ip()),
+        }
+    }
+}
+
+/// One access-log line (target `access`):
+/// `client "METHOD target HTTP/x.y" status bytes microseconds source`, with `aborted` in
+/// place of the bytes for a response cut short.
+fn log_access(ended: &Ended<'_, Source>) {
+    let micros = ended.elapsed.as_micros();
+    let request = ended.request;
+    let client = request.peer.ip();
+    let (method, target, version) = (&request.method, &request.target, request.version);
+    let (status, source) = (ended.status, ended.tag.as_str());
+    match ended.outcome {
+        Ok(bytes) => log::info!(
+            target: "access",
+            "{client} \"{method} {target} {version}\" {status} {bytes} {micros} {source}"
+        ),
+        Err(e) => log::warn!(
+            target: "access",
+            "{client} \"{method} {target} {version}\" {status} aborted {micros} {source} ({e})"
+        ),
     }
 }
 
@@ -133,7 +171,7 @@ fn deliver_hit(
     mut body: CacheBody,
     hit: HitRange,
     body_end: u64,
-    mut out: Producer,
+    mut out: Response<'_, Source>,
 ) {
     if body.remaining() > ALLOWANCE as u64 {
         body.sending();
@@ -145,7 +183,7 @@ fn deliver_hit(
         }));
     }
     let n = body.remaining();
-    let mut data = spool::buffer();
+    let mut data = server::buffer();
     match (&mut body).take(n).read_to_end(&mut data) {
         Ok(got) if got as u64 == n => {}
         Ok(_) => return out.fail(io::ErrorKind::UnexpectedEof.into()),
@@ -161,7 +199,7 @@ fn deliver_hit(
     }
 }
 
-/// A hit's body left in its segment for the connection to read (see [`spool::Held`]).
+/// A hit's body left in its segment, sent straight from it (see [`server::Held`]).
 struct HeldHit {
     ctx: Arc<Context>,
     body: CacheBody,
@@ -175,7 +213,7 @@ impl Read for HeldHit {
     }
 }
 
-impl spool::Held for HeldHit {
+impl server::Held<Source> for HeldHit {
     fn remaining(&self) -> u64 {
         self.body.remaining()
     }
@@ -188,7 +226,7 @@ impl spool::Held for HeldHit {
         self.body.send(prefix, socket)
     }
 
-    fn release(self: Box<Self>) -> Option<spool::Resume> {
+    fn release(self: Box<Self>) -> Option<Resume<Source>> {
         let next = self.body_end - self.body.remaining();
         // Dropping a body with bytes left cancels its transfer.
         drop(self.body);
@@ -197,15 +235,16 @@ impl spool::Held for HeldHit {
 }
 
 /// The job that sends the rest of a hit from `next`, if anything is left.
-fn resume_after(ctx: Arc<Context>, hit: HitRange, next: u64) -> Option<spool::Resume> {
-    (next < hit.end)
-        .then(|| -> spool::Resume { Box::new(move |out| resume_hit(ctx, hit, next, out)) })
+fn resume_after(ctx: Arc<Context>, hit: HitRange, next: u64) -> Option<Resume<Source>> {
+    (next < hit.end).then(|| -> Resume<Source> {
+        Box::new(move |out: Response<'_, Source>| resume_hit(ctx, hit, next, out))
+    })
 }
 
 /// Asks the cache for the next window of a paused hit, from `next`: no more than a
 /// lagging response may keep in memory (see `server::park`), so that a client that lags
 /// again does not cancel this transfer too.
-fn resume_hit(ctx: Arc<Context>, hit: HitRange, next: u64, out: Producer) {
+fn resume_hit(ctx: Arc<Context>, hit: HitRange, next: u64, out: Response<'_, Source>) {
     let left = hit.end - next;
     let window = (ALLOWANCE as u64 + ctx.budget.per_response()).min(left);
     let conditions = Conditions {
@@ -231,12 +270,12 @@ fn resume_hit(ctx: Arc<Context>, hit: HitRange, next: u64, out: Producer) {
     }
 }
 
-/// Moves a miss's body from secondary storage into the response's spool while it fills
+/// Moves a miss's body from secondary storage into the response while it fills
 /// the cache. If memory runs out first, the fill is abandoned (the cache keeps nothing
 /// partial) and the connection reads the rest from storage itself, at its client's pace.
-fn drain_fill(mut body: FillBody, mut out: Producer) {
+fn drain_fill(mut body: FillBody, mut out: Response<'_, Source>) {
     loop {
-        let mut data = spool::buffer();
+        let mut data = server::buffer();
         match (&mut body).take(CHUNK as u64).read_to_end(&mut data) {
             Ok(0) => return out.end(),
             Ok(_) => {}
@@ -244,7 +283,7 @@ fn drain_fill(mut body: FillBody, mut out: Producer) {
         }
         match out.push(data) {
             Ok(true) => {}
-            Ok(false) => return out.stream(Body::Storage(body.abandon())),
+            Ok(false) => return out.stream(Box::new(Body::Storage(body.abandon()))),
             Err(_) => return,
         }
     }

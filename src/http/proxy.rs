@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use super::coalesce::Coalescer;
 use super::handler::Context;
-use super::server::{Server, ServerConfig};
-use super::spool::Budget;
+use super::server::{Budget, Server, ServerConfig};
 use super::storage::Storage;
 use crate::ipc::client::{Client, Segments};
 use crate::shutdown::Shutdown;
@@ -42,7 +41,7 @@ pub struct ProxyConfig {
     pub cache_timeout: Duration,
     /// How the HTTP server treats clients.
     pub server: ServerConfig,
-    /// Memory that responses waiting for slow clients may hold (see [`spool`](super::spool)).
+    /// Memory that responses waiting for slow clients may hold (see [`server::output`](super::server::output)).
     pub buffer_memory: u64,
 }
 

@@ -259,8 +259,9 @@ impl Client {
                 let link = Link::open(queue);
                 let current_id = current.as_ref().and_then(|l| l.identity);
                 if link.identity != current_id && link.identity != *abandoned {
-                    log::info!("connected to the cache at {}", self.queue_name);
+                    // Said once it is so: whoever reads the line may rely on it.
                     self.set(Some(link));
+                    log::info!("connected to the cache at {}", self.queue_name);
                 }
             }
             Err(e) => {
