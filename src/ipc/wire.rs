@@ -275,7 +275,7 @@ pub fn encode_head(head: &Head, generation: u64) -> [u8; HEAD_CAPACITY] {
     };
     w.u8(kind);
     w.u64(generation);
-    w.u32(std::process::id());
+    w.u32(super::process::own_pid());
     match head {
         Head::Found { meta, outcome } => {
             w.meta(meta);

@@ -37,11 +37,20 @@ enum Entry<T> {
     Vacant,
     /// A thread (or the clock, or the queue) has the connection.
     Taken,
-    Parked(Box<Conn<T>>),
+    /// In the table. `armed`: its registration is armed, so the clock may take it too.
+    /// Until then only the thread its readiness report goes to may: the clock could close
+    /// it while the parking thread re-arms, and the descriptor's number, reused by a new
+    /// connection, would then be re-armed under this entry's token.
+    Parked {
+        conn: Box<Conn<T>>,
+        armed: bool,
+    },
 }
 
 struct Slot<T> {
     generation: u32,
+    /// Counts parkings, so that a parker marks armed only its own parking.
+    parkings: u64,
     entry: Entry<T>,
 }
 
@@ -113,65 +122,93 @@ impl<T> Waiter<T> {
     /// # Errors
     /// epoll would not take the socket (out of memory); the connection is dropped.
     pub fn admit(&self, conn: Box<Conn<T>>, interest: Interest) -> io::Result<()> {
-        let fd = conn.socket().as_raw_fd();
-        // Into the table and registered under one lock, as in `park`: the request may
-        // already be there, and the thread its report goes to must find the connection.
-        let mut table = self.table();
-        let index = match table.vacant.pop() {
-            Some(index) => index,
-            None => {
-                table.slots.push(Slot {
-                    generation: 0,
-                    entry: Entry::Vacant,
-                });
-                (table.slots.len() - 1) as u32
+        let index = {
+            let mut table = self.table();
+            match table.vacant.pop() {
+                Some(index) => index,
+                None => {
+                    table.slots.push(Slot {
+                        generation: 0,
+                        parkings: 0,
+                        entry: Entry::Taken,
+                    });
+                    (table.slots.len() - 1) as u32
+                }
             }
         };
-        let slot = &mut table.slots[index as usize];
-        slot.entry = Entry::Parked(conn);
-        let token = token(index, slot.generation);
+        let generation = self.table().slots[index as usize].generation;
+        self.open.fetch_add(1, Ordering::SeqCst);
+        let token = token(index, generation);
+        let fd = conn.socket().as_raw_fd();
+        let parking = self.put(token, conn);
         match self.epoll.add(&fd, token, interest) {
             Ok(()) => {
-                self.open.fetch_add(1, Ordering::SeqCst);
+                self.armed(token, parking);
                 Ok(())
             }
             Err(e) => {
-                table.slots[index as usize].entry = Entry::Vacant;
-                table.vacant.push(index);
+                drop(self.take(token));
+                self.forget(token);
                 Err(e)
             }
         }
     }
 
-    /// Takes the connection `token` names, if it is parked there (not taken by another
+    /// Takes the connection `token` names, if it is in the table (not taken by another
     /// thread, not closed since the report).
     pub fn take(&self, token: u64) -> Option<Box<Conn<T>>> {
         let (index, generation) = split(token);
         let mut table = self.table();
         let slot = table.slots.get_mut(index)?;
-        if slot.generation != generation || !matches!(slot.entry, Entry::Parked(_)) {
+        if slot.generation != generation || !matches!(slot.entry, Entry::Parked { .. }) {
             return None;
         }
         match std::mem::replace(&mut slot.entry, Entry::Taken) {
-            Entry::Parked(conn) => Some(conn),
+            Entry::Parked { conn, .. } => Some(conn),
             _ => unreachable!("checked above"),
+        }
+    }
+
+    /// Puts a taken connection into the table, not armed yet; returns its parking's count.
+    fn put(&self, token: u64, conn: Box<Conn<T>>) -> u64 {
+        let (index, _) = split(token);
+        let mut table = self.table();
+        let slot = &mut table.slots[index];
+        slot.parkings += 1;
+        slot.entry = Entry::Parked { conn, armed: false };
+        slot.parkings
+    }
+
+    /// Marks the connection's registration armed, if it is still in the table from the
+    /// same parking (a thread may have taken it already, on the report the arming gave).
+    fn armed(&self, token: u64, parking: u64) {
+        let (index, _) = split(token);
+        let mut table = self.table();
+        let slot = &mut table.slots[index];
+        if slot.parkings == parking
+            && let Entry::Parked { armed, .. } = &mut slot.entry
+        {
+            *armed = true;
         }
     }
 
     /// Parks a taken connection again and re-arms its socket for `interest`. If the
     /// registration fails (the socket is broken), the connection is closed.
+    ///
+    /// In the table before the re-arm, as the thread the report goes to must find it
+    /// there; the table's lock is not held across the system call, which would make every
+    /// thread woken by it wait for the lock.
     pub fn park(&self, token: u64, conn: Box<Conn<T>>, interest: Interest) {
         let fd = conn.socket().as_raw_fd();
-        let (index, _) = split(token);
-        // Into the table and re-armed under one lock: the thread the report goes to
-        // must find it there, and nobody (the clock) may close it in between.
-        let mut table = self.table();
-        table.slots[index].entry = Entry::Parked(conn);
-        let armed = self.epoll.rearm(&fd, token, interest);
-        if armed.is_err() {
-            table.slots[index].entry = Entry::Taken;
-            drop(table);
-            self.forget(token);
+        let parking = self.put(token, conn);
+        // Nobody but a thread with a report can take it before `armed`: the descriptor
+        // stays open until then.
+        match self.epoll.rearm(&fd, token, interest) {
+            Ok(()) => self.armed(token, parking),
+            Err(_) => {
+                drop(self.take(token));
+                self.forget(token);
+            }
         }
     }
 
@@ -192,9 +229,9 @@ impl<T> Waiter<T> {
         let mut table = self.table();
         let mut taken = Vec::new();
         for (index, slot) in table.slots.iter_mut().enumerate() {
-            if let Entry::Parked(conn) = &slot.entry
+            if let Entry::Parked { conn, armed: true } = &slot.entry
                 && pick(conn)
-                && let Entry::Parked(conn) = std::mem::replace(&mut slot.entry, Entry::Taken)
+                && let Entry::Parked { conn, .. } = std::mem::replace(&mut slot.entry, Entry::Taken)
             {
                 taken.push((token(index as u32, slot.generation), conn));
             }
