@@ -110,7 +110,7 @@ impl<T: Send + 'static> Conn<T> {
         if let Wait::Write { since, .. } = self.wait
             && let Some(exchange) = &mut self.writing
         {
-            let progress = match exchange.output.waited_for_room(since.elapsed()) {
+            let progress = match exchange.output.waited(since.elapsed()) {
                 Ok(()) => exchange.output.pump(&self.stream, true),
                 Err(e) => Progress::Cut(e),
             };
@@ -336,7 +336,7 @@ impl<T: Send + 'static> Conn<T> {
             Wait::Linger { .. } => Next::Close,
             Wait::Write { since, .. } => {
                 let checked = match &mut self.writing {
-                    Some(exchange) => exchange.output.waited_for_room(now - since),
+                    Some(exchange) => exchange.output.waited(now - since),
                     None => Ok(()),
                 };
                 match checked {

@@ -272,9 +272,12 @@ impl<T> Output<T> {
         more
     }
 
-    /// Counts time spent waiting for the client, and cuts a client that read less than
-    /// the minimum rate over a whole window of it.
-    fn waited(&mut self, took: Duration) -> io::Result<()> {
+    /// Counts time spent waiting for the client (in a write, or parked), and cuts a
+    /// client that read less than the minimum rate over a whole window of it.
+    ///
+    /// # Errors
+    /// `TimedOut`: the client read less than the minimum rate over a window.
+    pub(super) fn waited(&mut self, took: Duration) -> io::Result<()> {
         self.spent += took;
         if self.spent >= self.window {
             let floor = self.min_rate.saturating_mul(self.window.as_secs().max(1));
@@ -290,14 +293,6 @@ impl<T> Output<T> {
             (self.spent, self.written) = (Duration::ZERO, 0);
         }
         Ok(())
-    }
-
-    /// Counts `took` spent parked, waiting for room; cuts a client below the minimum rate.
-    ///
-    /// # Errors
-    /// `TimedOut`: the client read less than the minimum rate over a window.
-    pub(super) fn waited_for_room(&mut self, took: Duration) -> io::Result<()> {
-        self.waited(took)
     }
 
     /// How long the response may still wait for room before the rate is checked.
@@ -731,5 +726,129 @@ impl<T> Drop for Response<'_, T> {
             self.out
                 .fail(io::Error::other("the response was abandoned"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A connected pair: the server's end non-blocking, as the pool's sockets are.
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        (server, client)
+    }
+
+    fn output(budget: &Arc<Budget>) -> Output<()> {
+        Output::new(budget, (false, true, true), (1, Duration::from_secs(30)))
+    }
+
+    fn head(length: u64) -> Head<()> {
+        let mut head = Head::new(200, ());
+        head.length = Some(length);
+        head
+    }
+
+    /// Reads from `client` until `n` bytes after the head's blank line have come.
+    fn read_body(client: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut all = Vec::new();
+        let mut buf = vec![0; 1 << 16];
+        loop {
+            if let Some(end) = all.windows(4).position(|w| w == b"\r\n\r\n")
+                && all.len() >= end + 4 + n
+            {
+                return all[end + 4..].to_vec();
+            }
+            let got = client.read(&mut buf).unwrap();
+            assert!(got > 0, "the server closed early");
+            all.extend_from_slice(&buf[..got]);
+        }
+    }
+
+    #[test]
+    fn a_small_answer_goes_at_once_and_never_touches_the_budget() {
+        let (server, mut client) = pair();
+        let budget = Budget::new(0);
+        let mut out = output(&budget);
+        let mut r = out.response(&server);
+        r.start(head(5));
+        assert!(r.push(b"hello".to_vec()).unwrap());
+        r.end();
+        assert!(matches!(out.pump(&server, false), Progress::Done(5)));
+        assert_eq!(read_body(&mut client, 5), b"hello");
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn an_answer_the_client_does_not_read_parks_within_its_share_and_gives_it_back() {
+        let (server, mut client) = pair();
+        // A response may take a sixteenth of the budget beyond its allowance: 256 KiB.
+        let budget = Budget::new(4 << 20);
+        let total = 8 << 20;
+        let mut out = output(&budget);
+        let mut r = out.response(&server);
+        r.start(head(total as u64));
+        let mut pushed = 0;
+        // The client reads nothing: the socket fills, the answer parks, and the producer
+        // is told to pause once the share is spent, long before the whole is pushed.
+        while pushed < total {
+            let more = r.push(vec![7; CHUNK]).unwrap();
+            pushed += CHUNK;
+            if !more {
+                break;
+            }
+        }
+        assert!(pushed < total, "the producer was told to pause");
+        let used = budget.used();
+        assert!(
+            used > 0 && used <= budget.per_response(),
+            "{used} bytes of the budget"
+        );
+        let rest = total - pushed;
+        r.stream(Box::new(io::repeat(7).take(rest as u64)));
+        assert!(matches!(out.pump(&server, false), Progress::Parked));
+        // The client reads now: each time the socket has room, the answer goes on.
+        let reader = std::thread::spawn(move || read_body(&mut client, total));
+        let sent = loop {
+            assert!(socket::wait_writable(&server, Duration::from_secs(10)).unwrap());
+            match out.pump(&server, true) {
+                Progress::Parked => {}
+                Progress::Done(n) => break n,
+                Progress::Cut(e) => panic!("cut: {e}"),
+            }
+        };
+        assert_eq!(sent, total as u64);
+        let body = reader.join().unwrap();
+        assert!(body.len() == total && body.iter().all(|&b| b == 7));
+        drop(out);
+        assert_eq!(budget.used(), 0, "all of the budget given back");
+    }
+
+    #[test]
+    fn a_response_left_without_an_ending_is_cut_not_waited_for() {
+        let (server, _client) = pair();
+        let budget = Budget::new(0);
+        let mut out = output(&budget);
+        let mut r = out.response(&server);
+        r.start(head(10));
+        r.push(b"12345".to_vec()).unwrap();
+        drop(r);
+        assert!(matches!(out.pump(&server, false), Progress::Cut(_)));
+    }
+
+    #[test]
+    fn a_body_longer_than_its_length_is_refused() {
+        let (server, _client) = pair();
+        let budget = Budget::new(0);
+        let mut out = output(&budget);
+        let mut r = out.response(&server);
+        r.start(head(3));
+        assert!(r.push(b"12345".to_vec()).is_err());
+        r.end();
+        assert!(matches!(out.pump(&server, false), Progress::Cut(_)));
     }
 }
