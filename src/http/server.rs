@@ -69,8 +69,6 @@ pub struct ServerConfig {
     pub min_send_rate: u64,
     /// The largest request body read (and thrown away); larger ones get 413.
     pub max_body: u64,
-    /// How long [`Server::run`] lets requests in flight finish at shutdown.
-    pub drain_timeout: Duration,
 }
 
 /// A bound listener, ready to [`run`](Server::run).
@@ -78,6 +76,8 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     stopping: Arc<AtomicBool>,
+    /// Once a stop is asked for: when requests in flight must be done.
+    drain_until: Arc<Mutex<Option<Instant>>>,
 }
 
 /// How a connection ends.
@@ -117,6 +117,7 @@ impl Server {
             listener,
             local_addr,
             stopping: Arc::default(),
+            drain_until: Arc::default(),
         })
     }
 
@@ -124,10 +125,12 @@ impl Server {
         self.local_addr
     }
 
-    /// A function that makes [`run`](Self::run) return: it raises the flag and connects
-    /// once to wake the accept call. For the signal thread.
-    pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
+    /// A function that makes [`run`](Self::run) return, letting requests in flight finish
+    /// within the duration it is given: it raises the flag and connects once to wake the
+    /// accept call. For the signal thread; called again, it can only shorten the drain.
+    pub fn stopper(&self) -> impl Fn(Duration) + Send + Sync + 'static {
         let (stopping, mut addr) = (Arc::clone(&self.stopping), self.local_addr);
+        let drain_until = Arc::clone(&self.drain_until);
         if addr.ip().is_unspecified() {
             addr.set_ip(if addr.is_ipv4() {
                 std::net::Ipv4Addr::LOCALHOST.into()
@@ -135,14 +138,19 @@ impl Server {
                 std::net::Ipv6Addr::LOCALHOST.into()
             });
         }
-        move || {
+        move |drain: Duration| {
+            let until = Instant::now() + drain;
+            let mut at = lock(&drain_until);
+            *at = Some(at.map_or(until, |at| at.min(until)));
+            drop(at);
             stopping.store(true, Ordering::SeqCst);
             let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
         }
     }
 
-    /// Serves until the stopper is called, then ends idle connections, lets requests in
-    /// flight finish for at most `drain_timeout`, and returns.
+    /// Serves until the stopper is called, then closes the listener, ends idle
+    /// connections, lets requests in flight finish within the stopper's drain time, cuts
+    /// what is left (so that each such response is logged as aborted), and returns.
     /// `budget` bounds the memory that responses waiting for slow clients hold.
     pub fn run<S: Service>(
         self,
@@ -184,16 +192,28 @@ impl Server {
             next_id += 1;
             shared.admit(next_id, stream);
         }
-        // Stop: end every idle read (a response being written goes on), then wait.
+        // Stop: refuse new connections at once rather than leave them in the backlog, end
+        // every idle read (a response being written goes on), then wait.
+        drop(self.listener);
         for (_, stream) in lock(&shared.connections).iter() {
             let _ = stream.shutdown(Direction::Read);
         }
-        let deadline = Instant::now() + shared.config.drain_timeout;
-        let running = join_within(&lock(&shared.workers), shared.config.drain_timeout);
+        let deadline = || lock(&self.drain_until).unwrap_or_else(Instant::now);
+        let left = deadline().saturating_duration_since(Instant::now());
+        let running = join_within(&lock(&shared.workers), left);
         if running > 0 {
             log::warn!("{running} requests still running at exit");
         }
-        while shared.open.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        while shared.open.load(Ordering::SeqCst) > 0 && Instant::now() < deadline() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Past the drain: cut the responses still going, so that their writes fail and
+        // each is logged (as aborted) before the process exits.
+        for (_, stream) in lock(&shared.connections).iter() {
+            let _ = stream.shutdown(Direction::Both);
+        }
+        let cut_by = Instant::now() + Duration::from_secs(1);
+        while shared.open.load(Ordering::SeqCst) > 0 && Instant::now() < cut_by {
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(())
@@ -322,7 +342,7 @@ impl<S: Service> Shared<S> {
                     Ok(request) => request,
                     Err(ReadError::Closed | ReadError::Io(_)) => break,
                     Err(ReadError::Refuse(status, why)) => {
-                        log::info!(target: "access", "{} \"-\" {status} - - - ({why})", peer.ip());
+                        super::access::log(&super::access::Record::refused(peer.ip(), status, why));
                         self.service.sending(status);
                         let _ = out.write(&[&refusal(status, why, false, false, false)]);
                         break;
@@ -407,9 +427,7 @@ impl<S: Service> Shared<S> {
     }
 }
 
-/// One access-log line (target `access`):
-/// `client "METHOD target HTTP/x.y" status bytes microseconds source`, with `aborted` in
-/// place of the bytes for a response cut short.
+/// One access-log line (see [`access`](super::access)).
 fn log_access(
     request: &Request,
     status: u16,
@@ -417,19 +435,9 @@ fn log_access(
     started: Instant,
     source: &str,
 ) {
-    let micros = started.elapsed().as_micros();
-    let client = request.peer.ip();
-    let (method, target, version) = (&request.method, &request.target, request.version);
-    match outcome {
-        Ok(bytes) => log::info!(
-            target: "access",
-            "{client} \"{method} {target} {version}\" {status} {bytes} {micros} {source}"
-        ),
-        Err(e) => log::warn!(
-            target: "access",
-            "{client} \"{method} {target} {version}\" {status} aborted {micros} {source} ({e})"
-        ),
-    }
+    super::access::log(&super::access::Record::new(
+        request, status, &outcome, started, source,
+    ));
 }
 
 /// The writing side of a connection: enforces the minimum send rate.
