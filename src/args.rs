@@ -15,7 +15,15 @@ use crate::ipc::server::Dispatch;
 
 /// Holds files in memory and writes them into webproxy's shared-memory segments on request.
 #[derive(Parser, Debug)]
-#[command(name = "shmcached", version)]
+#[command(
+    name = "shmcached",
+    version,
+    after_help = "Signals: TERM, INT stop (transfers get --cache-timeout); QUIT stops \
+                  gracefully (--drain-timeout); HUP reloads the -c files; USR1 reopens logs \
+                  (none: the log is stderr).\n\
+                  Files: /dev/shm/NAME-lock (the instance lock), the queue /NAME.req \
+                  (/dev/mqueue), --pid-file."
+)]
 pub struct Shmcached {
     /// Instance name: the request queue is /NAME.req; proxies must use the same name.
     #[arg(long, default_value = "shmcache", value_parser = parse_instance_name)]
@@ -64,7 +72,14 @@ pub struct Shmcached {
 /// Serves files over HTTP from the shmcached cache process, falling back to a directory or
 /// an HTTP origin (-s).
 #[derive(Parser, Debug)]
-#[command(name = "webproxy", version)]
+#[command(
+    name = "webproxy",
+    version,
+    after_help = "Signals: TERM, INT stop (responses get --cache-timeout); QUIT stops \
+                  gracefully (--drain-timeout); HUP reopens the access log and passes the \
+                  reload to a --spawn-cache cache; USR1 reopens the access log.\n\
+                  Files: /dev/shm/NAME.seg.PID.I (segments), --pid-file, --access-log."
+)]
 pub struct Webproxy {
     /// Instance name shared with shmcached: queue /NAME.req, segments /NAME.seg.<pid>.<i>.
     #[arg(long, default_value = "shmcache", value_parser = parse_instance_name)]
