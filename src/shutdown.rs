@@ -104,10 +104,10 @@ pub fn on_signals(shutdown: Shutdown, actions: Actions) -> io::Result<()> {
                         (actions.stop)(Stop::Graceful);
                     }
                     _ if shutdown.stop() == Some(Stop::Fast) => {
-                        log::info!("signal {sig}: already stopping");
+                        log::info!("{}: already stopping", name(sig));
                     }
                     _ => {
-                        log::info!("signal {sig}: shutting down");
+                        log::info!("{}: shutting down", name(sig));
                         shutdown.trigger(Stop::Fast);
                         (actions.stop)(Stop::Fast);
                     }
@@ -115,6 +115,11 @@ pub fn on_signals(shutdown: Shutdown, actions: Actions) -> io::Result<()> {
             }
         })?;
     Ok(())
+}
+
+/// The name of a stop signal, for the log.
+fn name(sig: i32) -> &'static str {
+    if sig == SIGINT { "SIGINT" } else { "SIGTERM" }
 }
 
 /// Waits for `workers` to finish their jobs, at most `limit`. Returns how many jobs were
