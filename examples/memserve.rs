@@ -110,7 +110,6 @@ fn run(dir: &Path, port: u16, threads: usize) -> io::Result<()> {
         client_timeout: CLIENT_TIMEOUT,
         min_send_rate: 1024,
         max_body: 64 * 1024,
-        drain_timeout: Duration::from_secs(1),
     };
     server.run(files, config, Budget::new(BUFFER_MEMORY))
 }

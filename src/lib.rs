@@ -21,9 +21,11 @@
 //!   [`http::coalesce`]), secondary storage ([`http::storage`]), in front of an HTTP origin
 //!   the shared cache of RFC 9111 ([`http::origin`], deciding with [`http::freshness`] and
 //!   [`http::cache_control`], forwarding with [`http::upstream`]), bodies ([`http::body`]),
-//!   counters ([`http::stats`]), the live view of the channel at `/-/` (`http::live`), the
-//!   whole proxy ([`http::proxy`]) and `--spawn-cache` ([`http::spawn`]).
-//! - [`shutdown`]: SIGINT/SIGTERM to an orderly stop, shared by both processes.
+//!   counters ([`http::stats`]), the access log ([`http::access`]), the live view of the
+//!   channel at `/-/` (`http::live`), the whole proxy ([`http::proxy`]) and
+//!   `--spawn-cache` ([`http::spawn`]).
+//! - [`shutdown`]: signals to actions (fast and graceful stops, reload, reopening logs),
+//!   shared by both processes; [`pidfile`]: `--pid-file`.
 //! - [`args`]: command-line value parsers shared by both binaries.
 //!
 //! `src/http` and `src/cache` reach the channel only through [`ipc::client`] and
@@ -39,5 +41,7 @@ pub mod cache;
 #[deny(unsafe_code)]
 pub mod http;
 pub mod ipc;
+#[deny(unsafe_code)]
+pub mod pidfile;
 #[deny(unsafe_code)]
 pub mod shutdown;

@@ -15,6 +15,9 @@ use crate::ipc::server::{self, Lookup, Stored};
 /// The store, as the server sees it, with the counters of what it decided.
 pub struct Cache {
     store: Arc<Store>,
+    /// Responses stored by proxies (STORE calls). The store's own insert count also
+    /// counts preloading and reloading, which are not stores.
+    stores: AtomicU64,
     expired: AtomicU64,
     renewed: AtomicU64,
     reloaded: AtomicU64,
@@ -26,12 +29,24 @@ impl Cache {
     pub fn new(store: Arc<Store>) -> Cache {
         Cache {
             store,
+            stores: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             renewed: AtomicU64::new(0),
             reloaded: AtomicU64::new(0),
             sources_gone: AtomicU64::new(0),
             purged: AtomicU64::new(0),
         }
+    }
+
+    /// Loads the preload set again (SIGHUP), counting the files read in `reloaded`;
+    /// returns how many there were.
+    ///
+    /// # Errors
+    /// As [`preload::preload`]: `path` cannot be listed; what was loaded stays.
+    pub fn reload(&self, path: &std::path::Path, ttl: u64) -> std::io::Result<usize> {
+        let n = preload::preload(&self.store, path, ttl)?;
+        self.reloaded.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
 
     /// Checks an expired preloaded entry against the file it was read from and returns
@@ -96,7 +111,10 @@ impl server::Store for Cache {
         // No source: even if it replaces a preloaded entry, what the proxy stored is an
         // ordinary entry, revalidated by the proxy against its own storage.
         match self.store.insert(key, Entry::new(&meta, headers, body)) {
-            Ok(evicted) => log::debug!("stored {key}: {len} bytes, {evicted} evicted"),
+            Ok(evicted) => {
+                self.stores.fetch_add(1, Ordering::Relaxed);
+                log::debug!("stored {key}: {len} bytes, {evicted} evicted");
+            }
             Err(e) => log::warn!("could not store {key} ({len} bytes): {e:?}"),
         }
     }
@@ -125,7 +143,7 @@ impl server::Store for Cache {
             ("max_object_bytes", self.store.accept_len()),
             ("hits", load(&s.hits)),
             ("misses", load(&s.misses)),
-            ("stores", load(&s.inserts)),
+            ("stores", load(&self.stores)),
             ("stores_refused", load(&s.refused)),
             ("evictions", load(&s.evictions)),
             ("expired", load(&self.expired)),

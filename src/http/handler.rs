@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::access;
 use super::body::{Body, FillBody, HitRange};
 use super::coalesce::{Coalescer, Role, Ticket};
 use super::conditional;
@@ -121,40 +122,24 @@ impl Service for Context {
             Ok(_) => {}
             Err(_) => bump(&self.stats.responses_aborted),
         }
-        log_access(&ended);
+        access::log(&access::Record::new(
+            ended.request,
+            ended.status,
+            ended.outcome,
+            ended.elapsed,
+            ended.tag.as_str(),
+        ));
     }
 
     fn refused(&self, peer: SocketAddr, request: Option<&Request>, status: u16, why: &str) {
         self.stats.count_status(status);
         match request {
-            Some(r) => log::info!(
-                target: "access",
-                "{} \"{} {} {}\" {status} 0 - - ({why})",
-                peer.ip(), r.method, r.target, r.version
-            ),
-            None => log::info!(target: "access", "{} \"-\" {status} - - - ({why})", peer.ip()),
+            Some(request) => access::log(&access::Record {
+                why: Some(why.to_owned()),
+                ..access::Record::new(request, status, &Ok(0), Duration::ZERO, "-")
+            }),
+            None => access::log(&access::Record::refused(peer.ip(), status, why)),
         }
-    }
-}
-
-/// One access-log line (target `access`):
-/// `client "METHOD target HTTP/x.y" status bytes microseconds source`, with `aborted` in
-/// place of the bytes for a response cut short.
-fn log_access(ended: &Ended<'_, Source>) {
-    let micros = ended.elapsed.as_micros();
-    let request = ended.request;
-    let client = request.peer.ip();
-    let (method, target, version) = (&request.method, &request.target, request.version);
-    let (status, source) = (ended.status, ended.tag.as_str());
-    match ended.outcome {
-        Ok(bytes) => log::info!(
-            target: "access",
-            "{client} \"{method} {target} {version}\" {status} {bytes} {micros} {source}"
-        ),
-        Err(e) => log::warn!(
-            target: "access",
-            "{client} \"{method} {target} {version}\" {status} aborted {micros} {source} ({e})"
-        ),
     }
 }
 
@@ -166,6 +151,9 @@ fn log_access(ended: &Ended<'_, Source>) {
 /// under load, segments are what requests wait for). A larger one is held
 /// ([`HeldHit`]): the connection copies it straight out of the segment while its client
 /// keeps up, and lets the segment go as soon as the client lags.
+///
+/// Should the cache break off (stopped, killed, stalled), the rest comes from secondary
+/// storage if it holds the same version (see [`storage_rest`]); else the response is cut.
 fn deliver_hit(
     ctx: Arc<Context>,
     mut body: CacheBody,
@@ -177,17 +165,28 @@ fn deliver_hit(
         body.sending();
         return out.hold(Box::new(HeldHit {
             ctx,
-            body,
+            from: HitBytes::Cache(body),
             hit,
             body_end,
         }));
     }
     let n = body.remaining();
     let mut data = server::buffer();
-    match (&mut body).take(n).read_to_end(&mut data) {
-        Ok(got) if got as u64 == n => {}
-        Ok(_) => return out.fail(io::ErrorKind::UnexpectedEof.into()),
-        Err(e) => return out.fail(e),
+    let read = match (&mut body).take(n).read_to_end(&mut data) {
+        Ok(got) if got as u64 == n => Ok(()),
+        Ok(_) => Err(io::ErrorKind::UnexpectedEof.into()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = read {
+        let next = body_end - body.remaining();
+        drop(body); // cancels the transfer
+        let Some(rest) = storage_rest(&ctx, &hit, next, &e) else {
+            return out.fail(e);
+        };
+        if !data.is_empty() && out.push(data).is_err() {
+            return;
+        }
+        return out.stream(Box::new(Body::Storage(rest)));
     }
     drop(body);
     if out.push(data).is_err() {
@@ -199,38 +198,199 @@ fn deliver_hit(
     }
 }
 
+/// The rest of a hit, from `next` to its end, from secondary storage: when the cache broke
+/// off (`why`) and storage holds the very version the response began with. `None` when
+/// it does not (or there is no directory behind the cache: an origin would have to be
+/// asked with the original request's fields), and the response is to be cut.
+fn storage_rest(
+    ctx: &Context,
+    hit: &HitRange,
+    next: u64,
+    why: &io::Error,
+) -> Option<io::Take<super::storage::Source>> {
+    let cached = StoredValidators {
+        modified: hit.modified,
+        etag: hit.etag.as_ref().map(Etag::as_str),
+        source_version: hit.version,
+    };
+    let rest = dir(ctx)?.rest_of(&hit.key, &cached, hit.total_len, (next, hit.end));
+    match &rest {
+        Some(_) => {
+            bump(&ctx.stats.hits_resumed);
+            log::info!(
+                "{}: the cache broke off at byte {next} ({why}); sending the rest from \
+                 secondary storage, which holds the same version",
+                hit.key
+            );
+        }
+        None => log::info!(
+            "{}: the cache broke off at byte {next} ({why}), and secondary storage does not \
+             hold the same version; cutting the response",
+            hit.key
+        ),
+    }
+    rest
+}
+
+/// Where the bytes of a held hit come from.
+enum HitBytes {
+    /// Its segment, as the cache writes it.
+    Cache(CacheBody),
+    /// Secondary storage, since the cache broke off.
+    Storage(StorageRest),
+}
+
+/// The rest of a hit from secondary storage, read a chunk at a time so that it can be sent
+/// as the segment's slots were.
+struct StorageRest {
+    source: io::Take<super::storage::Source>,
+    /// The chunk in hand, and how much of it has been sent.
+    chunk: Vec<u8>,
+    sent: usize,
+}
+
+impl StorageRest {
+    fn in_hand(&self) -> &[u8] {
+        &self.chunk[self.sent..]
+    }
+
+    fn remaining(&self) -> u64 {
+        self.in_hand().len() as u64 + self.source.limit()
+    }
+
+    /// As [`CacheBody::chunk`]: the bytes in hand, reading the next chunk if none are.
+    fn chunk(&mut self) -> io::Result<usize> {
+        if self.in_hand().is_empty() && self.source.limit() > 0 {
+            self.chunk.clear();
+            self.sent = 0;
+            let n = (&mut self.source)
+                .take(CHUNK as u64)
+                .read_to_end(&mut self.chunk)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file in secondary storage ended short",
+                ));
+            }
+        }
+        Ok(self.in_hand().len())
+    }
+
+    /// Hands what is left to the connection, to read at its client's pace.
+    fn hand_over(self, mut out: Response<'_, Source>) {
+        let in_hand = self.in_hand().to_vec();
+        if !in_hand.is_empty() && out.push(in_hand).is_err() {
+            return;
+        }
+        out.stream(Box::new(Body::Storage(self.source)));
+    }
+}
+
 /// A hit's body left in its segment, sent straight from it (see [`server::Held`]).
 struct HeldHit {
     ctx: Arc<Context>,
-    body: CacheBody,
+    from: HitBytes,
     hit: HitRange,
     body_end: u64,
 }
 
+impl HeldHit {
+    /// The cache broke off with `e`: goes on from secondary storage if it holds the same
+    /// version, else gives `e` back.
+    fn switch(&mut self, e: io::Error) -> io::Result<()> {
+        let HitBytes::Cache(body) = &self.from else {
+            return Err(e);
+        };
+        let next = self.body_end - body.remaining();
+        let source = storage_rest(&self.ctx, &self.hit, next, &e).ok_or(e)?;
+        // Dropping the cache's body cancels its transfer and rebuilds the segment.
+        self.from = HitBytes::Storage(StorageRest {
+            source,
+            chunk: Vec::new(),
+            sent: 0,
+        });
+        Ok(())
+    }
+}
+
 impl Read for HeldHit {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.body.read(buf)
+        if let HitBytes::Cache(body) = &mut self.from {
+            match body.read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) => self.switch(e)?,
+            }
+        }
+        let HitBytes::Storage(rest) = &mut self.from else {
+            unreachable!("switched to storage")
+        };
+        if rest.in_hand().is_empty() {
+            return rest.source.read(buf);
+        }
+        let n = rest.in_hand().len().min(buf.len());
+        buf[..n].copy_from_slice(&rest.in_hand()[..n]);
+        rest.sent += n;
+        Ok(n)
     }
 }
 
 impl server::Held<Source> for HeldHit {
     fn remaining(&self) -> u64 {
-        self.body.remaining()
+        match &self.from {
+            HitBytes::Cache(body) => body.remaining(),
+            HitBytes::Storage(rest) => rest.remaining(),
+        }
     }
 
     fn chunk(&mut self) -> io::Result<usize> {
-        self.body.chunk()
+        if let HitBytes::Cache(body) = &mut self.from {
+            match body.chunk() {
+                Ok(n) => return Ok(n),
+                Err(e) => self.switch(e)?,
+            }
+        }
+        match &mut self.from {
+            HitBytes::Storage(rest) => rest.chunk(),
+            HitBytes::Cache(_) => unreachable!("switched to storage"),
+        }
     }
 
     fn send(&mut self, prefix: &[u8], socket: &std::net::TcpStream) -> io::Result<(usize, usize)> {
-        self.body.send(prefix, socket)
+        // Only the waits in `chunk` are on the cache; errors here are the client's.
+        match &mut self.from {
+            HitBytes::Cache(body) => body.send(prefix, socket),
+            HitBytes::Storage(rest) => {
+                use std::io::{IoSlice, Write};
+                let parts = [IoSlice::new(prefix), IoSlice::new(rest.in_hand())];
+                let n = (&mut &*socket).write_vectored(&parts)?;
+                let from_prefix = n.min(prefix.len());
+                rest.sent += n - from_prefix;
+                Ok((from_prefix, n - from_prefix))
+            }
+        }
     }
 
     fn release(self: Box<Self>) -> Option<Resume<Source>> {
-        let next = self.body_end - self.body.remaining();
-        // Dropping a body with bytes left cancels its transfer.
-        drop(self.body);
-        resume_after(self.ctx, self.hit, next)
+        let HeldHit {
+            ctx,
+            from,
+            hit,
+            body_end,
+        } = *self;
+        match from {
+            HitBytes::Cache(body) => {
+                let next = body_end - body.remaining();
+                // Dropping a body with bytes left cancels its transfer.
+                drop(body);
+                resume_after(ctx, hit, next)
+            }
+            HitBytes::Storage(rest) if rest.remaining() > 0 => {
+                Some(Box::new(move |out: Response<'_, Source>| {
+                    rest.hand_over(out)
+                }))
+            }
+            HitBytes::Storage(_) => None,
+        }
     }
 }
 
@@ -242,8 +402,10 @@ fn resume_after(ctx: Arc<Context>, hit: HitRange, next: u64) -> Option<Resume<So
 }
 
 /// Asks the cache for the next window of a paused hit, from `next`: no more than a
-/// lagging response may keep in memory (see `server::park`), so that a client that lags
-/// again does not cancel this transfer too.
+/// lagging response may keep in memory (see `server::output`), so that a client that lags
+/// again does not cancel this transfer too. If the cache no longer serves that version
+/// (stopped, restarted, the object replaced), the rest comes from secondary storage when
+/// it holds the version, else the response is cut.
 fn resume_hit(ctx: Arc<Context>, hit: HitRange, next: u64, out: Response<'_, Source>) {
     let left = hit.end - next;
     let window = (ALLOWANCE as u64 + ctx.budget.per_response()).min(left);
@@ -252,7 +414,7 @@ fn resume_hit(ctx: Arc<Context>, hit: HitRange, next: u64, out: Response<'_, Sou
         ..Conditions::default()
     };
     // Stale or not, the bytes must be the ones the response began with.
-    match ctx.cache.get(&hit.key, &conditions, true, false) {
+    let why = match ctx.cache.get(&hit.key, &conditions, true, false) {
         Ok(Answer::Found(found))
             if found.meta.total_len == hit.total_len
                 && found.meta.modified == hit.modified
@@ -260,13 +422,14 @@ fn resume_hit(ctx: Arc<Context>, hit: HitRange, next: u64, out: Response<'_, Sou
                 && found.meta.source_version == hit.version
                 && found.range == (next, window) =>
         {
-            deliver_hit(ctx, found.body, hit, next + window, out);
+            return deliver_hit(ctx, found.body, hit, next + window, out);
         }
-        Ok(_) => out.fail(io::Error::other(format!(
-            "{}: the cached object changed or left mid-response",
-            hit.key
-        ))),
-        Err(e) => out.fail(io::Error::other(format!("{}: {e}", hit.key))),
+        Ok(_) => io::Error::other("the cached object changed or left mid-response"),
+        Err(e) => io::Error::other(e.to_string()),
+    };
+    match storage_rest(&ctx, &hit, next, &why) {
+        Some(rest) => out.stream(Box::new(Body::Storage(rest))),
+        None => out.fail(io::Error::other(format!("{}: {why}", hit.key))),
     }
 }
 

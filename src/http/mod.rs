@@ -8,9 +8,10 @@
 //! directory or an origin; in front of an origin, [`origin`] is the shared cache of RFC
 //! 9111, deciding with [`freshness`] and [`cache_control`] and forwarding with
 //! [`upstream`]; [`body`] holds any of these bodies and [`response`] the heads;
-//! [`stats`] counts; `live` shows the channel at `/-/`; [`spawn`] starts a cache for
-//! `--spawn-cache`.
+//! [`stats`] counts; [`access`] writes the access log; `live` shows the channel at `/-/`;
+//! [`spawn`] starts a cache for `--spawn-cache`.
 
+pub mod access;
 pub mod body;
 pub mod cache_control;
 pub mod coalesce;

@@ -23,6 +23,8 @@ pub struct ProxyStats {
     pub stale_served: AtomicU64,
     pub replaced: AtomicU64,
     pub revalidated: AtomicU64,
+    /// Hits whose cache broke off mid-body and that were finished from secondary storage.
+    pub hits_resumed: AtomicU64,
     /// Object body bytes sent (errors and the stats pages are not counted).
     pub bytes_served: AtomicU64,
     pub responses_aborted: AtomicU64,
@@ -58,6 +60,7 @@ impl Default for ProxyStats {
             stale_served: zero(),
             replaced: zero(),
             revalidated: zero(),
+            hits_resumed: zero(),
             bytes_served: zero(),
             responses_aborted: zero(),
             connections_open: zero(),
@@ -115,6 +118,7 @@ impl ProxyStats {
             ("stale_served", load(&self.stale_served)),
             ("replaced", load(&self.replaced)),
             ("revalidated", load(&self.revalidated)),
+            ("hits_resumed", load(&self.hits_resumed)),
             ("bytes_served", load(&self.bytes_served)),
             ("responses_aborted", load(&self.responses_aborted)),
             ("connections_open", load(&self.connections_open)),

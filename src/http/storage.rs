@@ -167,6 +167,35 @@ impl DirStorage {
         })
     }
 
+    /// Bytes `from..to` of the file under `key`, if it is still the version a cache hit was
+    /// sending (`cached`, of length `len`): for finishing a response whose cache broke off,
+    /// so the two halves must be of one version. The same file identity decides when both
+    /// sides know it (the cache preloaded or filled from this very file); else the same
+    /// length and strong ETag (the file's `"mtime-length"`, which the cache kept).
+    pub fn rest_of(
+        &self,
+        key: &str,
+        cached: &Cached,
+        len: u64,
+        (from, to): (u64, u64),
+    ) -> Option<io::Take<Source>> {
+        let Ok(Lookup::Found(mut object)) = self.lookup(key) else {
+            return None;
+        };
+        let same = if cached.source_version != 0 && object.source_version != 0 {
+            cached.source_version == object.source_version
+        } else {
+            cached
+                .etag
+                .is_some_and(|etag| !etag.starts_with("W/") && object.etag.as_deref() == Some(etag))
+        };
+        if !same || object.len != Some(len) || from > to || to > len {
+            return None;
+        }
+        object.skip(from).ok()?;
+        Some(object.body.take(to - from))
+    }
+
     /// Looks up a normalised key (see [`key_from_target`](super::path::key_from_target)).
     /// A symlink that leads outside the root counts as missing.
     pub fn lookup(&self, key: &str) -> Result<Lookup, StorageError> {

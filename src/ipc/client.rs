@@ -138,6 +138,7 @@ impl Link {
 /// once (served from secondary storage, or 503) while the connector thread probes it, one
 /// probe at a time, until it answers again. No client waits on a probe.
 pub struct Client {
+    instance: String,
     queue_name: String,
     link: RwLock<Option<Arc<Link>>>,
     pool: Arc<SegmentPool>,
@@ -154,6 +155,9 @@ pub struct Client {
 /// time, so the probes cost the cache one request per timeout at most and no client ever
 /// waits on one; a longer pause would only keep clients off a recovered cache for longer.
 const RECONNECT_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How often the proxy repeats that no cache answers, while none does.
+pub const OUTAGE_REMINDER: Duration = Duration::from_secs(60);
 
 impl Client {
     /// Removes segments that dead proxies of `instance` left behind, creates this proxy's
@@ -179,6 +183,7 @@ impl Client {
         )
         .map_err(|e| named(e, "creating"))?;
         let client = Arc::new(Client {
+            instance: instance.to_owned(),
             queue_name: queue_name(instance),
             link: RwLock::new(None),
             pool,
@@ -205,16 +210,45 @@ impl Client {
         self.pool.unlink_all();
     }
 
-    /// Starts the connector thread; it stops when `shutdown` is triggered.
-    pub fn spawn_connector(self: &Arc<Self>, shutdown: Shutdown) -> io::Result<()> {
+    /// Starts the connector thread; it stops when `shutdown` is triggered. While no cache
+    /// is connected it warns at once and then once every [`OUTAGE_REMINDER`], naming the
+    /// instance and what the proxy does `without` one ("serving from …"): a cache that is
+    /// not running, or runs under another `--name`, is otherwise silent.
+    pub fn spawn_connector(
+        self: &Arc<Self>,
+        shutdown: Shutdown,
+        without: String,
+    ) -> io::Result<()> {
         let client = Arc::clone(self);
         std::thread::Builder::new()
             .name("cache-connector".into())
             .spawn(move || {
                 let mut abandoned = None;
+                // When the proxy last said that no cache answers.
+                let mut said: Option<Instant> = None;
                 while !shutdown.is_triggered() {
+                    if client.current().is_some() {
+                        said = None;
+                    } else if said.is_none_or(|t| t.elapsed() >= OUTAGE_REMINDER) {
+                        log::warn!(
+                            "no cache answers on instance {} ({}): {without}; start \
+                             `shmcached --name {}`, or check that both use the same --name",
+                            client.instance,
+                            client.queue_name,
+                            client.instance
+                        );
+                        said = Some(Instant::now());
+                    }
                     std::thread::sleep(RECONNECT_INTERVAL);
+                    if shutdown.is_triggered() {
+                        break;
+                    }
+                    let had = client.current().is_some();
                     client.reconnect(&mut abandoned);
+                    if had && client.current().is_none() {
+                        // Just said why (reconnect logs it); the reminder comes later.
+                        said = Some(Instant::now());
+                    }
                     client.probe();
                 }
             })?;
@@ -266,7 +300,16 @@ impl Client {
             }
             Err(e) => {
                 if current.is_some() {
-                    log::warn!("lost the cache at {}: {e}", self.queue_name);
+                    // A queue removed is a cache that stopped in order (a killed one leaves
+                    // its queue): nothing went wrong, so no warning.
+                    if e.raw_os_error() == Some(libc::ENOENT) {
+                        log::info!(
+                            "the cache stopped ({} is gone); serving without it",
+                            self.queue_name
+                        );
+                    } else {
+                        log::warn!("lost the cache at {}: {e}", self.queue_name);
+                    }
                     self.set(None);
                 }
             }

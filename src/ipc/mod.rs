@@ -236,6 +236,12 @@
 //! 100 ms at a time and then look at the shutdown flag, so SIGINT or SIGTERM stops them
 //! within that time. Nothing is sent to wake them: a message sent by name could land in
 //! another process's queue.
+//!
+//! Either stop unlinks the queue's name first. A proxy's connector looks at the name every
+//! 200 ms: once it is gone, the proxy serves without the cache. A graceful stop (SIGQUIT)
+//! goes on receiving from the still-open queue, so calls sent just before are answered
+//! too, until no call has been in progress or arrived for a second (or `--drain-timeout`
+//! has passed).
 
 pub mod call;
 pub mod channel;

@@ -25,7 +25,7 @@ use super::queue::MessageQueue;
 use super::segment::{OpenError, Segment};
 use super::wire::{MESSAGE_CAPACITY, Message};
 use super::{queue_name, segment_owner, sys};
-use crate::shutdown::{Shutdown, join_within};
+use crate::shutdown::{Shutdown, Stop, join_within};
 
 /// What the server asks of the store behind it: the cache's policy (what is kept, for how
 /// long, what an expired entry becomes) lives there; the protocol lives here.
@@ -97,8 +97,11 @@ pub struct Config {
     /// Slow motion, slept before each chunk of an answer, so that a transfer can be
     /// watched slot by slot in the proxy's live view. Zero in normal use.
     pub chunk_delay: Duration,
-    /// How long a worker waits for the proxy to free a slot before it gives up.
+    /// How long a worker waits for the proxy to free a slot before it gives up; also how
+    /// long a fast stop lets transfers in flight finish.
     pub timeout: Duration,
+    /// How long a graceful stop (SIGQUIT) lets calls in flight and on the queue finish.
+    pub drain_timeout: Duration,
 }
 
 /// Messages the queue holds: the kernel's default (and unprivileged maximum) `msg_max`.
@@ -107,6 +110,11 @@ pub const QUEUE_DEPTH: usize = 10;
 /// The longest a receiving thread waits on the queue before it looks at the shutdown flag
 /// again: the bound on how long SIGINT or SIGTERM takes to stop it.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+
+/// A graceful stop ends once no call has been in progress or arrived for this long. The
+/// queue's name is gone by then, and a proxy notices that within its reconnect interval
+/// (200 ms), so no proxy still sends to it.
+const QUIET: Duration = Duration::from_secs(1);
 
 /// The serving side of an instance: holds the instance lock and owns the request queue,
 /// which it unlinks when it stops.
@@ -130,6 +138,12 @@ struct Shared<S> {
     /// What each worker is doing: the call and its key, `None` when idle. Shown by STATS,
     /// for the proxy's live view.
     workers: Vec<Mutex<Option<(&'static str, String)>>>,
+    /// Whether the receiving threads go on taking calls off the queue.
+    receiving: AtomicBool,
+    /// Calls received and not yet answered, and when that last changed (microseconds since
+    /// `started`): a graceful stop waits for these to settle.
+    in_progress: AtomicU64,
+    last_activity: AtomicU64,
 }
 
 /// A call checked and ready to answer: its segment mapped and on the call's generation.
@@ -174,9 +188,11 @@ impl Server {
     }
 
     /// Serves calls until `shutdown` is triggered (noticed within `SHUTDOWN_POLL`), then
-    /// unlinks the queue and lets transfers in flight finish for at most the timeout.
-    /// Returns the number still running when it gave up waiting. The instance lock is
-    /// released last, when this returns.
+    /// unlinks the queue and lets transfers in flight finish: for at most the timeout in a
+    /// fast stop; in a graceful one, calls already on the queue are answered too, until
+    /// nothing has moved for [`QUIET`] or the drain timeout has passed. Returns the number
+    /// of calls still running when it gave up waiting. The instance lock is released last,
+    /// when this returns.
     pub fn run<S: Store>(self, store: Arc<S>, shutdown: &Shutdown) -> usize {
         let config = self.config.clone();
         let threads = config.threads.max(1);
@@ -190,50 +206,75 @@ impl Server {
             stores_aborted: AtomicU64::new(0),
             transfers_failed: AtomicU64::new(0),
             workers: (0..threads).map(|_| Mutex::new(None)).collect(),
+            receiving: AtomicBool::new(true),
+            in_progress: AtomicU64::new(0),
+            last_activity: AtomicU64::new(0),
         });
         let queue = Arc::new(self.queue);
+        let name = queue_name(&config.name);
         log::info!(
-            "serving on {} with {threads} threads ({:?} dispatch)",
-            queue_name(&config.name),
+            "serving on {name} with {threads} threads ({:?} dispatch)",
             config.dispatch
         );
         // Nothing wakes a receiver for a shutdown: a message sent to the queue by name could
         // reach another process's queue. So every wait on the queue is bounded and the
-        // flag checked after it.
-        match config.dispatch {
-            Dispatch::Boss => {
-                let mut buf = vec![0u8; MESSAGE_CAPACITY.max(queue.msg_size())];
-                while !shutdown.is_triggered() {
-                    if let Some(message) = shared.receive(&queue, &mut buf) {
-                        let shared = Arc::clone(&shared);
-                        workers.execute(move || shared.serve(message));
-                    }
-                }
+        // flag checked after it. In the boss's dispatch the main thread receives; in the
+        // workers' it only watches the flag.
+        let mut buf = vec![0u8; MESSAGE_CAPACITY.max(queue.msg_size())];
+        let boss = config.dispatch == Dispatch::Boss;
+        let mut step = || {
+            if !boss {
+                std::thread::sleep(SHUTDOWN_POLL);
+            } else if let Some(message) = shared.receive(&queue, &mut buf) {
+                let shared = Arc::clone(&shared);
+                workers.execute(move || shared.serve(message));
             }
-            Dispatch::Workers => {
-                for _ in 0..threads {
-                    let (shared, queue, shutdown) =
-                        (Arc::clone(&shared), Arc::clone(&queue), shutdown.clone());
-                    workers.execute(move || {
-                        let mut buf = vec![0u8; MESSAGE_CAPACITY.max(queue.msg_size())];
-                        while !shutdown.is_triggered() {
-                            if let Some(message) = shared.receive(&queue, &mut buf) {
-                                shared.serve(message);
-                            }
+        };
+        if !boss {
+            for _ in 0..threads {
+                let (shared, queue) = (Arc::clone(&shared), Arc::clone(&queue));
+                workers.execute(move || {
+                    let mut buf = vec![0u8; MESSAGE_CAPACITY.max(queue.msg_size())];
+                    while shared.receiving.load(Ordering::SeqCst) {
+                        if let Some(message) = shared.receive(&queue, &mut buf) {
+                            shared.serve(message);
                         }
-                    });
-                }
-                while !shutdown.is_triggered() {
-                    std::thread::sleep(SHUTDOWN_POLL);
-                }
+                    }
+                });
             }
         }
-        if let Err(e) = queue.unlink() {
-            log::warn!("unlinking {}: {e}", queue_name(&config.name));
+        while !shutdown.is_triggered() {
+            step();
         }
+        // The name goes first: no proxy connects any more, and connected ones notice that
+        // it is gone and serve without the cache. The queue itself lives on while we hold
+        // it, so calls already sent are still received.
+        if let Err(e) = queue.unlink() {
+            log::warn!("unlinking {name}: {e}");
+        }
+        let mut limit = config.timeout + SHUTDOWN_POLL;
+        if shutdown.stop() == Some(Stop::Graceful) {
+            let deadline = Instant::now() + config.drain_timeout;
+            // Proxies may still send for a moment after the unlink: the quiet time starts now.
+            shared.touch();
+            log::info!(
+                "{name} removed; answering the calls in flight (for at most {:?})",
+                config.drain_timeout
+            );
+            while shutdown.stop() == Some(Stop::Graceful)
+                && Instant::now() < deadline
+                && !shared.quiet()
+            {
+                step();
+            }
+            limit = deadline
+                .saturating_duration_since(Instant::now())
+                .max(SHUTDOWN_POLL);
+        }
+        shared.receiving.store(false, Ordering::SeqCst);
         // The descriptor closes when the last receiver lets go of it.
         drop(queue);
-        join_within(&workers, config.timeout + SHUTDOWN_POLL)
+        join_within(&workers, limit)
     }
 }
 
@@ -251,7 +292,13 @@ impl<S: Store> Shared<S> {
             }
         };
         match Message::decode(&buf[..len]) {
-            Ok(m) if segment_owner(&self.config.name, &m.segment).is_some() => Some(m),
+            Ok(m) if segment_owner(&self.config.name, &m.segment).is_some() => {
+                // Counted from here, not when a worker starts on it, so that a graceful
+                // stop never sees a call between the boss and its worker as none at all.
+                self.in_progress.fetch_add(1, Ordering::SeqCst);
+                self.touch();
+                Some(m)
+            }
             Ok(m) => {
                 self.drop_message(&format!(
                     "a {} call: segment {:?} is outside this instance",
@@ -291,6 +338,21 @@ impl<S: Store> Shared<S> {
         if let Some(ready) = self.prepare(message) {
             self.answer(ready);
         }
+        self.in_progress.fetch_sub(1, Ordering::SeqCst);
+        self.touch();
+    }
+
+    /// Notes that a call arrived or ended now.
+    fn touch(&self) {
+        let now = self.started.elapsed().as_micros() as u64;
+        self.last_activity.fetch_max(now, Ordering::SeqCst);
+    }
+
+    /// Whether no call is in progress and none arrived or ended for [`QUIET`].
+    fn quiet(&self) -> bool {
+        let now = self.started.elapsed().as_micros() as u64;
+        let since = now.saturating_sub(self.last_activity.load(Ordering::SeqCst));
+        self.in_progress.load(Ordering::SeqCst) == 0 && since >= QUIET.as_micros() as u64
     }
 
     /// Maps the call's segment and checks it is on the call's generation: the call, ready

@@ -359,6 +359,18 @@ impl<T: Send + 'static> Conn<T> {
         }
     }
 
+    /// The server's drain time is over: a parked answer is cut (and logged as cut), any
+    /// other wait ends.
+    pub fn cut<S: Service<Tag = T>>(&mut self, shared: &Shared<S>) -> Next {
+        if self.writing.is_some() {
+            let e = io::Error::other("the server stopped before the response was sent");
+            return self
+                .progress(shared, Progress::Cut(e))
+                .unwrap_or(Next::Reset);
+        }
+        Next::Close
+    }
+
     /// For the clock when every pool thread is busy: reads what has arrived. `Ok` when a
     /// whole request now waits for a thread; else what to do with the connection (park it
     /// for more bytes, or end it).

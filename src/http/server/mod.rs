@@ -49,8 +49,8 @@ mod waiter;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use output::{ALLOWANCE, Budget, CHUNK, Gone, Held, LAG, Response, Resume, buffer, recycle};
@@ -109,8 +109,6 @@ pub struct ServerConfig {
     pub min_send_rate: u64,
     /// The largest request body read; larger ones get 413.
     pub max_body: u64,
-    /// How long [`Server::run`] lets responses in flight finish at shutdown.
-    pub drain_timeout: Duration,
 }
 
 /// What the acceptor, the pool threads and the clock share.
@@ -121,6 +119,8 @@ pub(crate) struct Shared<S: Service> {
     budget: Arc<Budget>,
     waiter: Waiter<S::Tag>,
     stopping: Arc<AtomicBool>,
+    /// The drain time is over: cut what is still parked.
+    cutting: AtomicBool,
 }
 
 /// A bound listener, ready to [`run`](Server::run).
@@ -128,6 +128,8 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     stopping: Arc<AtomicBool>,
+    /// Until when responses in flight may finish after a stop (the earliest a stop asked).
+    drain_until: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Server {
@@ -144,6 +146,7 @@ impl Server {
             listener,
             local_addr,
             stopping: Arc::default(),
+            drain_until: Arc::default(),
         })
     }
 
@@ -151,10 +154,13 @@ impl Server {
         self.local_addr
     }
 
-    /// A function that makes [`run`](Self::run) stop: it raises the flag and connects
-    /// once to wake the accept call. For the signal thread.
-    pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
+    /// A function that makes [`run`](Self::run) stop, letting responses in flight finish
+    /// within the time it is given (a graceful stop gives more, a fast one less; a second
+    /// call can only shorten it): it raises the flag and connects once to wake the accept
+    /// call. For the signal thread.
+    pub fn stopper(&self) -> impl Fn(Duration) + Send + Sync + 'static {
         let (stopping, mut addr) = (Arc::clone(&self.stopping), self.local_addr);
+        let drain_until = Arc::clone(&self.drain_until);
         if addr.ip().is_unspecified() {
             addr.set_ip(if addr.is_ipv4() {
                 std::net::Ipv4Addr::LOCALHOST.into()
@@ -162,14 +168,19 @@ impl Server {
                 std::net::Ipv6Addr::LOCALHOST.into()
             });
         }
-        move || {
+        move |drain: Duration| {
+            {
+                let mut until = drain_until.lock().unwrap_or_else(|e| e.into_inner());
+                let asked = Instant::now() + drain;
+                *until = Some(until.map_or(asked, |t| t.min(asked)));
+            }
             stopping.store(true, Ordering::SeqCst);
             let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
         }
     }
 
     /// Serves until the stopper is called, then closes idle connections, lets responses
-    /// in flight finish for at most `drain_timeout`, and returns. Accepts on the calling
+    /// in flight finish for as long as the stop allows, cuts what is left, and returns. Accepts on the calling
     /// thread. `budget` bounds the memory that answers parked for slow clients hold.
     ///
     /// # Errors
@@ -191,6 +202,7 @@ impl Server {
             budget,
             waiter: Waiter::new()?,
             stopping: Arc::clone(&self.stopping),
+            cutting: AtomicBool::new(false),
         });
         let threads = shared.config.threads.max(1);
         let running: pool::Running = Arc::new(AtomicUsize::new(threads));
@@ -212,10 +224,19 @@ impl Server {
         };
         pool::accept(&shared, &self.listener);
         drop(self.listener);
-        // Stopping: the clock closes idle connections; answers in flight go on, for at
-        // most the drain time.
-        let deadline = Instant::now() + shared.config.drain_timeout;
-        while shared.waiter.open.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        // Stopping: the clock closes idle connections; answers in flight go on until the
+        // drain time runs out (a later, faster stop may shorten it), then the clock cuts
+        // what is parked, each cut logged as one.
+        let deadline = || {
+            let until = *self.drain_until.lock().unwrap_or_else(|e| e.into_inner());
+            until.unwrap_or_else(Instant::now)
+        };
+        while shared.waiter.open.load(Ordering::SeqCst) > 0 && Instant::now() < deadline() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        shared.cutting.store(true, Ordering::SeqCst);
+        let cut_by = Instant::now() + Duration::from_secs(1);
+        while shared.waiter.open.load(Ordering::SeqCst) > 0 && Instant::now() < cut_by {
             std::thread::sleep(Duration::from_millis(10));
         }
         let left = shared.waiter.open.load(Ordering::SeqCst);

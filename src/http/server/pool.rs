@@ -142,12 +142,16 @@ pub(super) fn run_clock<S: Service>(shared: &Shared<S>, done: impl Fn() -> bool)
         std::thread::sleep(TICK);
         let now = Instant::now();
         let stopping = shared.stopping.load(Ordering::SeqCst);
-        // At a stop, idle connections are closed at once: nothing of theirs is lost.
+        let cutting = shared.cutting.load(Ordering::SeqCst);
+        // At a stop, idle connections are closed at once: nothing of theirs is lost. Once
+        // the drain time is over, everything parked is cut.
         let due = shared
             .waiter
-            .take_where(|conn| conn.wait.due() <= now || (stopping && conn.is_idle()));
+            .take_where(|conn| cutting || conn.wait.due() <= now || (stopping && conn.is_idle()));
         for (token, mut conn) in due {
-            let next = if stopping && conn.is_idle() {
+            let next = if cutting {
+                conn.cut(shared)
+            } else if stopping && conn.is_idle() {
                 Next::Close
             } else {
                 conn.expire(shared, now)
