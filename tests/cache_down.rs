@@ -95,6 +95,7 @@ fn a_killed_cache_releases_every_waiting_request_at_once() {
     // One response in the middle of its body, its client not reading for now...
     let (stream, big_len, first) = start_download(addr, "/big.bin", 1 << 20);
     // ... and one request per file waiting for the cache's answer.
+    let arrived = cache.log_count(" arrived;");
     let waiting: Vec<_> = files
         .iter()
         .map(|(key, _)| {
@@ -105,7 +106,8 @@ fn a_killed_cache_releases_every_waiting_request_at_once() {
             })
         })
         .collect();
-    thread::sleep(Duration::from_millis(300));
+    // Every request has reached the cache, which holds each for its second.
+    cache.wait_log_count(" arrived;", arrived + files.len());
     let killed = Instant::now();
     cache.kill9();
 

@@ -389,6 +389,8 @@ impl<S: Store> Shared<S> {
             return None;
         }
         if !self.config.delay.is_zero() {
+            // Said before the wait, so that a test can tell the call has arrived.
+            log::debug!("{} arrived; answering in {:?}", what(), self.config.delay);
             std::thread::sleep(self.config.delay);
         }
         Some(Ready {
@@ -644,8 +646,13 @@ struct Kept {
     busy: AtomicBool,
 }
 
-/// How long a call waits for the previous user of its mapping to let go.
-const BUSY_WAIT: Duration = Duration::from_millis(100);
+/// How long a call waits for the previous user of its mapping to let go. That worker has
+/// posted its last chunk and is on its way out; the proxy may have read the answer, taken
+/// the segment back and sent the next call before it returns, and on a loaded machine a
+/// preempted thread can take a good part of a second to run again (100 ms was seen too
+/// short under a benchmark: the call was dropped and its request waited out the cache
+/// timeout). A duplicate call waits this long too, then finds its generation stale.
+const BUSY_WAIT: Duration = Duration::from_secs(1);
 
 /// Exclusive use of a kept mapping for one call; released when dropped.
 struct InUse(Arc<Kept>);
