@@ -11,7 +11,7 @@
 //!   [`ipc::server`] (the cache's receive loop). Beside them [`ipc::queue`] (the message
 //!   queue), [`ipc::lock`] (one live cache per name) and [`ipc::process`] (process calls).
 //!   All `unsafe` code is here, except one socket option in [`http::socket`].
-//! - [`cache`]: the `shmcached` process's store ([`cache::store`]), its preloading
+//! - [`cache`]: the `shmcached` process's entries ([`cache::entries`]), its preloading
 //!   ([`cache::preload`]) and what it does for each call ([`cache::service`]).
 //! - [`http`]: the `webproxy` process: the HTTP/1.1 server ([`http::server`],
 //!   [`http::request`], [`http::spool`], [`http::response`], [`http::socket`]), one
@@ -21,6 +21,8 @@
 //!   [`http::cache_control`], forwarding with [`http::upstream`]), bodies ([`http::body`]),
 //!   counters ([`http::stats`]), the live view of the channel at `/-/` (`http::live`), the
 //!   whole proxy ([`http::proxy`]) and `--spawn-cache` ([`http::spawn`]).
+//! - [`file`]: a file as both processes serve it (its header block, entity tag and
+//!   version), so that neither process imports the other.
 //! - [`shutdown`]: SIGINT/SIGTERM to an orderly stop, shared by both processes.
 //! - [`args`]: command-line value parsers shared by both binaries.
 //!
@@ -34,6 +36,8 @@
 pub mod args;
 #[deny(unsafe_code)]
 pub mod cache;
+#[deny(unsafe_code)]
+pub mod file;
 #[deny(unsafe_code)]
 pub mod http;
 pub mod ipc;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use shmcache::args::{parse_instance_name, parse_seconds, parse_size};
 use shmcache::cache::service::Cache;
-use shmcache::cache::{preload::preload, store::Store};
+use shmcache::cache::{entries::Entries, preload::preload};
 use shmcache::ipc::lock::InstanceLock;
 use shmcache::ipc::server::{Config, Dispatch, Server};
 use shmcache::shutdown::{Shutdown, on_signals};
@@ -68,7 +68,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let shutdown = Shutdown::new();
-    let store = Arc::new(Store::new(args.capacity as u64, args.max_object as u64));
+    let store = Arc::new(Entries::new(args.capacity as u64, args.max_object as u64));
     let reload = args.cache.clone().map(|path| {
         let (store, ttl) = (Arc::clone(&store), args.ttl);
         Box::new(move || match preload(&store, &path, ttl) {

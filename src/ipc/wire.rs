@@ -1,58 +1,104 @@
-//! The bytes of the protocol: a [`Call`] as a message on the queue, and a [`Head`] as it
-//! sits in a segment's head area. Both are encoded field after field, in native byte order
-//! (both ends run on one host), by one small writer and read back by one small reader that
-//! refuses anything short, long or out of range.
+//! The bytes of the protocol: a [`Call`] as a message on the queue, a [`Head`] or a
+//! [`StoreHead`] as it sits in a segment's head area, and the [`Stats`] a STATS answer
+//! streams. All are encoded field after field, in native byte order (both ends run on one
+//! host), with no padding, by one small writer and read back by one small reader that
+//! refuses anything short, long or out of range. `examples/c/shmcache.h` is the same
+//! format in C.
+//!
+//! # Field encodings
+//!
+//! | name     | bytes                                                              |
+//! |----------|--------------------------------------------------------------------|
+//! | u8 … u64 | native byte order, no alignment                                    |
+//! | str8     | u8 length, then that many bytes of UTF-8 without NUL               |
+//! | key      | u16 length (at most [`MAX_KEY_LEN`]), UTF-8 without NUL, starts with `/` |
+//! | tag      | str8 of 1 to [`ETAG_CAPACITY`] bytes of printable ASCII (0x21–0x7e) |
+//! | time     | u8: 0 unknown, or 1 and u64 seconds since the Unix epoch           |
+//! | lifetime | u8: 1 must validate, or 2 and u64 seconds (at least 1)             |
 //!
 //! # A message on the queue
 //!
 //! Only the bytes a call uses are sent: a GET for `/index.html` is about 60 bytes, not the
-//! 8 KiB the queue allows.
+//! 8 KiB the queue allows. A message must end exactly where its last field does.
 //!
 //! | field        | encoding   | meaning                                                  |
 //! |--------------|------------|----------------------------------------------------------|
-//! | `magic`      | u32        | `"SHMQ"` big-endian: this is our message                  |
+//! | `magic`      | u32        | `"SHMQ"` read as a big-endian number ([`WIRE_MAGIC`]), written in native order |
 //! | `version`    | u16        | [`WIRE_VERSION`]; anything else is refused               |
-//! | `op`         | u8         | 1 GET, 2 STORE, 3 STATS, 4 RENEW, 5 PURGE                |
+//! | `op`         | u8         | [`Op`]: 1 GET, 2 STORE, 3 RENEW, 4 PURGE, 5 STATS        |
 //! | `generation` | u64        | the segment's generation at checkout (never 0)           |
-//! | `segment`    | u8 + bytes | the segment's name                                       |
+//! | `segment`    | str8       | the segment's name, `/NAME.seg.<pid>.<i>`                |
 //! | then, by op: |            |                                                          |
-//! | GET          | key, flags u8, conditions | flags: 1 allow stale, 2 head only          |
+//! | GET          | key, u8 flags, conditions | flags: 1 allow stale, 2 head only; no other bit |
 //! | STORE        | key, u64 len | the body's length                                      |
-//! | RENEW        | key, u64 max_age, flags u8, conditions | flags: 2 head only            |
+//! | RENEW        | key, lifetime, u8 flags, conditions | flags: 2 head only; no other bit |
 //! | PURGE        | key        |                                                          |
 //! | STATS        | nothing    |                                                          |
 //!
-//! A key is a u16 length and at most [`MAX_KEY_LEN`] bytes of UTF-8 starting with `/`.
-//! Conditions are four optional parts, each behind a tag byte (0: absent): `If-None-Match`
-//! (1 `*`, or 2 and a count and up to [`MAX_TAGS`] entity tags), `If-Modified-Since` (1 and
-//! u64 seconds), `Range` (1 `a-b`, 2 `a-`, 3 `-n`, with their u64s) and `If-Range` (1 and a
-//! tag, or 2 and u64 seconds). A message must end exactly where its last field does.
+//! Conditions are four parts in this order, each behind a tag byte (0: absent):
+//! `If-None-Match` (1 `*`; or 2, a u8 count from 1 to [`MAX_TAGS`] and that many tags),
+//! `If-Modified-Since` (1 and u64 seconds), `Range` (1 `a-b` with two u64s, b ≥ a; 2 `a-`
+//! with one; 3 `-n` with one) and `If-Range` (1 and a tag, or 2 and u64 seconds). A plain
+//! GET's conditions are four zero bytes.
 //!
 //! # A head in the segment
 //!
+//! The head area is [`HEAD_CAPACITY`] bytes; a head fills its start and the rest is
+//! ignored. Every head begins the same way:
+//!
 //! | field        | encoding | meaning                                                    |
 //! |--------------|----------|------------------------------------------------------------|
-//! | `kind`       | u8       | 0 none yet, 1 Found, 2 Expired, 3 Missing, 4 Purged, 5 Stats, 6 Store, 7 Failed |
+//! | `kind`       | u8       | 0 none yet, 1 Found, 2 Expired, 3 Missing, 4 Purged, 5 Stats, 6 Failed (the cache's [`Head`]); 7 Store (the proxy's [`StoreHead`]) |
 //! | `generation` | u64      | the generation the writer was serving                      |
 //! | `pid`        | u32      | the writer's process id, so the reader can watch it        |
-//! | then, by kind: | | Found: meta, outcome; Expired: meta, u64 accept_len; Missing: u64 accept_len; Purged: u8; Stats: u64 len; Store: meta |
-//! | meta         | | u16 status, u64 total_len, u32 header_len, u64 modified, tag etag, u64 stored_at, u64 max_age, u64 source_version |
-//! | outcome      | | u8: 1 full, 2 partial (u64 start, u64 len), 3 not modified, 4 unsatisfiable |
+//! | `header_len` | u32      | [`Stream::header_len`]: header block bytes, at most [`MAX_HEADER_BLOCK`] |
+//! | `body_len`   | u64      | [`Stream::body_len`]: body bytes after the header block    |
 //!
-//! Strings (the segment name, entity tags) are a u8 length and their bytes; entity tags are
-//! printable ASCII, so that they can go into an HTTP header as they are.
+//! then, by kind:
+//!
+//! | kind    | fields                          | the stream must be                        |
+//! |---------|---------------------------------|-------------------------------------------|
+//! | Found   | meta, outcome                   | body_len 0 (head only, 304, 416) or the outcome's length |
+//! | Expired | meta, accept                    | header block only                         |
+//! | Missing | accept                          | empty                                     |
+//! | Purged  | u8 existed (0 or 1)             | empty                                     |
+//! | Stats   | nothing                         | no header block; body_len at most [`MAX_STATS_LEN`] |
+//! | Failed  | nothing                         | empty                                     |
+//! | Store   | u16 status, time modified, tag-or-0 etag, lifetime, u8 file (0 none, or 1 and u64 [`FileVersion`]) | header block and the whole body |
+//!
+//! | part     | encoding                                                                |
+//! |----------|-------------------------------------------------------------------------|
+//! | meta     | u16 status (100–999), u64 total_len, time modified, tag-or-0 etag, u64 stored_at, lifetime, identity |
+//! | tag-or-0 | a u8 length of 0 (no tag) or a tag                                     |
+//! | identity | u8: 1 and u64 [`FileVersion`], or 2 and a u64 unique to the entry      |
+//! | accept   | u8: 0 the cache takes no STORE, or 1 and u64: the largest body it takes |
+//! | outcome  | u8: 1 full, 2 partial (u64 start, u64 len: len ≥ 1, inside total_len), 3 not modified, 4 unsatisfiable |
+//!
+//! # The STATS stream
+//!
+//! | field     | encoding                                                              |
+//! |-----------|-----------------------------------------------------------------------|
+//! | counters  | u16 count, then per counter: str8 name (`[a-z0-9_]`, not empty), u64 value |
+//! | workers   | u16 count, then per worker: u8 [`Op`] of its call (0: idle) and, unless idle, a u16-length key (empty for STATS) |
+//!
+//! The stream must end where the last worker does.
 
 use std::fmt;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::call::{Call, ETAG_CAPACITY, Etag, Head, MAX_HEADER_BLOCK, Meta, to_secs};
+use super::call::{
+    Call, ETAG_CAPACITY, Etag, FileVersion, Head, Identity, Lifetime, MAX_HEADER_BLOCK, Meta, Op,
+    Stats, StoreHead, Stream, to_secs,
+};
 use super::conditions::{ByteRange, Conditions, IfRange, Outcome, TagList};
 
 /// "SHMQ".
 pub const WIRE_MAGIC: u32 = u32::from_be_bytes(*b"SHMQ");
-/// Version 5: typed calls of variable length, and heads that carry a stored response's
-/// status and header block. (2 added suffix ranges, 3 STORE and STATS, 4 RENEW and PURGE.)
-pub const WIRE_VERSION: u16 = 5;
+/// Version 6: the stream's lengths in every head, typed lifetimes, identities and STORE
+/// acceptance, a head of its own for STORE, op codes in the order of [`Call`], and STATS
+/// as encoded counters. (2 added suffix ranges, 3 STORE and STATS, 4 RENEW and PURGE, 5
+/// typed calls of variable length.)
+pub const WIRE_VERSION: u16 = 6;
 /// The largest message: the queue's message size, within the kernel's default
 /// `msgsize_max` of 8192 for unprivileged processes.
 pub const MESSAGE_CAPACITY: usize = 8192;
@@ -63,6 +109,26 @@ pub const MAX_KEY_LEN: usize = 4095;
 pub const MAX_TAGS: usize = 16;
 /// Bytes of a segment's head area: the largest head (Found with a full entity tag) fits.
 pub const HEAD_CAPACITY: usize = 256;
+/// The longest STATS stream a reader accepts.
+pub const MAX_STATS_LEN: u64 = 1 << 20;
+
+/// GET and RENEW flags.
+pub const FLAG_ALLOW_STALE: u8 = 1;
+pub const FLAG_HEAD_ONLY: u8 = 2;
+
+/// Head kinds: the byte that opens a head (0: none written yet).
+pub mod kind {
+    pub const FOUND: u8 = 1;
+    pub const EXPIRED: u8 = 2;
+    pub const MISSING: u8 = 3;
+    pub const PURGED: u8 = 4;
+    pub const STATS: u8 = 5;
+    pub const FAILED: u8 = 6;
+    pub const STORE: u8 = 7;
+}
+
+/// Bytes of the part every head begins with: kind, generation, pid, header_len, body_len.
+pub const HEAD_PREFIX_LEN: usize = 1 + 8 + 4 + 4 + 8;
 
 /// A call to one segment: what a message on the queue carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +160,9 @@ pub enum WireError {
     TooLong(&'static str),
     /// Lengths in a head that cannot be right.
     BadLength(&'static str),
+    /// A head of the other side's kind: a STORE head where an answer was due, or the
+    /// reverse.
+    Unexpected(u8),
 }
 
 impl fmt::Display for WireError {
@@ -109,20 +178,12 @@ impl fmt::Display for WireError {
             WireError::BadKey => write!(f, "key must start with '/'"),
             WireError::TooLong(field) => write!(f, "{field} too long"),
             WireError::BadLength(why) => write!(f, "{why}"),
+            WireError::Unexpected(kind) => write!(f, "a head of kind {kind} where none is due"),
         }
     }
 }
 
 impl std::error::Error for WireError {}
-
-const GET: u8 = 1;
-const STORE: u8 = 2;
-const STATS: u8 = 3;
-const RENEW: u8 = 4;
-const PURGE: u8 = 5;
-
-const ALLOW_STALE: u8 = 1;
-const HEAD_ONLY: u8 = 2;
 
 impl<S: AsRef<str>> Message<S> {
     /// Encodes the call. Refuses what the other side would refuse: a key without its
@@ -131,14 +192,7 @@ impl<S: AsRef<str>> Message<S> {
         let mut w = Writer(Vec::with_capacity(64));
         w.u32(WIRE_MAGIC);
         w.u16(WIRE_VERSION);
-        let op = match &self.call {
-            Call::Get { .. } => GET,
-            Call::Store { .. } => STORE,
-            Call::Stats => STATS,
-            Call::Renew { .. } => RENEW,
-            Call::Purge { .. } => PURGE,
-        };
-        w.u8(op);
+        w.u8(self.call.op() as u8);
         w.u64(self.generation);
         w.str8(self.segment.as_ref(), "segment")?;
         if let Some(key) = self.call.key() {
@@ -157,18 +211,18 @@ impl<S: AsRef<str>> Message<S> {
                 head_only,
                 ..
             } => {
-                w.u8(flag(*allow_stale, ALLOW_STALE) | flag(*head_only, HEAD_ONLY));
+                w.u8(flag(*allow_stale, FLAG_ALLOW_STALE) | flag(*head_only, FLAG_HEAD_ONLY));
                 w.conditions(conditions)?;
             }
             Call::Store { len, .. } => w.u64(*len),
             Call::Renew {
-                max_age,
+                lifetime,
                 conditions,
                 head_only,
                 ..
             } => {
-                w.u64(*max_age);
-                w.u8(flag(*head_only, HEAD_ONLY));
+                w.lifetime(*lifetime);
+                w.u8(flag(*head_only, FLAG_HEAD_ONLY));
                 w.conditions(conditions)?;
             }
             Call::Purge { .. } | Call::Stats => {}
@@ -192,7 +246,8 @@ impl Message {
         if version != WIRE_VERSION {
             return Err(WireError::Version(version));
         }
-        let op = r.u8()?;
+        let code = r.u8()?;
+        let op = Op::from_code(code).ok_or(WireError::Op(code))?;
         let generation = r.u64()?;
         let segment = r.str8("segment")?.to_owned();
         let mut key = || -> Result<String, WireError> {
@@ -203,34 +258,33 @@ impl Message {
             Ok(key.to_owned())
         };
         let call = match op {
-            GET => {
+            Op::Get => {
                 let key = key()?;
-                let flags = r.flags(ALLOW_STALE | HEAD_ONLY)?;
+                let flags = r.flags(FLAG_ALLOW_STALE | FLAG_HEAD_ONLY)?;
                 Call::Get {
                     key,
-                    allow_stale: flags & ALLOW_STALE != 0,
-                    head_only: flags & HEAD_ONLY != 0,
+                    allow_stale: flags & FLAG_ALLOW_STALE != 0,
+                    head_only: flags & FLAG_HEAD_ONLY != 0,
                     conditions: r.conditions()?,
                 }
             }
-            STORE => Call::Store {
+            Op::Store => Call::Store {
                 key: key()?,
                 len: r.u64()?,
             },
-            RENEW => {
+            Op::Renew => {
                 let key = key()?;
-                let max_age = r.u64()?;
-                let flags = r.flags(HEAD_ONLY)?;
+                let lifetime = r.lifetime()?;
+                let flags = r.flags(FLAG_HEAD_ONLY)?;
                 Call::Renew {
                     key,
-                    max_age,
-                    head_only: flags & HEAD_ONLY != 0,
+                    lifetime,
+                    head_only: flags & FLAG_HEAD_ONLY != 0,
                     conditions: r.conditions()?,
                 }
             }
-            PURGE => Call::Purge { key: key()? },
-            STATS => Call::Stats,
-            other => return Err(WireError::Op(other)),
+            Op::Purge => Call::Purge { key: key()? },
+            Op::Stats => Call::Stats,
         };
         r.end()?;
         Ok(Message {
@@ -245,37 +299,89 @@ fn flag(on: bool, bit: u8) -> u8 {
     if on { bit } else { 0 }
 }
 
-const FOUND: u8 = 1;
-const EXPIRED: u8 = 2;
-const MISSING: u8 = 3;
-const PURGED: u8 = 4;
-const STATS_HEAD: u8 = 5;
-const STORE_HEAD: u8 = 6;
-const FAILED: u8 = 7;
-
-/// A head as a writer put it: what it answers, the generation it served, who wrote it.
+/// A head as a writer put it: what it says, how its stream is made up, the generation it
+/// served, who wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Envelope {
-    pub head: Head,
+pub struct Envelope<H = Head> {
+    pub head: H,
+    pub stream: Stream,
     pub generation: u64,
     pub pid: u32,
 }
 
-/// Encodes `head` for the transfer numbered `generation`, written by this process.
-pub fn encode_head(head: &Head, generation: u64) -> [u8; HEAD_CAPACITY] {
-    let mut w = Writer(Vec::with_capacity(HEAD_CAPACITY));
+/// The two kinds of head a transfer can open with: the cache's [`Head`] and the proxy's
+/// [`StoreHead`]. A reader says which it expects, and refuses the other.
+pub trait HeadFormat: Sized {
+    /// Encodes the head, with its stream's make-up, for the transfer numbered
+    /// `generation`, as written by this process.
+    fn encode(&self, stream: Stream, generation: u64) -> [u8; HEAD_CAPACITY];
+
+    /// Decodes and validates a head area (see [`decode_head`]).
+    fn decode(bytes: &[u8]) -> Result<Option<Envelope<Self>>, WireError>;
+}
+
+impl HeadFormat for Head {
+    fn encode(&self, stream: Stream, generation: u64) -> [u8; HEAD_CAPACITY] {
+        encode_head(self, stream, generation)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Option<Envelope<Head>>, WireError> {
+        decode_head(bytes)
+    }
+}
+
+impl HeadFormat for StoreHead {
+    fn encode(&self, stream: Stream, generation: u64) -> [u8; HEAD_CAPACITY] {
+        let mut w = Writer::head(kind::STORE, stream, generation);
+        w.u16(self.status);
+        w.time(self.modified);
+        w.etag(self.etag.as_ref());
+        w.lifetime(self.lifetime);
+        match self.file {
+            None => w.u8(0),
+            Some(FileVersion(v)) => {
+                w.u8(1);
+                w.u64(v);
+            }
+        }
+        w.into_area()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Option<Envelope<StoreHead>>, WireError> {
+        let Some((kind, mut r, prefix)) = Reader::head(bytes)? else {
+            return Ok(None);
+        };
+        if kind != kind::STORE {
+            return Err(WireError::Unexpected(kind));
+        }
+        let head = StoreHead {
+            status: r.status()?,
+            modified: r.time()?,
+            etag: r.etag()?,
+            lifetime: r.lifetime()?,
+            file: match r.u8()? {
+                0 => None,
+                1 => Some(FileVersion(r.u64()?)),
+                other => return Err(WireError::Tag("file", other)),
+            },
+        };
+        Ok(Some(prefix.with(head)))
+    }
+}
+
+/// Encodes the cache's `head` for the transfer numbered `generation`, written by this
+/// process, its stream made up as `stream` says. Checks nothing, so that tests can write
+/// what a faulty peer would.
+pub fn encode_head(head: &Head, stream: Stream, generation: u64) -> [u8; HEAD_CAPACITY] {
     let kind = match head {
-        Head::Found { .. } => FOUND,
-        Head::Expired { .. } => EXPIRED,
-        Head::Missing { .. } => MISSING,
-        Head::Purged { .. } => PURGED,
-        Head::Stats { .. } => STATS_HEAD,
-        Head::Store { .. } => STORE_HEAD,
-        Head::Failed => FAILED,
+        Head::Found { .. } => kind::FOUND,
+        Head::Expired { .. } => kind::EXPIRED,
+        Head::Missing { .. } => kind::MISSING,
+        Head::Purged { .. } => kind::PURGED,
+        Head::Stats => kind::STATS,
+        Head::Failed => kind::FAILED,
     };
-    w.u8(kind);
-    w.u64(generation);
-    w.u32(std::process::id());
+    let mut w = Writer::head(kind, stream, generation);
     match head {
         Head::Found { meta, outcome } => {
             w.meta(meta);
@@ -292,34 +398,33 @@ pub fn encode_head(head: &Head, generation: u64) -> [u8; HEAD_CAPACITY] {
         }
         Head::Expired { meta, accept_len } => {
             w.meta(meta);
-            w.u64(*accept_len);
+            w.accept(*accept_len);
         }
-        Head::Missing { accept_len } => w.u64(*accept_len),
+        Head::Missing { accept_len } => w.accept(*accept_len),
         Head::Purged { existed } => w.u8(u8::from(*existed)),
-        Head::Stats { len } => w.u64(*len),
-        Head::Store { meta } => w.meta(meta),
-        Head::Failed => {}
+        Head::Stats | Head::Failed => {}
     }
-    let mut out = [0u8; HEAD_CAPACITY];
-    // A Found head with the longest entity tag takes 206 bytes.
-    out[..w.0.len()].copy_from_slice(&w.0);
-    out
+    w.into_area()
 }
 
-/// Decodes and validates the head area a peer wrote: a known kind, lengths inside the
-/// object, a header block within [`MAX_HEADER_BLOCK`], an entity tag that can go into an
-/// HTTP header. Bytes after the head are ignored (the area has a fixed size). `None` for a
-/// head area nobody has written since the transfer began.
+/// Decodes and validates the head area the cache wrote: a known kind, a stream that fits
+/// the kind (see the table above), a range inside the object, an entity tag that can go
+/// into an HTTP header. Bytes after the head are ignored (the area has a fixed size).
+/// `None` for a head area nobody has written since the transfer began.
 pub fn decode_head(bytes: &[u8]) -> Result<Option<Envelope>, WireError> {
-    let mut r = Reader(bytes);
-    let kind = r.u8()?;
-    if kind == 0 {
+    let Some((kind, mut r, prefix)) = Reader::head(bytes)? else {
         return Ok(None);
-    }
-    let generation = r.u64()?;
-    let pid = r.u32()?;
+    };
+    let stream = prefix.stream;
+    let empty = |head: Head| {
+        if stream.is_empty() {
+            Ok(head)
+        } else {
+            Err(WireError::BadLength("a stream where none is due"))
+        }
+    };
     let head = match kind {
-        FOUND => {
+        kind::FOUND => {
             let meta = r.meta()?;
             let outcome = match r.u8()? {
                 1 => Outcome::Full,
@@ -339,38 +444,157 @@ pub fn decode_head(bytes: &[u8]) -> Result<Option<Envelope>, WireError> {
                     return Err(WireError::BadLength("range outside the object"));
                 }
             }
+            let sends = outcome.body_range(meta.total_len).map_or(0, |(_, len)| len);
+            if stream.body_len != 0 && stream.body_len != sends {
+                return Err(WireError::BadLength("a body the outcome does not send"));
+            }
             Head::Found { meta, outcome }
         }
-        EXPIRED => Head::Expired {
-            meta: r.meta()?,
-            accept_len: r.u64()?,
-        },
-        MISSING => Head::Missing {
-            accept_len: r.u64()?,
-        },
-        PURGED => Head::Purged {
+        kind::EXPIRED => {
+            if stream.body_len != 0 {
+                return Err(WireError::BadLength("a body after an expired head"));
+            }
+            Head::Expired {
+                meta: r.meta()?,
+                accept_len: r.accept()?,
+            }
+        }
+        kind::MISSING => empty(Head::Missing {
+            accept_len: r.accept()?,
+        })?,
+        kind::PURGED => empty(Head::Purged {
             existed: match r.u8()? {
                 0 => false,
                 1 => true,
                 other => return Err(WireError::Tag("purged", other)),
             },
-        },
-        STATS_HEAD => Head::Stats { len: r.u64()? },
-        STORE_HEAD => Head::Store { meta: r.meta()? },
-        FAILED => Head::Failed,
+        })?,
+        kind::STATS => {
+            if stream.header_len != 0 || stream.body_len > MAX_STATS_LEN {
+                return Err(WireError::BadLength(
+                    "stats of a length that cannot be right",
+                ));
+            }
+            Head::Stats
+        }
+        kind::FAILED => empty(Head::Failed)?,
+        kind::STORE => return Err(WireError::Unexpected(kind)),
         other => return Err(WireError::Tag("head kind", other)),
     };
-    Ok(Some(Envelope {
-        head,
-        generation,
+    Ok(Some(prefix.with(head)))
+}
+
+/// Encodes the cache's counters and workers for a STATS answer's stream. Counter names
+/// that could not be decoded (see the table above) are a bug of the caller: it panics.
+pub fn encode_stats(stats: &Stats) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(
+        64 * (stats.counters.len() + stats.workers.len()),
+    ));
+    w.u16(u16::try_from(stats.counters.len()).expect("fewer than 65536 counters"));
+    for (name, value) in &stats.counters {
+        assert!(valid_counter_name(name), "counter name {name:?}");
+        w.str8(name, "counter").expect("checked above");
+        w.u64(*value);
+    }
+    w.u16(u16::try_from(stats.workers.len()).expect("fewer than 65536 workers"));
+    for worker in &stats.workers {
+        match worker {
+            None => w.u8(0),
+            Some((op, key)) => {
+                w.u8(*op as u8);
+                // A key longer than a call carries cannot be a worker's; cut, never fail.
+                let mut end = key.len().min(MAX_KEY_LEN);
+                while !key.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let key = &key[..end];
+                w.str16(key, "key").expect("a call's key has no NUL");
+            }
+        }
+    }
+    w.0
+}
+
+/// Decodes a STATS answer's stream, written by the cache with pid `pid`. Never panics,
+/// whatever the bytes.
+pub fn decode_stats(bytes: &[u8], pid: u32) -> Result<Stats, WireError> {
+    let mut r = Reader(bytes);
+    let n = r.u16()?;
+    let mut counters = Vec::with_capacity(usize::from(n).min(bytes.len() / 10));
+    for _ in 0..n {
+        let name = r.str8("counter")?;
+        if !valid_counter_name(name) {
+            return Err(WireError::BadString("counter"));
+        }
+        counters.push((name.to_owned(), r.u64()?));
+    }
+    let n = r.u16()?;
+    let mut workers = Vec::with_capacity(usize::from(n).min(bytes.len()));
+    for _ in 0..n {
+        workers.push(match r.u8()? {
+            0 => None,
+            code => {
+                let op = Op::from_code(code).ok_or(WireError::Op(code))?;
+                Some((op, r.str16("key")?.to_owned()))
+            }
+        });
+    }
+    r.end()?;
+    Ok(Stats {
         pid,
-    }))
+        counters,
+        workers,
+    })
+}
+
+fn valid_counter_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// What every head begins with, once read.
+struct Prefix {
+    stream: Stream,
+    generation: u64,
+    pid: u32,
+}
+
+impl Prefix {
+    fn with<H>(self, head: H) -> Envelope<H> {
+        Envelope {
+            head,
+            stream: self.stream,
+            generation: self.generation,
+            pid: self.pid,
+        }
+    }
 }
 
 /// Appends fields to a message.
 struct Writer(Vec<u8>);
 
 impl Writer {
+    /// A writer for a head area, with the prefix every head begins with.
+    fn head(kind: u8, stream: Stream, generation: u64) -> Writer {
+        let mut w = Writer(Vec::with_capacity(HEAD_CAPACITY));
+        w.u8(kind);
+        w.u64(generation);
+        w.u32(std::process::id());
+        w.u32(stream.header_len);
+        w.u64(stream.body_len);
+        w
+    }
+
+    /// The head area holding what was written: the largest head (Found with the longest
+    /// entity tag) takes 221 bytes.
+    fn into_area(self) -> [u8; HEAD_CAPACITY] {
+        let mut out = [0u8; HEAD_CAPACITY];
+        out[..self.0.len()].copy_from_slice(&self.0);
+        out
+    }
+
     fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
@@ -464,17 +688,59 @@ impl Writer {
         Ok(())
     }
 
+    fn time(&mut self, t: Option<SystemTime>) {
+        match t {
+            None => self.u8(0),
+            Some(t) => {
+                self.u8(1);
+                self.u64(to_secs(Some(t)));
+            }
+        }
+    }
+
+    fn etag(&mut self, etag: Option<&Etag>) {
+        let etag = etag.map_or("", Etag::as_str);
+        self.u8(etag.len() as u8);
+        self.0.extend_from_slice(etag.as_bytes());
+    }
+
+    fn lifetime(&mut self, lifetime: Lifetime) {
+        match lifetime {
+            Lifetime::MustValidate => self.u8(1),
+            Lifetime::Seconds(n) => {
+                self.u8(2);
+                self.u64(n.get());
+            }
+        }
+    }
+
+    fn accept(&mut self, accept_len: Option<u64>) {
+        match accept_len {
+            None => self.u8(0),
+            Some(len) => {
+                self.u8(1);
+                self.u64(len);
+            }
+        }
+    }
+
     fn meta(&mut self, m: &Meta) {
         self.u16(m.status);
         self.u64(m.total_len);
-        self.u32(m.header_len);
-        self.u64(to_secs(m.modified));
-        let etag = m.etag.as_ref().map_or("", Etag::as_str);
-        self.u8(etag.len() as u8);
-        self.0.extend_from_slice(etag.as_bytes());
+        self.time(m.modified);
+        self.etag(m.etag.as_ref());
         self.u64(m.stored_at);
-        self.u64(m.max_age);
-        self.u64(m.source_version);
+        self.lifetime(m.lifetime);
+        match m.identity {
+            Identity::File(FileVersion(v)) => {
+                self.u8(1);
+                self.u64(v);
+            }
+            Identity::Unique(v) => {
+                self.u8(2);
+                self.u64(v);
+            }
+        }
     }
 }
 
@@ -553,10 +819,13 @@ impl<'a> Reader<'a> {
             .ok_or(WireError::BadLength("a time out of range"))
     }
 
-    /// As [`date`](Self::date), 0 meaning unknown.
-    fn time(&mut self) -> Result<Option<std::time::SystemTime>, WireError> {
-        let at = self.date()?;
-        Ok((at != UNIX_EPOCH).then_some(at))
+    /// A tagged time: 0 unknown, or 1 and seconds.
+    fn time(&mut self) -> Result<Option<SystemTime>, WireError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => self.date().map(Some),
+            other => Err(WireError::Tag("time", other)),
+        }
     }
 
     fn conditions(&mut self) -> Result<Conditions, WireError> {
@@ -606,35 +875,88 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn meta(&mut self) -> Result<Meta, WireError> {
-        let status = self.u16()?;
-        let total_len = self.u64()?;
-        let header_len = self.u32()?;
-        let modified = self.time()?;
-        let etag_len = self.u8()? as usize;
-        if etag_len > ETAG_CAPACITY {
-            return Err(WireError::BadLength("entity tag longer than its field"));
+    /// The prefix every head begins with, and the kind; `None` for an area nobody has
+    /// written since the transfer began (kind 0).
+    fn head(bytes: &'a [u8]) -> Result<Option<(u8, Reader<'a>, Prefix)>, WireError> {
+        let mut r = Reader(bytes);
+        let kind = r.u8()?;
+        if kind == 0 {
+            return Ok(None);
         }
-        let etag_bytes = self.take(etag_len)?;
-        let etag = match etag_len {
-            0 => None,
-            _ => Some(Etag::from_bytes(etag_bytes).ok_or(WireError::BadString("entity tag"))?),
+        let generation = r.u64()?;
+        let pid = r.u32()?;
+        let stream = Stream {
+            header_len: r.u32()?,
+            body_len: r.u64()?,
         };
+        if stream.header_len > MAX_HEADER_BLOCK {
+            return Err(WireError::BadLength("header block too long"));
+        }
+        let prefix = Prefix {
+            stream,
+            generation,
+            pid,
+        };
+        Ok(Some((kind, r, prefix)))
+    }
+
+    fn status(&mut self) -> Result<u16, WireError> {
+        let status = self.u16()?;
         if !(100..=999).contains(&status) {
             return Err(WireError::BadLength("status outside 100..=999"));
         }
-        if header_len > MAX_HEADER_BLOCK {
-            return Err(WireError::BadLength("header block too long"));
+        Ok(status)
+    }
+
+    /// An entity tag or none (a length of 0).
+    fn etag(&mut self) -> Result<Option<Etag>, WireError> {
+        let len = self.u8()? as usize;
+        if len > ETAG_CAPACITY {
+            return Err(WireError::BadLength("entity tag longer than its field"));
         }
+        let bytes = self.take(len)?;
+        match len {
+            0 => Ok(None),
+            _ => Etag::from_bytes(bytes)
+                .map(Some)
+                .ok_or(WireError::BadString("entity tag")),
+        }
+    }
+
+    fn lifetime(&mut self) -> Result<Lifetime, WireError> {
+        match self.u8()? {
+            1 => Ok(Lifetime::MustValidate),
+            2 => match self.u64()? {
+                0 => Err(WireError::BadLength(
+                    "a lifetime of 0 seconds is must-validate",
+                )),
+                secs => Ok(Lifetime::from_secs(secs)),
+            },
+            other => Err(WireError::Tag("lifetime", other)),
+        }
+    }
+
+    fn accept(&mut self) -> Result<Option<u64>, WireError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => self.u64().map(Some),
+            other => Err(WireError::Tag("accept", other)),
+        }
+    }
+
+    fn meta(&mut self) -> Result<Meta, WireError> {
         Ok(Meta {
-            status,
-            total_len,
-            header_len,
-            modified,
-            etag,
+            status: self.status()?,
+            total_len: self.u64()?,
+            modified: self.time()?,
+            etag: self.etag()?,
             stored_at: self.u64()?,
-            max_age: self.u64()?,
-            source_version: self.u64()?,
+            lifetime: self.lifetime()?,
+            identity: match self.u8()? {
+                1 => Identity::File(FileVersion(self.u64()?)),
+                2 => Identity::Unique(self.u64()?),
+                other => return Err(WireError::Tag("identity", other)),
+            },
         })
     }
 
@@ -668,36 +990,36 @@ mod tests {
         }
     }
 
-    fn owned(m: Message<&str>) -> Message {
-        let call = match m.call {
+    pub(super) fn owned(m: &Message<&str>) -> Message {
+        let call = match &m.call {
             Call::Get {
                 key,
                 conditions,
                 allow_stale,
                 head_only,
             } => Call::Get {
-                key: key.to_owned(),
-                conditions,
-                allow_stale,
-                head_only,
+                key: key.to_string(),
+                conditions: conditions.clone(),
+                allow_stale: *allow_stale,
+                head_only: *head_only,
             },
             Call::Store { key, len } => Call::Store {
-                key: key.to_owned(),
-                len,
+                key: key.to_string(),
+                len: *len,
             },
             Call::Renew {
                 key,
-                max_age,
+                lifetime,
                 conditions,
                 head_only,
             } => Call::Renew {
-                key: key.to_owned(),
-                max_age,
-                conditions,
-                head_only,
+                key: key.to_string(),
+                lifetime: *lifetime,
+                conditions: conditions.clone(),
+                head_only: *head_only,
             },
             Call::Purge { key } => Call::Purge {
-                key: key.to_owned(),
+                key: key.to_string(),
             },
             Call::Stats => Call::Stats,
         };
@@ -722,9 +1044,18 @@ mod tests {
             Message {
                 call: Call::Renew {
                     key: "/r",
-                    max_age: 60,
+                    lifetime: Lifetime::from_secs(60),
                     conditions: Conditions::default(),
                     head_only: true,
+                },
+                ..get("/")
+            },
+            Message {
+                call: Call::Renew {
+                    key: "/r",
+                    lifetime: Lifetime::MustValidate,
+                    conditions: Conditions::default(),
+                    head_only: false,
                 },
                 ..get("/")
             },
@@ -739,7 +1070,8 @@ mod tests {
         ];
         for m in calls {
             let bytes = m.encode().unwrap();
-            assert_eq!(Message::decode(&bytes).unwrap(), owned(m.clone()));
+            assert_eq!(bytes[6], m.call.op() as u8);
+            assert_eq!(Message::decode(&bytes).unwrap(), owned(&m));
         }
         let plain = Message {
             call: Call::Get {
@@ -751,6 +1083,17 @@ mod tests {
             ..get("/")
         };
         assert!(plain.encode().unwrap().len() < 64, "a plain GET is small");
+    }
+
+    #[test]
+    fn op_codes_follow_the_order_of_the_calls() {
+        let codes: Vec<u8> = Op::ALL.iter().map(|op| *op as u8).collect();
+        assert_eq!(codes, [1, 2, 3, 4, 5]);
+        for op in Op::ALL {
+            assert_eq!(Op::from_code(op as u8), Some(op));
+        }
+        assert_eq!(Op::from_code(0), None);
+        assert_eq!(Op::from_code(6), None);
     }
 
     #[test]
@@ -775,6 +1118,28 @@ mod tests {
             broken(&|b| b[key + 2] = 0x80),
             WireError::Tag("flags", _)
         ));
+        let renew = Message {
+            call: Call::Renew {
+                key: "/k",
+                lifetime: Lifetime::from_secs(1),
+                conditions: Conditions::default(),
+                head_only: false,
+            },
+            ..get("/")
+        }
+        .encode()
+        .unwrap();
+        // The lifetime's tag after the key, then its seconds: 0 seconds is must-validate.
+        let lifetime = 4 + 2 + 1 + 8 + 11 + 2 + 2;
+        let mut zero = renew.clone();
+        zero[lifetime + 1..lifetime + 9].copy_from_slice(&0u64.to_ne_bytes());
+        assert!(matches!(
+            Message::decode(&zero),
+            Err(WireError::BadLength(_))
+        ));
+        let mut tag = renew;
+        tag[lifetime] = 3;
+        assert_eq!(Message::decode(&tag), Err(WireError::Tag("lifetime", 3)));
     }
 
     #[test]
@@ -787,46 +1152,117 @@ mod tests {
         assert_eq!(get("relative").encode(), Err(WireError::BadKey));
     }
 
-    fn meta() -> Meta {
+    pub(super) fn meta() -> Meta {
         Meta {
             status: 200,
             total_len: 100,
-            header_len: 40,
             modified: Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
             etag: Etag::new(&format!("\"{}\"", "e".repeat(ETAG_CAPACITY - 2))),
             stored_at: 5,
-            max_age: u64::MAX,
-            source_version: 9,
+            lifetime: Lifetime::from_secs(u64::MAX),
+            identity: Identity::File(FileVersion(9)),
+        }
+    }
+
+    fn stream(header_len: u32, body_len: u64) -> Stream {
+        Stream {
+            header_len,
+            body_len,
         }
     }
 
     #[test]
     fn heads_round_trip_and_fit_their_area() {
-        for head in [
-            Head::Found {
-                meta: meta(),
-                outcome: Outcome::Partial { start: 10, len: 90 },
-            },
-            Head::Found {
-                meta: meta(),
-                outcome: Outcome::NotModified,
-            },
-            Head::Expired {
-                meta: meta(),
-                accept_len: 4,
-            },
-            Head::Missing { accept_len: 0 },
-            Head::Purged { existed: true },
-            Head::Stats { len: 12 },
-            Head::Store { meta: meta() },
-            Head::Failed,
+        let unique = Meta {
+            identity: Identity::Unique(u64::MAX),
+            modified: None,
+            etag: None,
+            lifetime: Lifetime::MustValidate,
+            ..meta()
+        };
+        for (head, stream) in [
+            (
+                Head::Found {
+                    meta: meta(),
+                    outcome: Outcome::Partial { start: 10, len: 90 },
+                },
+                stream(40, 90),
+            ),
+            (
+                Head::Found {
+                    meta: unique.clone(),
+                    outcome: Outcome::Full,
+                },
+                stream(0, 100),
+            ),
+            (
+                Head::Found {
+                    meta: meta(),
+                    outcome: Outcome::Full,
+                },
+                stream(MAX_HEADER_BLOCK, 0),
+            ),
+            (
+                Head::Found {
+                    meta: meta(),
+                    outcome: Outcome::NotModified,
+                },
+                stream(40, 0),
+            ),
+            (
+                Head::Expired {
+                    meta: meta(),
+                    accept_len: Some(4),
+                },
+                stream(40, 0),
+            ),
+            (Head::Missing { accept_len: None }, stream(0, 0)),
+            (
+                Head::Missing {
+                    accept_len: Some(0),
+                },
+                stream(0, 0),
+            ),
+            (Head::Purged { existed: true }, stream(0, 0)),
+            (Head::Stats, stream(0, 12)),
+            (Head::Failed, stream(0, 0)),
         ] {
-            let bytes = encode_head(&head, 3);
+            let bytes = encode_head(&head, stream, 3);
             let env = decode_head(&bytes).unwrap().unwrap();
-            assert_eq!((env.head, env.generation), (head, 3));
+            assert_eq!((env.head, env.stream, env.generation), (head, stream, 3));
             assert_eq!(env.pid, std::process::id());
+            assert_eq!(
+                StoreHead::decode(&bytes),
+                Err(WireError::Unexpected(bytes[0]))
+            );
+        }
+        let store = StoreHead {
+            status: 404,
+            modified: Some(UNIX_EPOCH),
+            etag: Etag::new("\"x\""),
+            lifetime: Lifetime::from_secs(60),
+            file: Some(FileVersion(0)),
+        };
+        for head in [
+            store.clone(),
+            StoreHead {
+                file: None,
+                etag: None,
+                lifetime: Lifetime::MustValidate,
+                modified: None,
+                ..store
+            },
+        ] {
+            let bytes = head.encode(stream(7, 1 << 40), 9);
+            let env = StoreHead::decode(&bytes).unwrap().unwrap();
+            assert_eq!(
+                (env.head, env.stream, env.generation),
+                (head, stream(7, 1 << 40), 9)
+            );
+            assert_eq!(decode_head(&bytes), Err(WireError::Unexpected(kind::STORE)));
         }
         assert_eq!(decode_head(&[0u8; HEAD_CAPACITY]), Ok(None));
+        assert_eq!(StoreHead::decode(&[0u8; HEAD_CAPACITY]), Ok(None));
     }
 
     #[test]
@@ -835,19 +1271,84 @@ mod tests {
             meta: meta(),
             outcome: Outcome::Partial { start, len },
         };
+        let refused = |head: &Head, stream: Stream| {
+            decode_head(&encode_head(head, stream, 1)).expect_err(&format!("{head:?} {stream:?}"))
+        };
         for head in [partial(90, 11), partial(u64::MAX, 2), partial(0, 0)] {
-            assert!(decode_head(&encode_head(&head, 1)).is_err(), "{head:?}");
+            refused(&head, stream(0, 0));
         }
-        let mut bytes = encode_head(&Head::Store { meta: meta() }, 1);
-        // kind, generation, pid, status: then total_len; header_len after it.
-        bytes[1 + 8 + 4 + 2 + 8..][..4].copy_from_slice(&(MAX_HEADER_BLOCK + 1).to_ne_bytes());
-        assert!(decode_head(&bytes).is_err());
-        let mut bytes = encode_head(&Head::Store { meta: meta() }, 1);
-        bytes[1 + 8 + 4 + 2 + 8 + 4 + 8 + 1] = b'\n'; // inside the entity tag
-        assert!(decode_head(&bytes).is_err());
-        let mut bytes = encode_head(&Head::Failed, 1);
+        let full = Head::Found {
+            meta: meta(),
+            outcome: Outcome::Full,
+        };
+        refused(&full, stream(MAX_HEADER_BLOCK + 1, 100));
+        refused(&full, stream(0, 99));
+        refused(&partial(10, 20), stream(0, 100));
+        let not_modified = Head::Found {
+            meta: meta(),
+            outcome: Outcome::NotModified,
+        };
+        refused(&not_modified, stream(0, 100));
+        let expired = Head::Expired {
+            meta: meta(),
+            accept_len: None,
+        };
+        refused(&expired, stream(0, 1));
+        for empty in [
+            Head::Missing { accept_len: None },
+            Head::Purged { existed: false },
+            Head::Failed,
+        ] {
+            refused(&empty, stream(1, 0));
+            refused(&empty, stream(0, 1));
+        }
+        refused(&Head::Stats, stream(1, 0));
+        refused(&Head::Stats, stream(0, MAX_STATS_LEN + 1));
+
+        let mut bytes = encode_head(&full, stream(0, 100), 1);
+        // The prefix, status, total_len, modified (tag and seconds), the tag's length: then
+        // the entity tag.
+        bytes[HEAD_PREFIX_LEN + 2 + 8 + 9 + 1] = b'\n';
+        assert_eq!(decode_head(&bytes), Err(WireError::BadString("entity tag")));
+        let mut bytes = encode_head(&Head::Failed, stream(0, 0), 1);
         bytes[0] = 99;
-        assert!(decode_head(&bytes).is_err());
+        assert_eq!(decode_head(&bytes), Err(WireError::Tag("head kind", 99)));
+    }
+
+    #[test]
+    fn stats_round_trip_and_refuse_what_is_not_stats() {
+        let stats = Stats {
+            pid: 42,
+            counters: vec![("hits".into(), 3), ("status_502".into(), u64::MAX)],
+            workers: vec![
+                None,
+                Some((Op::Get, "/a b/ü".into())),
+                Some((Op::Stats, String::new())),
+            ],
+        };
+        let bytes = encode_stats(&stats);
+        assert_eq!(decode_stats(&bytes, 42), Ok(stats));
+        assert_eq!(
+            decode_stats(&encode_stats(&Stats::default()), 0),
+            Ok(Stats::default())
+        );
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert_eq!(decode_stats(&trailing, 42), Err(WireError::Trailing(1)));
+        assert_eq!(
+            decode_stats(&bytes[..bytes.len() - 1], 42),
+            Err(WireError::Short)
+        );
+        let mut name = bytes.clone();
+        name[3] = b'H'; // the first counter's first letter
+        assert_eq!(
+            decode_stats(&name, 42),
+            Err(WireError::BadString("counter"))
+        );
+        let idle = 2 + (1 + 4 + 8) + (1 + 10 + 8) + 2;
+        let mut op = bytes;
+        op[idle] = 9;
+        assert_eq!(decode_stats(&op, 42), Err(WireError::Op(9)));
     }
 }
 
@@ -855,6 +1356,133 @@ mod tests {
 mod properties {
     use super::*;
     use proptest::prelude::*;
+
+    fn lifetime() -> impl Strategy<Value = Lifetime> {
+        prop_oneof![
+            Just(Lifetime::MustValidate),
+            any::<u64>().prop_map(Lifetime::from_secs)
+        ]
+    }
+
+    fn time() -> impl Strategy<Value = Option<SystemTime>> {
+        proptest::option::of((0u64..1 << 40).prop_map(|s| UNIX_EPOCH + Duration::from_secs(s)))
+    }
+
+    fn etag() -> impl Strategy<Value = Option<Etag>> {
+        proptest::option::of("\"[!#-~]{0,126}\"".prop_map(|t| Etag::new(&t).unwrap()))
+    }
+
+    fn meta() -> impl Strategy<Value = Meta> {
+        let identity = prop_oneof![
+            any::<u64>().prop_map(|v| Identity::File(FileVersion(v))),
+            any::<u64>().prop_map(Identity::Unique),
+        ];
+        (
+            100u16..=999,
+            any::<u64>(),
+            time(),
+            etag(),
+            any::<u64>(),
+            lifetime(),
+            identity,
+        )
+            .prop_map(
+                |(status, total_len, modified, etag, stored_at, lifetime, identity)| Meta {
+                    status,
+                    total_len,
+                    modified,
+                    etag,
+                    stored_at,
+                    lifetime,
+                    identity,
+                },
+            )
+    }
+
+    /// A head the cache could write, with a stream that fits it.
+    fn head() -> impl Strategy<Value = (Head, Stream)> {
+        let header_len = 0..=MAX_HEADER_BLOCK;
+        let accept = proptest::option::of(any::<u64>());
+        prop_oneof![
+            (
+                meta(),
+                header_len.clone(),
+                any::<bool>(),
+                any::<(u64, u64)>()
+            )
+                .prop_map(|(meta, header_len, head_only, (a, b))| {
+                    let outcome = match (a % 4, meta.total_len) {
+                        (0, _) => Outcome::Full,
+                        (1, total) if total > 0 => {
+                            let start = a % total;
+                            Outcome::Partial {
+                                start,
+                                len: 1 + b % (total - start),
+                            }
+                        }
+                        (2, _) => Outcome::NotModified,
+                        _ => Outcome::Unsatisfiable,
+                    };
+                    let sends = outcome.body_range(meta.total_len).map_or(0, |r| r.1);
+                    let body_len = if head_only { 0 } else { sends };
+                    (
+                        Head::Found { meta, outcome },
+                        Stream {
+                            header_len,
+                            body_len,
+                        },
+                    )
+                }),
+            (meta(), accept.clone(), header_len).prop_map(|(meta, accept_len, header_len)| (
+                Head::Expired { meta, accept_len },
+                Stream {
+                    header_len,
+                    body_len: 0
+                }
+            )),
+            accept.prop_map(|accept_len| (Head::Missing { accept_len }, Stream::default())),
+            any::<bool>().prop_map(|existed| (Head::Purged { existed }, Stream::default())),
+            (0..=MAX_STATS_LEN).prop_map(|body_len| (
+                Head::Stats,
+                Stream {
+                    header_len: 0,
+                    body_len
+                }
+            )),
+            Just((Head::Failed, Stream::default())),
+        ]
+    }
+
+    fn store_head() -> impl Strategy<Value = StoreHead> {
+        (
+            100u16..=999,
+            time(),
+            etag(),
+            lifetime(),
+            proptest::option::of(any::<u64>()),
+        )
+            .prop_map(|(status, modified, etag, lifetime, file)| StoreHead {
+                status,
+                modified,
+                etag,
+                lifetime,
+                file: file.map(FileVersion),
+            })
+    }
+
+    fn stats() -> impl Strategy<Value = Stats> {
+        let op = proptest::sample::select(Op::ALL.to_vec());
+        (
+            any::<u32>(),
+            proptest::collection::vec(("[a-z0-9_]{1,30}", any::<u64>()), 0..40),
+            proptest::collection::vec(proptest::option::of((op, "(/[^\0]{0,40})?")), 0..40),
+        )
+            .prop_map(|(pid, counters, workers)| Stats {
+                pid,
+                counters,
+                workers,
+            })
+    }
 
     proptest! {
         /// Whatever arrives on the queue, decoding returns a verdict and never panics.
@@ -864,17 +1492,53 @@ mod properties {
         }
 
         /// Whatever a peer writes into the head area, decoding never panics, and a head
-        /// that decodes keeps its body inside the object and its strings printable.
+        /// that decodes keeps its body inside the object and its header block in bounds.
         #[test]
         fn head_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), HEAD_CAPACITY)) {
             if let Ok(Some(env)) = decode_head(&bytes) {
+                prop_assert!(env.stream.header_len <= MAX_HEADER_BLOCK);
                 if let Head::Found { meta, outcome } = &env.head {
-                    prop_assert!(outcome.body_range(meta.total_len).is_none_or(|(s, l)| s + l <= meta.total_len));
-                }
-                if let Some(meta) = env.head.meta() {
-                    prop_assert!(meta.header_len <= MAX_HEADER_BLOCK);
+                    let sends = outcome.body_range(meta.total_len);
+                    prop_assert!(sends.is_none_or(|(s, l)| s + l <= meta.total_len));
+                    prop_assert!(env.stream.body_len <= sends.map_or(0, |r| r.1));
                 }
             }
+            let _ = StoreHead::decode(&bytes);
+        }
+
+        /// Every head the cache can write decodes to itself, with its stream, and fits.
+        #[test]
+        fn heads_round_trip((head, stream) in head(), generation in any::<u64>()) {
+            let bytes = encode_head(&head, stream, generation);
+            let env = decode_head(&bytes).unwrap().unwrap();
+            prop_assert_eq!((env.head, env.stream, env.generation), (head, stream, generation));
+        }
+
+        /// Every STORE head the proxy can write decodes to itself.
+        #[test]
+        fn store_heads_round_trip(head in store_head(), header_len in 0..=MAX_HEADER_BLOCK, body_len in any::<u64>()) {
+            let stream = Stream { header_len, body_len };
+            let env = StoreHead::decode(&head.encode(stream, 5)).unwrap().unwrap();
+            prop_assert_eq!((env.head, env.stream), (head, stream));
+        }
+
+        /// STATS round-trips, and no bytes make its decoder panic.
+        #[test]
+        fn stats_round_trip(stats in stats(), noise in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let bytes = encode_stats(&stats);
+            prop_assert_eq!(decode_stats(&bytes, stats.pid), Ok(stats));
+            let _ = decode_stats(&noise, 0);
+        }
+
+        /// Every call round-trips, renewals with any lifetime.
+        #[test]
+        fn renewals_round_trip(lifetime in lifetime(), key in "/[a-z0-9/._-]{0,40}", head_only in any::<bool>()) {
+            let m = Message {
+                segment: "/p.seg.1.2",
+                generation: 9,
+                call: Call::Renew { key: key.as_str(), lifetime, conditions: Conditions::default(), head_only },
+            };
+            prop_assert_eq!(Message::decode(&m.encode().unwrap()).unwrap(), super::tests::owned(&m));
         }
 
         /// Changing any one byte of a valid message gives a valid message or a refusal;
@@ -893,7 +1557,7 @@ mod properties {
                 let again = Message { segment: decoded.segment.as_str(), generation: decoded.generation, call: match &decoded.call {
                     Call::Get { key, conditions, allow_stale, head_only } => Call::Get { key: key.as_str(), conditions: conditions.clone(), allow_stale: *allow_stale, head_only: *head_only },
                     Call::Store { key, len } => Call::Store { key: key.as_str(), len: *len },
-                    Call::Renew { key, max_age, conditions, head_only } => Call::Renew { key: key.as_str(), max_age: *max_age, conditions: conditions.clone(), head_only: *head_only },
+                    Call::Renew { key, lifetime, conditions, head_only } => Call::Renew { key: key.as_str(), lifetime: *lifetime, conditions: conditions.clone(), head_only: *head_only },
                     Call::Purge { key } => Call::Purge { key: key.as_str() },
                     Call::Stats => Call::Stats,
                 }};
