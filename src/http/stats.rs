@@ -1,6 +1,6 @@
 //! Counters, and the reserved paths that show them: `/-/stats` (JSON) and `/-/metrics`
 //! (Prometheus text format). Each shows the proxy's counters and the cache's, which the
-//! cache sends over the channel (a STATS request) as `name value` lines.
+//! cache sends over the channel (a STATS request) as typed counters (`ipc::Stats`).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
