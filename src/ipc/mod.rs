@@ -195,6 +195,45 @@
 //! geometry before any byte is copied, and a header block must be lines of
 //! `name: value` before the proxy writes any of it to a client.
 //!
+//! # A segment ([`segment`])
+//!
+//! The asker (a proxy, or any client such as `examples/c/shmget.c`) creates each segment
+//! it uses: `shm_open` with `O_CREAT | O_EXCL` and mode 0600 (so the cache must run as
+//! the same user), under `/NAME.seg.<pid>.<i>` with its own pid (a proxy that starts
+//! removes the segments of its NAME whose pid is not running; the cache forgets its
+//! mappings of them), then `ftruncate` and map it. Every integer is in native byte order;
+//! the fields below are naturally aligned, so a C struct of these types in this order
+//! has these offsets (`examples/c/shmcache.h` asserts them).
+//!
+//! | offset | field           | type   | meaning                                           |
+//! |-------:|-----------------|--------|---------------------------------------------------|
+//! | 0      | `magic`         | u32    | [`segment::SEGMENT_MAGIC`], `"SHMS"` read as a big-endian number |
+//! | 4      | `version`       | u32    | [`segment::SEGMENT_VERSION`] (7)                   |
+//! | 8      | `slots`         | u32    | slots in the ring, at least 1                      |
+//! | 12     | `cancelled`     | u32    | 1 once the asker abandoned the transfer            |
+//! | 16     | `slot_capacity` | u64    | bytes per slot, at least [`segment::MIN_SLOT_CAPACITY`] (64) |
+//! | 24     | `generation`    | u64    | the current transfer's number                      |
+//! | 32     | `ready`         | sem_t  | slots holding data (32 bytes, process-shared)      |
+//! | 64     | `free`          | sem_t  | slots empty (starts at `slots`)                    |
+//! | 96     | `head`          | 256 bytes | the head area (see [`wire`])                    |
+//! | 352    | slot lengths    | u64 × slots | bytes the writer put in each slot            |
+//! | `data_offset(slots)` | slots | `slots` × `slot_capacity` bytes | the ring: 352 + 8 × slots rounded up to a multiple of 64 |
+//!
+//! `slot_capacity` is `(size − data_offset(slots)) / slots`. The creator initialises
+//! both semaphores in place (`sem_init(sem, 1, value)`: `ready` 0, `free` = `slots`),
+//! then `version`, `slots` and `slot_capacity`, and writes `magic` last, with release
+//! ordering: the cache refuses a segment without its magic, so it never touches a
+//! semaphore that is still being set up. The cache checks magic, version and that the
+//! ring fits the object before it uses one, and from then on trusts its own copy of the
+//! geometry, never the live fields. Fields are read and written as atomics, the head area
+//! and the slots as plain bytes that the semaphores hand over.
+//!
+//! Before each call the asker starts a transfer on the segment: it zeroes the head area's
+//! first byte (no head yet), clears `cancelled`, and stores the new `generation` last.
+//! Generations are never 0 (the cache drops a call of generation 0) and never repeat on
+//! one segment: the proxy counts up from the clock. A segment is only used for a new
+//! transfer at rest (`ready` 0, `free` = `slots`), which a completed transfer leaves it.
+//!
 //! # One transfer ([`channel`])
 //!
 //! ```text
@@ -215,9 +254,30 @@
 //! `j+1` while the reader drains slot `j`. An empty stream still takes one (empty) chunk,
 //! so every answer is at least one handoff.
 //!
+//! The rules each side keeps, whatever language it is written in:
+//!
+//! - Chunk `j` of the stream travels in slot `j % slots`. The writer takes one `free`,
+//!   copies the bytes into the slot, stores their count in the slot's length (a u64,
+//!   release) and posts `ready`. A chunk may be shorter than a slot anywhere in the
+//!   stream (a writer hands over what it has when its source trickles), so a reader
+//!   counts bytes, not slots. The first `ready` also publishes the head, written before
+//!   it.
+//! - The reader takes one `ready`, then reads the slot's length (acquire) and refuses it
+//!   if it is over its own `slot_capacity` or over the stream bytes still due, or if it is
+//!   0 while bytes are still due (only the single chunk of an empty stream is empty).
+//! - The reader posts `free` after each chunk it has copied out, except the stream's
+//!   last, which it posts once it is done with the whole transfer: for STORE that last
+//!   post is how the proxy learns that the entry is in.
+//! - The stream's length is the head's [`Stream`] (header block, then body); the reader
+//!   takes exactly that many bytes, whatever it asked for.
+//! - A message goes on the queue with `mq_send` priority 0, from a descriptor opened
+//!   `O_WRONLY`; a full queue is waited on, within the same timeout as any other wait.
+//!
 //! # When a transfer does not finish
 //!
-//! Both sides wait with a timeout (`--cache-timeout`), never forever. The proxy also
+//! Both sides wait with a timeout (`--cache-timeout`), never forever, on any clock
+//! (`sem_timedwait` takes CLOCK_REALTIME; the Rust side waits on CLOCK_MONOTONIC with
+//! `sem_clockwait`). The proxy also
 //! watches the cache's process ([`channel::Peer`]): every head carries the writer's pid, the
 //! proxy opens a pidfd on it, and a wait that has already lasted 50 ms checks after each
 //! further 50 ms slice whether that process has exited, so a dead cache ends a wait within
@@ -230,7 +290,9 @@
 //! The cache worker checks `cancelled` and the generation after every wait, so it stops at
 //! the next chunk; whatever it writes before that lands in the orphaned object, never in
 //! the next transfer. If the proxy dies, the cache worker's wait for `free` times out and
-//! it returns to the pool.
+//! it returns to the pool. An asker that does not reuse the segment (a one-shot client)
+//! does the same and then only unlinks it; it must unlink on every way out, signals
+//! included, or the object stays in /dev/shm until a proxy of the same NAME starts.
 //!
 //! # Shutdown
 //!

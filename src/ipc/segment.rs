@@ -28,7 +28,8 @@ use super::check_name;
 use super::sem::Semaphore;
 use super::wire::HEAD_CAPACITY;
 
-/// First word of every segment: "SHMS".
+/// First word of every segment: "SHMS" read as a big-endian number, stored in native
+/// byte order like every field (on x86-64 the bytes in memory are `SMHS`).
 pub const SEGMENT_MAGIC: u32 = u32::from_be_bytes(*b"SHMS");
 /// Layout version of the header; bumped whenever a field changes meaning or place.
 /// Version 7 holds the answer's head as bytes encoded by [`wire`](super::wire) instead of
