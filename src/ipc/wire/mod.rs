@@ -1,5 +1,5 @@
-//! The bytes of the protocol: a [`Call`] as a message on the queue, a [`Head`] or a
-//! [`StoreHead`] as it sits in a segment's head area, and the [`Stats`] a STATS answer
+//! The bytes of the protocol: a [`Call`] as a message on the queue, a [`Head`](super::Head) or a
+//! [`StoreHead`](super::StoreHead) as it sits in a segment's head area, and the [`Stats`](super::Stats) a STATS answer
 //! streams. All are encoded field after field, in native byte order (both ends run on one
 //! host), with no padding, by one small writer and read back by one small reader that
 //! refuses anything short, long or out of range. `examples/c/shmcache.h` is the same
@@ -12,7 +12,7 @@
 //! | u8 … u64 | native byte order, no alignment                                    |
 //! | str8     | u8 length, then that many bytes of UTF-8 without NUL               |
 //! | key      | u16 length (at most [`MAX_KEY_LEN`]), UTF-8 without NUL, starts with `/` |
-//! | tag      | str8 of 1 to [`ETAG_CAPACITY`] bytes of printable ASCII (0x21–0x7e) |
+//! | tag      | str8 of 1 to [`ETAG_CAPACITY`](super::ETAG_CAPACITY) bytes of printable ASCII (0x21–0x7e) |
 //! | time     | u8: 0 unknown, or 1 and u64 seconds since the Unix epoch           |
 //! | lifetime | u8: 1 must validate, or 2 and u64 seconds (at least 1)             |
 //!
@@ -48,11 +48,11 @@
 //!
 //! | field        | encoding | meaning                                                    |
 //! |--------------|----------|------------------------------------------------------------|
-//! | `kind`       | u8       | 0 none yet, 1 Found, 2 Expired, 3 Missing, 4 Purged, 5 Stats, 6 Failed (the cache's [`Head`]); 7 Store (the proxy's [`StoreHead`]) |
+//! | `kind`       | u8       | 0 none yet, 1 Found, 2 Expired, 3 Missing, 4 Purged, 5 Stats, 6 Failed (the cache's [`Head`](super::Head)); 7 Store (the proxy's [`StoreHead`](super::StoreHead)) |
 //! | `generation` | u64      | the generation the writer was serving                      |
 //! | `pid`        | u32      | the writer's process id, so the reader can watch it        |
-//! | `header_len` | u32      | [`Stream::header_len`]: header block bytes, at most [`MAX_HEADER_BLOCK`] |
-//! | `body_len`   | u64      | [`Stream::body_len`]: body bytes after the header block    |
+//! | `header_len` | u32      | [`Stream::header_len`](super::Stream::header_len): header block bytes, at most [`MAX_HEADER_BLOCK`](super::MAX_HEADER_BLOCK) |
+//! | `body_len`   | u64      | [`Stream::body_len`](super::Stream::body_len): body bytes after the header block    |
 //!
 //! then, by kind:
 //!
@@ -64,13 +64,13 @@
 //! | Purged  | u8 existed (0 or 1)             | empty                                     |
 //! | Stats   | nothing                         | no header block; body_len at most [`MAX_STATS_LEN`] |
 //! | Failed  | nothing                         | empty                                     |
-//! | Store   | u16 status, time modified, tag-or-0 etag, lifetime, u8 file (0 none, or 1 and u64 [`FileVersion`]) | header block and the whole body |
+//! | Store   | u16 status, time modified, tag-or-0 etag, lifetime, u8 file (0 none, or 1 and u64 [`FileVersion`](super::FileVersion)) | header block and the whole body |
 //!
 //! | part     | encoding                                                                |
 //! |----------|-------------------------------------------------------------------------|
 //! | meta     | u16 status (100–999), u64 total_len, time modified, tag-or-0 etag, u64 stored_at, lifetime, identity |
 //! | tag-or-0 | a u8 length of 0 (no tag) or a tag                                     |
-//! | identity | u8: 1 and u64 [`FileVersion`], or 2 and a u64 unique to the entry      |
+//! | identity | u8: 1 and u64 [`FileVersion`](super::FileVersion), or 2 and a u64 unique to the entry      |
 //! | accept   | u8: 0 the cache takes no STORE, or 1 and u64: the largest body it takes |
 //! | outcome  | u8: 1 full, 2 partial (u64 start, u64 len: len ≥ 1, inside total_len), 3 not modified, 4 unsatisfiable |
 //!
@@ -84,13 +84,16 @@
 //! The stream must end where the last worker does.
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
-use super::call::{
-    Call, ETAG_CAPACITY, Etag, FileVersion, Head, Identity, Lifetime, MAX_HEADER_BLOCK, Meta, Op,
-    Stats, StoreHead, Stream, to_secs,
-};
-use super::conditions::{ByteRange, Conditions, IfRange, Outcome, TagList};
+use super::call::{Call, Etag, Lifetime, Op, to_secs};
+use super::conditions::{ByteRange, Conditions, IfRange, TagList};
+
+mod head;
+mod stats;
+
+pub use head::{Envelope, HeadFormat, decode_head, encode_head};
+pub use stats::{decode_stats, encode_stats};
 
 /// "SHMQ".
 pub const WIRE_MAGIC: u32 = u32::from_be_bytes(*b"SHMQ");
@@ -299,302 +302,10 @@ fn flag(on: bool, bit: u8) -> u8 {
     if on { bit } else { 0 }
 }
 
-/// A head as a writer put it: what it says, how its stream is made up, the generation it
-/// served, who wrote it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Envelope<H = Head> {
-    pub head: H,
-    pub stream: Stream,
-    pub generation: u64,
-    pub pid: u32,
-}
-
-/// The two kinds of head a transfer can open with: the cache's [`Head`] and the proxy's
-/// [`StoreHead`]. A reader says which it expects, and refuses the other.
-pub trait HeadFormat: Sized {
-    /// Encodes the head, with its stream's make-up, for the transfer numbered
-    /// `generation`, as written by this process.
-    fn encode(&self, stream: Stream, generation: u64) -> [u8; HEAD_CAPACITY];
-
-    /// Decodes and validates a head area (see [`decode_head`]).
-    fn decode(bytes: &[u8]) -> Result<Option<Envelope<Self>>, WireError>;
-}
-
-impl HeadFormat for Head {
-    fn encode(&self, stream: Stream, generation: u64) -> [u8; HEAD_CAPACITY] {
-        encode_head(self, stream, generation)
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Option<Envelope<Head>>, WireError> {
-        decode_head(bytes)
-    }
-}
-
-impl HeadFormat for StoreHead {
-    fn encode(&self, stream: Stream, generation: u64) -> [u8; HEAD_CAPACITY] {
-        let mut w = Writer::head(kind::STORE, stream, generation);
-        w.u16(self.status);
-        w.time(self.modified);
-        w.etag(self.etag.as_ref());
-        w.lifetime(self.lifetime);
-        match self.file {
-            None => w.u8(0),
-            Some(FileVersion(v)) => {
-                w.u8(1);
-                w.u64(v);
-            }
-        }
-        w.into_area()
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Option<Envelope<StoreHead>>, WireError> {
-        let Some((kind, mut r, prefix)) = Reader::head(bytes)? else {
-            return Ok(None);
-        };
-        if kind != kind::STORE {
-            return Err(WireError::Unexpected(kind));
-        }
-        let head = StoreHead {
-            status: r.status()?,
-            modified: r.time()?,
-            etag: r.etag()?,
-            lifetime: r.lifetime()?,
-            file: match r.u8()? {
-                0 => None,
-                1 => Some(FileVersion(r.u64()?)),
-                other => return Err(WireError::Tag("file", other)),
-            },
-        };
-        Ok(Some(prefix.with(head)))
-    }
-}
-
-/// Encodes the cache's `head` for the transfer numbered `generation`, written by this
-/// process, its stream made up as `stream` says. Checks nothing, so that tests can write
-/// what a faulty peer would.
-pub fn encode_head(head: &Head, stream: Stream, generation: u64) -> [u8; HEAD_CAPACITY] {
-    let kind = match head {
-        Head::Found { .. } => kind::FOUND,
-        Head::Expired { .. } => kind::EXPIRED,
-        Head::Missing { .. } => kind::MISSING,
-        Head::Purged { .. } => kind::PURGED,
-        Head::Stats => kind::STATS,
-        Head::Failed => kind::FAILED,
-    };
-    let mut w = Writer::head(kind, stream, generation);
-    match head {
-        Head::Found { meta, outcome } => {
-            w.meta(meta);
-            match *outcome {
-                Outcome::Full => w.u8(1),
-                Outcome::Partial { start, len } => {
-                    w.u8(2);
-                    w.u64(start);
-                    w.u64(len);
-                }
-                Outcome::NotModified => w.u8(3),
-                Outcome::Unsatisfiable => w.u8(4),
-            }
-        }
-        Head::Expired { meta, accept_len } => {
-            w.meta(meta);
-            w.accept(*accept_len);
-        }
-        Head::Missing { accept_len } => w.accept(*accept_len),
-        Head::Purged { existed } => w.u8(u8::from(*existed)),
-        Head::Stats | Head::Failed => {}
-    }
-    w.into_area()
-}
-
-/// Decodes and validates the head area the cache wrote: a known kind, a stream that fits
-/// the kind (see the table above), a range inside the object, an entity tag that can go
-/// into an HTTP header. Bytes after the head are ignored (the area has a fixed size).
-/// `None` for a head area nobody has written since the transfer began.
-pub fn decode_head(bytes: &[u8]) -> Result<Option<Envelope>, WireError> {
-    let Some((kind, mut r, prefix)) = Reader::head(bytes)? else {
-        return Ok(None);
-    };
-    let stream = prefix.stream;
-    let empty = |head: Head| {
-        if stream.is_empty() {
-            Ok(head)
-        } else {
-            Err(WireError::BadLength("a stream where none is due"))
-        }
-    };
-    let head = match kind {
-        kind::FOUND => {
-            let meta = r.meta()?;
-            let outcome = match r.u8()? {
-                1 => Outcome::Full,
-                2 => Outcome::Partial {
-                    start: r.u64()?,
-                    len: r.u64()?,
-                },
-                3 => Outcome::NotModified,
-                4 => Outcome::Unsatisfiable,
-                other => return Err(WireError::Tag("outcome", other)),
-            };
-            if let Outcome::Partial { start, len } = outcome {
-                let inside = start
-                    .checked_add(len)
-                    .is_some_and(|end| end <= meta.total_len);
-                if !inside || len == 0 {
-                    return Err(WireError::BadLength("range outside the object"));
-                }
-            }
-            let sends = outcome.body_range(meta.total_len).map_or(0, |(_, len)| len);
-            if stream.body_len != 0 && stream.body_len != sends {
-                return Err(WireError::BadLength("a body the outcome does not send"));
-            }
-            Head::Found { meta, outcome }
-        }
-        kind::EXPIRED => {
-            if stream.body_len != 0 {
-                return Err(WireError::BadLength("a body after an expired head"));
-            }
-            Head::Expired {
-                meta: r.meta()?,
-                accept_len: r.accept()?,
-            }
-        }
-        kind::MISSING => empty(Head::Missing {
-            accept_len: r.accept()?,
-        })?,
-        kind::PURGED => empty(Head::Purged {
-            existed: match r.u8()? {
-                0 => false,
-                1 => true,
-                other => return Err(WireError::Tag("purged", other)),
-            },
-        })?,
-        kind::STATS => {
-            if stream.header_len != 0 || stream.body_len > MAX_STATS_LEN {
-                return Err(WireError::BadLength(
-                    "stats of a length that cannot be right",
-                ));
-            }
-            Head::Stats
-        }
-        kind::FAILED => empty(Head::Failed)?,
-        kind::STORE => return Err(WireError::Unexpected(kind)),
-        other => return Err(WireError::Tag("head kind", other)),
-    };
-    Ok(Some(prefix.with(head)))
-}
-
-/// Encodes the cache's counters and workers for a STATS answer's stream. Counter names
-/// that could not be decoded (see the table above) are a bug of the caller: it panics.
-pub fn encode_stats(stats: &Stats) -> Vec<u8> {
-    let mut w = Writer(Vec::with_capacity(
-        64 * (stats.counters.len() + stats.workers.len()),
-    ));
-    w.u16(u16::try_from(stats.counters.len()).expect("fewer than 65536 counters"));
-    for (name, value) in &stats.counters {
-        assert!(valid_counter_name(name), "counter name {name:?}");
-        w.str8(name, "counter").expect("checked above");
-        w.u64(*value);
-    }
-    w.u16(u16::try_from(stats.workers.len()).expect("fewer than 65536 workers"));
-    for worker in &stats.workers {
-        match worker {
-            None => w.u8(0),
-            Some((op, key)) => {
-                w.u8(*op as u8);
-                // A key longer than a call carries cannot be a worker's; cut, never fail.
-                let mut end = key.len().min(MAX_KEY_LEN);
-                while !key.is_char_boundary(end) {
-                    end -= 1;
-                }
-                let key = &key[..end];
-                w.str16(key, "key").expect("a call's key has no NUL");
-            }
-        }
-    }
-    w.0
-}
-
-/// Decodes a STATS answer's stream, written by the cache with pid `pid`. Never panics,
-/// whatever the bytes.
-pub fn decode_stats(bytes: &[u8], pid: u32) -> Result<Stats, WireError> {
-    let mut r = Reader(bytes);
-    let n = r.u16()?;
-    let mut counters = Vec::with_capacity(usize::from(n).min(bytes.len() / 10));
-    for _ in 0..n {
-        let name = r.str8("counter")?;
-        if !valid_counter_name(name) {
-            return Err(WireError::BadString("counter"));
-        }
-        counters.push((name.to_owned(), r.u64()?));
-    }
-    let n = r.u16()?;
-    let mut workers = Vec::with_capacity(usize::from(n).min(bytes.len()));
-    for _ in 0..n {
-        workers.push(match r.u8()? {
-            0 => None,
-            code => {
-                let op = Op::from_code(code).ok_or(WireError::Op(code))?;
-                Some((op, r.str16("key")?.to_owned()))
-            }
-        });
-    }
-    r.end()?;
-    Ok(Stats {
-        pid,
-        counters,
-        workers,
-    })
-}
-
-fn valid_counter_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
-
-/// What every head begins with, once read.
-struct Prefix {
-    stream: Stream,
-    generation: u64,
-    pid: u32,
-}
-
-impl Prefix {
-    fn with<H>(self, head: H) -> Envelope<H> {
-        Envelope {
-            head,
-            stream: self.stream,
-            generation: self.generation,
-            pid: self.pid,
-        }
-    }
-}
-
 /// Appends fields to a message.
 struct Writer(Vec<u8>);
 
 impl Writer {
-    /// A writer for a head area, with the prefix every head begins with.
-    fn head(kind: u8, stream: Stream, generation: u64) -> Writer {
-        let mut w = Writer(Vec::with_capacity(HEAD_CAPACITY));
-        w.u8(kind);
-        w.u64(generation);
-        w.u32(std::process::id());
-        w.u32(stream.header_len);
-        w.u64(stream.body_len);
-        w
-    }
-
-    /// The head area holding what was written: the largest head (Found with the longest
-    /// entity tag) takes 221 bytes.
-    fn into_area(self) -> [u8; HEAD_CAPACITY] {
-        let mut out = [0u8; HEAD_CAPACITY];
-        out[..self.0.len()].copy_from_slice(&self.0);
-        out
-    }
-
     fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
@@ -688,57 +399,12 @@ impl Writer {
         Ok(())
     }
 
-    fn time(&mut self, t: Option<SystemTime>) {
-        match t {
-            None => self.u8(0),
-            Some(t) => {
-                self.u8(1);
-                self.u64(to_secs(Some(t)));
-            }
-        }
-    }
-
-    fn etag(&mut self, etag: Option<&Etag>) {
-        let etag = etag.map_or("", Etag::as_str);
-        self.u8(etag.len() as u8);
-        self.0.extend_from_slice(etag.as_bytes());
-    }
-
     fn lifetime(&mut self, lifetime: Lifetime) {
         match lifetime {
             Lifetime::MustValidate => self.u8(1),
             Lifetime::Seconds(n) => {
                 self.u8(2);
                 self.u64(n.get());
-            }
-        }
-    }
-
-    fn accept(&mut self, accept_len: Option<u64>) {
-        match accept_len {
-            None => self.u8(0),
-            Some(len) => {
-                self.u8(1);
-                self.u64(len);
-            }
-        }
-    }
-
-    fn meta(&mut self, m: &Meta) {
-        self.u16(m.status);
-        self.u64(m.total_len);
-        self.time(m.modified);
-        self.etag(m.etag.as_ref());
-        self.u64(m.stored_at);
-        self.lifetime(m.lifetime);
-        match m.identity {
-            Identity::File(FileVersion(v)) => {
-                self.u8(1);
-                self.u64(v);
-            }
-            Identity::Unique(v) => {
-                self.u8(2);
-                self.u64(v);
             }
         }
     }
@@ -819,15 +485,6 @@ impl<'a> Reader<'a> {
             .ok_or(WireError::BadLength("a time out of range"))
     }
 
-    /// A tagged time: 0 unknown, or 1 and seconds.
-    fn time(&mut self) -> Result<Option<SystemTime>, WireError> {
-        match self.u8()? {
-            0 => Ok(None),
-            1 => self.date().map(Some),
-            other => Err(WireError::Tag("time", other)),
-        }
-    }
-
     fn conditions(&mut self) -> Result<Conditions, WireError> {
         let if_none_match = match self.u8()? {
             0 => None,
@@ -875,54 +532,6 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// The prefix every head begins with, and the kind; `None` for an area nobody has
-    /// written since the transfer began (kind 0).
-    fn head(bytes: &'a [u8]) -> Result<Option<(u8, Reader<'a>, Prefix)>, WireError> {
-        let mut r = Reader(bytes);
-        let kind = r.u8()?;
-        if kind == 0 {
-            return Ok(None);
-        }
-        let generation = r.u64()?;
-        let pid = r.u32()?;
-        let stream = Stream {
-            header_len: r.u32()?,
-            body_len: r.u64()?,
-        };
-        if stream.header_len > MAX_HEADER_BLOCK {
-            return Err(WireError::BadLength("header block too long"));
-        }
-        let prefix = Prefix {
-            stream,
-            generation,
-            pid,
-        };
-        Ok(Some((kind, r, prefix)))
-    }
-
-    fn status(&mut self) -> Result<u16, WireError> {
-        let status = self.u16()?;
-        if !(100..=999).contains(&status) {
-            return Err(WireError::BadLength("status outside 100..=999"));
-        }
-        Ok(status)
-    }
-
-    /// An entity tag or none (a length of 0).
-    fn etag(&mut self) -> Result<Option<Etag>, WireError> {
-        let len = self.u8()? as usize;
-        if len > ETAG_CAPACITY {
-            return Err(WireError::BadLength("entity tag longer than its field"));
-        }
-        let bytes = self.take(len)?;
-        match len {
-            0 => Ok(None),
-            _ => Etag::from_bytes(bytes)
-                .map(Some)
-                .ok_or(WireError::BadString("entity tag")),
-        }
-    }
-
     fn lifetime(&mut self) -> Result<Lifetime, WireError> {
         match self.u8()? {
             1 => Ok(Lifetime::MustValidate),
@@ -936,30 +545,6 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn accept(&mut self) -> Result<Option<u64>, WireError> {
-        match self.u8()? {
-            0 => Ok(None),
-            1 => self.u64().map(Some),
-            other => Err(WireError::Tag("accept", other)),
-        }
-    }
-
-    fn meta(&mut self) -> Result<Meta, WireError> {
-        Ok(Meta {
-            status: self.status()?,
-            total_len: self.u64()?,
-            modified: self.time()?,
-            etag: self.etag()?,
-            stored_at: self.u64()?,
-            lifetime: self.lifetime()?,
-            identity: match self.u8()? {
-                1 => Identity::File(FileVersion(self.u64()?)),
-                2 => Identity::Unique(self.u64()?),
-                other => return Err(WireError::Tag("identity", other)),
-            },
-        })
-    }
-
     fn end(&self) -> Result<(), WireError> {
         match self.0.len() {
             0 => Ok(()),
@@ -971,6 +556,11 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipc::call::{
+        ETAG_CAPACITY, FileVersion, Head, Identity, MAX_HEADER_BLOCK, Meta, Stats, StoreHead,
+        Stream,
+    };
+    use crate::ipc::conditions::Outcome;
 
     fn get(key: &str) -> Message<&str> {
         Message {
@@ -1355,7 +945,12 @@ mod tests {
 #[cfg(test)]
 mod properties {
     use super::*;
+    use crate::ipc::call::{
+        FileVersion, Head, Identity, MAX_HEADER_BLOCK, Meta, Stats, StoreHead, Stream,
+    };
+    use crate::ipc::conditions::Outcome;
     use proptest::prelude::*;
+    use std::time::SystemTime;
 
     fn lifetime() -> impl Strategy<Value = Lifetime> {
         prop_oneof![
