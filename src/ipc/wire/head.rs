@@ -225,7 +225,7 @@ impl Writer {
     }
 
     /// The head area holding what was written: the largest head (Found with the longest
-    /// entity tag) takes 221 bytes.
+    /// entity tag and a range) takes 216 bytes.
     fn into_area(self) -> [u8; HEAD_CAPACITY] {
         let mut out = [0u8; HEAD_CAPACITY];
         out[..self.0.len()].copy_from_slice(&self.0);
