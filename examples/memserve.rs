@@ -27,7 +27,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use shmcache::cache::store::file_etag;
+use shmcache::file;
 use shmcache::http::body::Body;
 use shmcache::http::path::object_key;
 use shmcache::http::response::{Headers, Reply, Value};
@@ -83,7 +83,7 @@ fn run(dir: &Path, port: u16, threads: usize) -> io::Result<()> {
     for (key, path) in shmcache::cache::preload::list(dir)? {
         let bytes = fs::read(&path)?;
         let modified = fs::metadata(&path)?.modified().ok();
-        let etag = file_etag(modified, bytes.len() as u64);
+        let etag = file::etag(modified, bytes.len() as u64);
         let bytes = Arc::from(bytes);
         files.insert(
             key,

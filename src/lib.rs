@@ -12,7 +12,7 @@
 //!   queue), [`ipc::lock`] (one live cache per name) and [`ipc::process`] (process calls).
 //!   All `unsafe` code is here, except the server's socket calls (two options, epoll,
 //!   poll) in `http::server::socket`.
-//! - [`cache`]: the `shmcached` process's store ([`cache::store`]), its preloading
+//! - [`cache`]: the `shmcached` process's entries ([`cache::entries`]), its preloading
 //!   ([`cache::preload`]) and what it does for each call ([`cache::service`]).
 //! - [`http`]: the `webproxy` process: a plain HTTP/1.1 server ([`http::server`]: the
 //!   acceptor, the epoll waiter, the pool threads that each carry one request, request
@@ -24,6 +24,8 @@
 //!   counters ([`http::stats`]), the access log ([`http::access`]), the live view of the
 //!   channel at `/-/` (`http::live`), the whole proxy ([`http::proxy`]) and
 //!   `--spawn-cache` ([`http::spawn`]).
+//! - [`file`]: a file as both processes serve it (its header block, entity tag and
+//!   version), so that neither process imports the other.
 //! - [`shutdown`]: signals to actions (fast and graceful stops, reload, reopening logs),
 //!   shared by both processes; [`pidfile`]: `--pid-file`.
 //! - [`args`]: command-line value parsers shared by both binaries.
@@ -38,6 +40,8 @@
 pub mod args;
 #[deny(unsafe_code)]
 pub mod cache;
+#[deny(unsafe_code)]
+pub mod file;
 #[deny(unsafe_code)]
 pub mod http;
 pub mod ipc;

@@ -15,8 +15,10 @@ use common::*;
 use shmcache::ipc::queue::MessageQueue;
 use shmcache::ipc::queue_name;
 use shmcache::ipc::segment::{HEADER_SIZE, Segment};
-use shmcache::ipc::wire::{HEAD_CAPACITY, MESSAGE_CAPACITY, Message, encode_head};
-use shmcache::ipc::{Head, MAX_HEADER_BLOCK, Meta, Outcome};
+use shmcache::ipc::wire::{HEAD_CAPACITY, HEAD_PREFIX_LEN, MESSAGE_CAPACITY, Message, encode_head};
+use shmcache::ipc::{
+    FileVersion, Head, Identity, Lifetime, MAX_HEADER_BLOCK, Meta, Outcome, Stream,
+};
 
 #[test]
 fn cache_killed_mid_transfer() {
@@ -530,24 +532,33 @@ fn meta() -> Meta {
     Meta {
         status: 200,
         total_len: 100,
-        header_len: 0,
         modified: None,
         etag: None,
         stored_at: 0,
-        max_age: u64::MAX,
-        source_version: 1,
+        lifetime: Lifetime::from_secs(3600),
+        identity: Identity::File(FileVersion(1)),
     }
 }
 
-/// Bytes of a head before its meta: kind, generation, pid.
-const META_AT: usize = 1 + 8 + 4;
+/// Bytes of a head before its meta: kind, generation, pid, the stream's two lengths.
+const META_AT: usize = HEAD_PREFIX_LEN;
 
-fn found(meta: Meta, outcome: Outcome) -> impl Fn(u64) -> [u8; HEAD_CAPACITY] + Send {
+/// A Found head whose stream is `header_len` bytes of header block and `body_len` of body.
+fn found(
+    meta: Meta,
+    outcome: Outcome,
+    header_len: u32,
+    body_len: u64,
+) -> impl Fn(u64) -> [u8; HEAD_CAPACITY] + Send {
     move |generation| {
         encode_head(
             &Head::Found {
                 meta: meta.clone(),
                 outcome,
+            },
+            Stream {
+                header_len,
+                body_len,
             },
             generation,
         )
@@ -556,7 +567,7 @@ fn found(meta: Meta, outcome: Outcome) -> impl Fn(u64) -> [u8; HEAD_CAPACITY] + 
 
 /// The head of a well-formed answer: 100 bytes, no header block.
 fn valid(generation: u64) -> [u8; HEAD_CAPACITY] {
-    found(meta(), Outcome::Full)(generation)
+    found(meta(), Outcome::Full, 0, 100)(generation)
 }
 
 /// A valid head with `bytes` written over it at `at`.
@@ -591,7 +602,12 @@ fn malformed_segment_heads_are_refused_without_reading_out_of_bounds() {
         ),
         (
             "body past the object",
-            Box::new(found(meta(), Outcome::Partial { start: 0, len: 101 })),
+            Box::new(found(
+                meta(),
+                Outcome::Partial { start: 0, len: 101 },
+                0,
+                101,
+            )),
             Box::new(|_| {}),
         ),
         (
@@ -602,6 +618,8 @@ fn malformed_segment_heads_are_refused_without_reading_out_of_bounds() {
                     start: u64::MAX,
                     len: 2,
                 },
+                0,
+                2,
             )),
             Box::new(|_| {}),
         ),
@@ -612,30 +630,25 @@ fn malformed_segment_heads_are_refused_without_reading_out_of_bounds() {
         ),
         (
             "entity tag length past its field",
-            // status, total_len, header_len, modified: then the tag's length.
-            Box::new(edited(META_AT + 2 + 8 + 4 + 8, &[200])),
+            // status, total_len, modified (unknown: its tag alone): then the tag's length.
+            Box::new(edited(META_AT + 2 + 8 + 1, &[200])),
             Box::new(|_| {}),
         ),
         (
             "header block too long",
-            Box::new(found(
-                Meta {
-                    header_len: MAX_HEADER_BLOCK + 1,
-                    ..meta()
-                },
-                Outcome::Full,
-            )),
+            Box::new(found(meta(), Outcome::Full, MAX_HEADER_BLOCK + 1, 100)),
             Box::new(|_| {}),
         ),
         (
             "a header block that would split the response",
             Box::new(found(
                 Meta {
-                    header_len: 10,
                     total_len: 90,
                     ..meta()
                 },
                 Outcome::Full,
+                10,
+                90,
             )),
             Box::new(|_| {}),
         ),

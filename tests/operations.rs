@@ -262,7 +262,7 @@ fn hup_reloads_the_spawned_cache_and_reopens_the_access_log() {
     write_files(files.path(), &[("a.txt", b"FIRST")]);
     proxy.signal("HUP");
     proxy.wait_log("passed SIGHUP on to shmcached");
-    proxy.wait_log("reloaded 2 files");
+    proxy.wait_log("] reloaded 2 files");
     proxy.wait_log("reopened the access log");
     let r = get(addr, "/a.txt");
     assert_eq!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use shmcache::args::Shmcached as Args;
 use shmcache::cache::service::Cache;
-use shmcache::cache::{preload::preload, store::Store};
+use shmcache::cache::{entries::Entries, preload::preload};
 use shmcache::ipc::lock::InstanceLock;
 use shmcache::ipc::server::{Config, Server};
 use shmcache::pidfile::PidFile;
@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let shutdown = Shutdown::new();
-    let store = Arc::new(Store::new(args.capacity as u64, args.max_object as u64));
+    let store = Arc::new(Entries::new(args.capacity as u64, args.max_object as u64));
     let cache = Arc::new(Cache::new(Arc::clone(&store)));
     let reload: Box<dyn Fn() + Send> = match args.cache.clone() {
         Some(path) => {

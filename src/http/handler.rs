@@ -21,9 +21,9 @@ use super::storage::{
     Cached as StoredValidators, DirStorage, Lookup, Object, Revalidation, Storage, StorageError,
 };
 use super::upstream::Upstream;
-use crate::cache::store::file_headers;
+use crate::file;
 use crate::ipc::client::{Answer, CacheBody, Client, Found};
-use crate::ipc::{ByteRange, Conditions, Etag, Meta, Outcome, Validators};
+use crate::ipc::{ByteRange, Conditions, Etag, Meta, Outcome, StoreHead, Validators};
 
 /// What every request handler shares.
 pub struct Context {
@@ -211,7 +211,7 @@ fn storage_rest(
     let cached = StoredValidators {
         modified: hit.modified,
         etag: hit.etag.as_ref().map(Etag::as_str),
-        source_version: hit.version,
+        identity: hit.identity,
     };
     let rest = dir(ctx)?.rest_of(&hit.key, &cached, hit.total_len, (next, hit.end));
     match &rest {
@@ -419,7 +419,7 @@ fn resume_hit(ctx: Arc<Context>, hit: HitRange, next: u64, out: Response<'_, Sou
             if found.meta.total_len == hit.total_len
                 && found.meta.modified == hit.modified
                 && found.meta.etag == hit.etag
-                && found.meta.source_version == hit.version
+                && found.meta.identity == hit.identity
                 && found.range == (next, window) =>
         {
             return deliver_hit(ctx, found.body, hit, next + window, out);
@@ -543,10 +543,16 @@ fn lookup(ctx: &Context, ask: &Ask) -> (Reply, Source) {
 }
 
 /// Serves what the cache does not have from secondary storage. `accept_len` is what the
-/// cache said it would take (`None`: it did not answer): only a plain GET of the whole
+/// cache said it would take (`None`: it did not answer; `Some(None)`: it takes nothing):
+/// only a plain GET of the whole
 /// object fills it, and only one request per key does; the others wait for that fill and
 /// then ask the cache again.
-fn miss(ctx: &Context, ask: &Ask, accept_len: Option<u64>, asked: Instant) -> (Reply, Source) {
+fn miss(
+    ctx: &Context,
+    ask: &Ask,
+    accept_len: Option<Option<u64>>,
+    asked: Instant,
+) -> (Reply, Source) {
     let Some(storage) = dir(ctx) else {
         return match accept_len {
             Some(_) => (Reply::text(404, "404 Not Found\n"), Source::Proxy),
@@ -555,14 +561,12 @@ fn miss(ctx: &Context, ask: &Ask, accept_len: Option<u64>, asked: Instant) -> (R
     };
     let may_fill = !ask.head_only && ask.conditions.range.is_none();
     let fill = match accept_len {
-        Some(accept_len) if may_fill && accept_len > 0 => {
-            match ctx.coalescer.join_miss(ask.key, asked) {
-                Role::Leader(ticket) => Some((accept_len, ticket)),
-                Role::Follower(flight) => {
-                    return after_fill(ctx, ask, flight.wait(ctx.coalesce_timeout));
-                }
+        Some(Some(accept_len)) if may_fill => match ctx.coalescer.join_miss(ask.key, asked) {
+            Role::Leader(ticket) => Some((accept_len, ticket)),
+            Role::Follower(flight) => {
+                return after_fill(ctx, ask, flight.wait(ctx.coalesce_timeout));
             }
-        }
+        },
         _ => None,
     };
     from_storage(ctx, storage.lookup(ask.key), ask, fill)
@@ -586,7 +590,7 @@ fn after_fill(ctx: &Context, ask: &Ask, filled: bool) -> (Reply, Source) {
 /// Serves an entry whose lifetime has passed: checks it against secondary storage first
 /// (one request per key does, the others wait for it), then renews and serves it, or
 /// replaces it with the new version, or (storage unreachable) serves it stale for a while.
-fn revalidate(ctx: &Context, ask: &Ask, meta: &Meta, accept_len: u64) -> (Reply, Source) {
+fn revalidate(ctx: &Context, ask: &Ask, meta: &Meta, accept_len: Option<u64>) -> (Reply, Source) {
     let key = ask.key;
     // The cache answers "expired" only when asked to: with no storage we never ask.
     let Some(storage) = dir(ctx) else {
@@ -599,12 +603,14 @@ fn revalidate(ctx: &Context, ask: &Ask, meta: &Meta, accept_len: u64) -> (Reply,
     let cached = StoredValidators {
         modified: meta.modified,
         etag: meta.etag.as_ref().map(Etag::as_str),
-        source_version: meta.source_version,
+        identity: meta.identity,
     };
     match storage.revalidate(key, &cached) {
-        Ok(Revalidation::Unchanged { max_age }) => {
+        Ok(Revalidation::Unchanged { lifetime }) => {
             bump(&ctx.stats.revalidated);
-            let renewed = ctx.cache.renew(key, max_age, ask.conditions, ask.head_only);
+            let renewed = ctx
+                .cache
+                .renew(key, lifetime, ask.conditions, ask.head_only);
             drop(ticket);
             match renewed {
                 Ok(Answer::Found(found)) => (file_hit(ask, found), Source::Hit),
@@ -613,14 +619,19 @@ fn revalidate(ctx: &Context, ask: &Ask, meta: &Meta, accept_len: u64) -> (Reply,
         }
         Ok(Revalidation::Changed(object)) => {
             bump(&ctx.stats.replaced);
-            let fill = Some((accept_len, ticket));
+            let fill = accept_len.map(|accept_len| (accept_len, ticket));
             from_storage(ctx, Ok(Lookup::Found(object)), ask, fill)
         }
         Ok(Revalidation::Missing) => {
             let _ = ctx.cache.purge(key);
             (Reply::text(404, "404 Not Found\n"), Source::Proxy)
         }
-        Err(e) if meta.age() < meta.max_age.saturating_add(ctx.stale_if_error) => {
+        Err(e)
+            if meta
+                .lifetime
+                .extended(ctx.stale_if_error)
+                .covers(meta.age()) =>
+        {
             log::warn!("{key}: cannot revalidate ({e}); serving it stale");
             drop(ticket);
             serve_stale(ctx, ask)
@@ -715,7 +726,7 @@ pub(super) fn hit(key: &str, found: Found, age: u64) -> Reply {
         total_len: meta.total_len,
         modified: meta.modified,
         etag: meta.etag,
-        version: meta.source_version,
+        identity: meta.identity,
     };
     let body = match body.remaining() {
         0 => Body::Text(b""),
@@ -786,7 +797,7 @@ fn stored_response(
         etag: etag.as_deref(),
     };
     let outcome = ask.conditions.evaluate(&validators);
-    let headers = file_headers(ask.key, object.modified, etag.as_deref());
+    let headers = file::headers(ask.key, object.modified, etag.as_deref());
     let range = match object.len {
         Some(len) => outcome.body_range(len),
         // Unknown length: the whole stream, or nothing.
@@ -796,21 +807,18 @@ fn stored_response(
         Some((start, n)) if !ask.head_only => {
             object.skip(start)?;
             let source = object.body.take(n);
-            match (fill, object.max_age, object.len) {
-                (Some((accept_len, ticket)), Some(max_age), Some(len))
+            match (fill, object.lifetime, object.len) {
+                (Some((accept_len, ticket)), Some(lifetime), Some(len))
                     if outcome == Outcome::Full && len <= accept_len =>
                 {
-                    let meta = Meta {
+                    let head = StoreHead {
                         status: 200,
-                        total_len: len,
-                        header_len: headers.len() as u32,
                         modified: object.modified,
                         etag: etag.as_deref().and_then(Etag::new),
-                        stored_at: 0,
-                        max_age,
-                        source_version: object.source_version,
+                        lifetime,
+                        file: Some(object.version),
                     };
-                    match ctx.cache.store(ask.key, meta, &headers) {
+                    match ctx.cache.store(ask.key, head, &headers, len) {
                         Ok(f) => {
                             Body::Fill(FillBody::new(source, f, ticket, Arc::clone(&ctx.stats)))
                         }
@@ -940,7 +948,7 @@ fn admin_page(ctx: &Context, request: &Request, key: &str) -> Option<Reply> {
 fn live_snapshot(ctx: &Context) -> live::Snapshot {
     let channel = ctx.cache.channel();
     let counters = ctx.stats.values().into_iter().chain(ctx.cache.counters());
-    live::Snapshot::new(channel, ctx.cache.stats().ok().as_deref(), counters)
+    live::Snapshot::new(channel, ctx.cache.stats().ok().as_ref(), counters)
 }
 
 /// A page the proxy made, sent from memory and never cached.
@@ -964,7 +972,7 @@ fn stats_page(ctx: &Context, prometheus: bool) -> Reply {
         .cache
         .stats()
         .ok()
-        .map(|text| stats::parse_cache_stats(&text));
+        .map(|cache| stats::cache_counters(&cache));
     let (text, content_type) = if prometheus {
         (
             stats::to_prometheus(&proxy, cache.as_deref()),

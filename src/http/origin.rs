@@ -13,7 +13,7 @@
 //!   Requests carry their end-to-end header fields as received plus `Via`; responses go
 //!   back with their status and end-to-end fields, and are stored that way (the header
 //!   block of a STORE), so a hit answers what the origin said.
-//! - **Freshness.** A STORE's `max_age` is the response's freshness lifetime less its age
+//! - **Freshness.** A STORE's `lifetime` is the response's freshness lifetime less its age
 //!   when it arrived (§4.2.3), so the cache's own "fresh or expired" is §4.2's; a fresh
 //!   hit is served in one ask. A request with directives that may refuse a fresh response
 //!   (`no-cache`, `max-age`, `min-fresh`, `Authorization`) first asks for the head only.
@@ -43,7 +43,9 @@ use super::stats::bump;
 use super::storage::Source as Stream;
 use super::upstream::{Response, Upstream};
 use crate::ipc::client::{Answer, Found};
-use crate::ipc::{Conditions, Etag, MAX_HEADER_BLOCK, MAX_KEY_LEN, Meta, Outcome, Validators};
+use crate::ipc::{
+    Conditions, Etag, Lifetime, MAX_HEADER_BLOCK, MAX_KEY_LEN, Meta, Outcome, StoreHead, Validators,
+};
 
 /// The largest body the proxy holds in memory to store it: one read back from the cache
 /// to store it again under the fields a 304 updated (a larger entry is served with them
@@ -260,7 +262,7 @@ impl Ask<'_> {
         };
         let (stored, accept_len) = match asked {
             Ok(Answer::Found(found)) if !picky => return self.serve(&key, found),
-            Ok(Answer::Found(found)) => (Stored::new(found.meta, &found.headers), u64::MAX),
+            Ok(Answer::Found(found)) => (Stored::new(found.meta, &found.headers), Some(u64::MAX)),
             Ok(Answer::Expired {
                 meta,
                 headers,
@@ -335,13 +337,13 @@ impl Ask<'_> {
     fn fill_or_wait(
         &self,
         key: &str,
-        accept_len: u64,
+        accept_len: Option<u64>,
         may_wait: bool,
         asked: Instant,
     ) -> (Reply, Source) {
-        if accept_len == 0 || self.head_only() || !may_wait {
+        let Some(accept_len) = accept_len.filter(|_| !self.head_only() && may_wait) else {
             return self.fetch(None, None);
-        }
+        };
         match self.ctx.coalescer.join_miss(key, asked) {
             Role::Leader(ticket) => self.fetch(Some(accept_len), Some(ticket)),
             Role::Follower(flight) => {
@@ -501,9 +503,9 @@ impl Ask<'_> {
             // Responses stored before the key started varying are not variants.
             self.invalidate_primary_only();
         }
-        let meta = entry_meta(&fresh, len, received_at, block.len());
+        let head = entry_head(&fresh, received_at);
         let mut reply = pass_through_head(status, &response.headers, Some(len));
-        let stored = self.ctx.cache.store(&key, meta, &block);
+        let stored = self.ctx.cache.store(&key, head, &block, len);
         reply.body = match (stored, buffered) {
             (Ok(mut store), Some(body)) => {
                 if let Err(e) = store.write(&body) {
@@ -544,7 +546,7 @@ impl Ask<'_> {
         &self,
         key: &str,
         stored: Stored,
-        accept_len: u64,
+        accept_len: Option<u64>,
         may_wait: bool,
     ) -> (Reply, Source) {
         let ctx = self.ctx;
@@ -564,7 +566,12 @@ impl Ask<'_> {
 
     /// Serves a stale response at once and validates it on a thread of its own (RFC 5861
     /// §3, `stale-while-revalidate`), unless another request is validating it already.
-    fn serve_and_revalidate(&self, key: &str, stored: Stored, accept_len: u64) -> (Reply, Source) {
+    fn serve_and_revalidate(
+        &self,
+        key: &str,
+        stored: Stored,
+        accept_len: Option<u64>,
+    ) -> (Reply, Source) {
         if let Role::Leader(ticket) = self.ctx.coalescer.join(key) {
             let ctx = Arc::clone(self.ctx);
             let request = self.request.clone();
@@ -592,7 +599,7 @@ impl Ask<'_> {
         &self,
         key: &str,
         stored: Stored,
-        accept_len: u64,
+        accept_len: Option<u64>,
         ticket: Ticket,
     ) -> (Reply, Source) {
         let ctx = self.ctx;
@@ -665,7 +672,9 @@ impl Ask<'_> {
             return (reply, Source::Hit);
         }
         bump(&ctx.stats.replaced);
-        let fill = (accept_len > 0 && !self.head_only()).then_some((accept_len, ticket));
+        let fill = accept_len
+            .filter(|_| !self.head_only())
+            .map(|accept_len| (accept_len, ticket));
         (self.answer_from(response, sent_at, fill), Source::Secondary)
     }
 
@@ -686,8 +695,11 @@ impl Ask<'_> {
         let unchanged = lines(&fresh.headers) == lines(&stored.headers)
             && field_value(&stored.headers, "date").is_none();
         if unchanged || !complete_block(&block, &fresh.headers) {
-            let max_age = entry_meta(&fresh, 0, fresh.response_time, 0).max_age;
-            return match ctx.cache.renew(key, max_age, &conditions, self.head_only()) {
+            let lifetime = entry_head(&fresh, fresh.response_time).lifetime;
+            return match ctx
+                .cache
+                .renew(key, lifetime, &conditions, self.head_only())
+            {
                 Ok(Answer::Found(found)) => self.serve(key, found).0,
                 _ => self.fetch(None, None).0,
             };
@@ -713,19 +725,19 @@ impl Ask<'_> {
         if found.body.take(total).read_to_end(&mut body).ok() != Some(total as usize) {
             return self.fetch(None, None).0;
         }
-        let meta = entry_meta(&fresh, total, fresh.response_time, block.len());
-        let etag = meta.etag;
+        let head = entry_head(&fresh, fresh.response_time);
+        let etag = head.etag;
         let validators = Validators {
             len: Some(total),
-            modified: meta.modified,
+            modified: head.modified,
             etag: etag.as_ref().map(Etag::as_str),
         };
         let outcome = conditions.evaluate(&validators);
-        let status = meta.status;
+        let status = head.status;
         if block.len() <= MAX_HEADER_BLOCK as usize {
             let stored = ctx
                 .cache
-                .store(key, meta, &block)
+                .store(key, head, &block, total)
                 .map_err(|e| e.to_string())
                 .and_then(|mut fill| fill.write(&body).map_err(|e| e.to_string()));
             if let Err(e) = stored {
@@ -759,7 +771,7 @@ fn reusable(fresh: &ResponseMeta) -> bool {
 /// The head a STORE carries for a response: its validators, and a lifetime from now that
 /// runs out exactly when its freshness lifetime does (§4.2: fresh while the lifetime is
 /// more than the current age, and the cache counts from when it stores it).
-fn entry_meta(fresh: &ResponseMeta, len: u64, now: SystemTime, header_len: usize) -> Meta {
+fn entry_head(fresh: &ResponseMeta, now: SystemTime) -> StoreHead {
     let lifetime = freshness::freshness_lifetime(fresh);
     let age = freshness::current_age(fresh, now);
     let first = |name: &str| {
@@ -774,23 +786,20 @@ fn entry_meta(fresh: &ResponseMeta, len: u64, now: SystemTime, header_len: usize
         ResponseDirectives::from_headers(&fresh.headers).no_cache,
         Some(Fields::All)
     );
-    let max_age = match must_validate {
-        true => 0,
-        false => lifetime.saturating_sub(age),
+    let lifetime = match must_validate {
+        true => Lifetime::MustValidate,
+        false => Lifetime::from_secs(lifetime.saturating_sub(age)),
     };
-    Meta {
+    StoreHead {
         status: fresh.status,
-        total_len: len,
-        header_len: header_len as u32,
         // What a client's If-Modified-Since is compared with: the Last-Modified, or
         // without one the Date (RFC 9111 §4.3.2).
         modified: first("last-modified")
             .or_else(|| first("date"))
             .and_then(|d| httpdate::parse_http_date(d).ok()),
         etag: first("etag").and_then(Etag::new),
-        stored_at: 0,
-        max_age,
-        source_version: 0,
+        lifetime,
+        file: None,
     }
 }
 

@@ -668,19 +668,23 @@ impl<T: Send + 'static> Response<'_, T> {
         if out.length.is_some_and(|l| out.body + held.remaining() > l) {
             return out.fail(io::Error::other("the body is longer than its length"));
         }
-        if out.queue.is_empty() && !out.lagging {
+        // Straight from the holder only while nothing waits before it.
+        let sent_all = if out.queue.is_empty() && !out.lagging {
             match send_held(out, stream, &mut held) {
-                Ok(true) => {
-                    out.ended = Some(Ok(()));
-                    return;
-                }
-                Ok(false) => out.lagging = true,
+                Ok(sent_all) => sent_all,
                 Err(e) => return out.fail(e),
             }
+        } else {
+            false
+        };
+        if !sent_all {
+            out.lagging = true;
+            if let Err(e) = out.park(&mut held) {
+                return out.fail(e);
+            }
         }
-        if let Err(e) = out.park(&mut held) {
-            return out.fail(e);
-        }
+        // Sent or parked: the holder goes back, and what comes after it (a body may be
+        // one window of a longer response) is the rest.
         match held.release() {
             Some(job) => out.rest = Some(Rest::Resume(job)),
             None => out.ended = Some(Ok(())),
