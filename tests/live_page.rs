@@ -1,4 +1,4 @@
-//! The live view's page (`src/http/live.html`) on its own, in headless Chromium: a tiny
+//! The live view's page (`src/http/admin/live.html`) on its own, in headless Chromium: a tiny
 //! server in the test serves the page at `/-/` and a fixed snapshot at `/-/segments`, and
 //! the tests read the DOM the page rendered from it. This tests the page and the browser
 //! harness without a proxy; the proxy's own test of `/-/` runs the same page against the
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use common::browser;
 
-const PAGE: &str = include_str!("../src/http/live.html");
+const PAGE: &str = include_str!("../src/http/admin/live.html");
 /// What `live::to_json` writes for its sample snapshot (a unit test there checks that it
 /// still does): segments 0 and 2 idle, segment 1 `sending` `/big.bin` through 8 slots.
 const SAMPLE: &str = include_str!("live_sample.json");

@@ -12,16 +12,20 @@
 //! [`spawn`] starts a cache for `--spawn-cache`.
 
 pub mod access;
+pub mod admin;
 pub mod body;
 pub mod cache_control;
 pub mod coalesce;
 pub mod conditional;
+pub mod context;
 pub mod freshness;
 pub mod handler;
-pub(crate) mod live;
+pub mod hit;
 pub mod origin;
 pub mod path;
 pub mod proxy;
+pub mod purge;
+pub mod read_through;
 pub mod response;
 pub mod server;
 pub mod spawn;

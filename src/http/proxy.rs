@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::coalesce::Coalescer;
-use super::handler::Context;
+use super::context::Context;
 use super::server::{Budget, Server, ServerConfig};
 use super::storage::Storage;
 use crate::ipc::client::{Client, Segments};

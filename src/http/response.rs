@@ -11,6 +11,29 @@ use httpdate::HttpDate;
 use super::body::Body;
 use super::server::Head;
 use crate::ipc::Etag;
+use crate::ipc::{Outcome, Validators};
+
+/// Where an answer came from, for the access log and the `X-Cache` header: the
+/// proxy's note on each response (the server's `Service::Tag`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Through a segment from the cache.
+    Hit,
+    /// From secondary storage, after the cache did not have it (or was not there).
+    Secondary,
+    /// Answered by the proxy alone (errors, redirects).
+    Proxy,
+}
+
+impl Source {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Source::Hit => "hit",
+            Source::Secondary => "secondary",
+            Source::Proxy => "-",
+        }
+    }
+}
 
 /// A header value, kept in the form it came in and formatted straight into the response
 /// head, so that building a reply allocates nothing.
@@ -170,4 +193,67 @@ impl Reply {
         };
         (head, self.body)
     }
+}
+
+/// A stored response (`status` and its header block) as `outcome` decided it: whole,
+/// partial, not modified, or not satisfiable.
+pub(super) fn response(
+    v: &Validators,
+    status: u16,
+    stored: Vec<u8>,
+    outcome: Outcome,
+    body: Body,
+    source: Source,
+) -> Reply {
+    let (status, stored, length) = match outcome {
+        // The length is the one a 200 would announce (RFC 9110 §8.6); no body follows.
+        Outcome::NotModified => (304, not_modified_headers(&stored), v.len),
+        Outcome::Full => (status, stored, v.len),
+        Outcome::Partial { len, .. } => (206, stored, Some(len)),
+        Outcome::Unsatisfiable => {
+            let total = v.len.unwrap_or(0);
+            return Reply::text(416, "416 Range Not Satisfiable\n")
+                .with_header("Content-Range", Value::Unsatisfiable(total));
+        }
+    };
+    let mut headers = Headers::stored(stored);
+    headers.push(
+        "X-Cache",
+        if source == Source::Hit { "HIT" } else { "MISS" },
+    );
+    if let Outcome::Partial { start, len } = outcome {
+        let total = v.len.expect("ranges apply to objects of known length");
+        let end = start + len - 1;
+        headers.push("Content-Range", Value::Range { start, end, total });
+    }
+    if status != 304 {
+        headers.push("Accept-Ranges", "bytes");
+    }
+    Reply {
+        status,
+        headers,
+        length,
+        body,
+    }
+}
+
+/// The stored headers a 304 carries: those that would update a client's cached copy
+/// (RFC 9110 §15.4.5), not the representation's own metadata such as its type.
+fn not_modified_headers(stored: &[u8]) -> Vec<u8> {
+    const KEPT: [&str; 6] = [
+        "cache-control",
+        "content-location",
+        "etag",
+        "expires",
+        "last-modified",
+        "vary",
+    ];
+    let mut kept = Vec::new();
+    for line in stored.split_inclusive(|&b| b == b'\n') {
+        let name = line.split(|&b| b == b':').next().unwrap_or_default();
+        if KEPT.iter().any(|k| k.as_bytes().eq_ignore_ascii_case(name)) {
+            kept.extend_from_slice(line);
+        }
+    }
+    kept
 }

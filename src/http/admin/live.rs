@@ -555,7 +555,7 @@ mod tests {
     fn json_of_the_sample_is_the_fixture() {
         assert_eq!(
             to_json(&sample()),
-            include_str!("../../tests/live_sample.json")
+            include_str!("../../../tests/live_sample.json")
         );
     }
 
