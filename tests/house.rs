@@ -45,7 +45,13 @@ fn the_server_room_knows_nothing_of_caches_segments_or_the_proxy() {
     for file in sources(&room("src/http/server")) {
         found.extend(mentions(
             &file,
-            &["crate::ipc", "crate::cache", "crate::http", "crate::file", "super::super"],
+            &[
+                "crate::ipc",
+                "crate::cache",
+                "crate::http",
+                "crate::file",
+                "super::super",
+            ],
         ));
         // In the room's own page, `super` is `http` itself.
         if file.ends_with("server/mod.rs") {

@@ -120,18 +120,32 @@ pub fn key_from_target(target: &str) -> Result<Key, PathError> {
     Ok(key)
 }
 
+/// What a path keeps escaped when it goes back into a URL: every byte but the unreserved
+/// characters, `/` and the sub-delimiters `:` and `@` (RFC 3986 §3.3 `pchar`).
+const PATH_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b':')
+    .remove(b'@');
+
 /// Percent-encodes a decoded path for a URL or a `Location` header: everything but
 /// unreserved characters, `/` and the sub-delimiters that are safe in a path.
 pub fn percent_encode(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for &b in path.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(path, PATH_ESCAPED).to_string()
 }
 
 /// The key of the object a request target names: [`key_from_target`], with a directory
@@ -144,26 +158,22 @@ pub fn object_key(target: &str) -> Result<Key, PathError> {
     Ok(key)
 }
 
-/// Decodes `%XX` escapes into `buf`; the result is checked to be UTF-8.
+/// Decodes `%XX` escapes into `buf` (the decoding is `percent-encoding`'s). Stricter than
+/// that crate, which leaves a malformed escape as it is: here it is refused, as is an
+/// encoded NUL, and a result that is not UTF-8.
 fn percent_decode<'a>(s: &str, buf: &'a mut [u8]) -> Result<&'a [u8], PathError> {
     let bytes = s.as_bytes();
-    let (mut i, mut n) = (0, 0);
-    while i < bytes.len() {
-        let b = if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or(PathError::Bad("invalid percent-encoding"))?;
-            if hex == 0 {
-                return Err(PathError::Bad("encoded NUL"));
-            }
-            i += 3;
-            hex
-        } else {
-            i += 1;
-            bytes[i - 1]
-        };
+    for (i, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b'%') {
+        match bytes.get(i + 1..i + 3) {
+            Some([a, b]) if a.is_ascii_hexdigit() && b.is_ascii_hexdigit() => {}
+            _ => return Err(PathError::Bad("invalid percent-encoding")),
+        }
+    }
+    let mut n = 0;
+    for b in percent_encoding::percent_decode(bytes) {
+        if b == 0 {
+            return Err(PathError::Bad("encoded NUL"));
+        }
         *buf.get_mut(n).ok_or(PathError::TooLong)? = b;
         n += 1;
     }

@@ -147,28 +147,17 @@ pub fn cache_counters(stats: &Stats) -> Vec<(String, u64)> {
 }
 
 /// `{"proxy": {...}, "cache": {...}}`; `"cache": null` when the cache did not answer.
+/// Written by `serde_json`, keys in the order given.
 pub fn to_json(proxy: &[(&str, u64)], cache: Option<&[(String, u64)]>) -> String {
-    let mut out = String::from("{\n  \"proxy\": {");
-    write_object(&mut out, proxy.iter().map(|(k, v)| (*k, *v)));
-    out.push_str("},\n  \"cache\": ");
-    match cache {
-        Some(cache) => {
-            out.push('{');
-            write_object(&mut out, cache.iter().map(|(k, v)| (k.as_str(), *v)));
-            out.push('}');
-        }
-        None => out.push_str("null"),
-    }
-    out.push_str("\n}\n");
+    let object = |pairs: &mut dyn Iterator<Item = (String, u64)>| {
+        serde_json::Value::Object(pairs.map(|(k, v)| (k, v.into())).collect())
+    };
+    let proxy = object(&mut proxy.iter().map(|(k, v)| ((*k).to_owned(), *v)));
+    let cache = cache.map(|c| object(&mut c.iter().cloned()));
+    let all = serde_json::json!({"proxy": proxy, "cache": cache});
+    let mut out = serde_json::to_string_pretty(&all).expect("a JSON value always serializes");
+    out.push('\n');
     out
-}
-
-fn write_object<'a>(out: &mut String, pairs: impl Iterator<Item = (&'a str, u64)>) {
-    for (i, (name, value)) in pairs.enumerate() {
-        let sep = if i == 0 { "" } else { "," };
-        let _ = write!(out, "{sep}\n    \"{name}\": {value}");
-    }
-    out.push_str("\n  ");
 }
 
 /// Names that are levels rather than running totals.

@@ -10,7 +10,11 @@
 //! business, so that this module can be tested without a channel.
 
 use std::fmt::Write as _;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::Serialize as _;
+use serde_json::{Value, json};
 
 use crate::ipc::Stats;
 use crate::ipc::client::ChannelView;
@@ -179,109 +183,90 @@ pub(crate) fn admin_allowed(peer: IpAddr, allow: &[IpAddr]) -> bool {
         || allow.iter().any(|a| a.to_canonical() == peer)
 }
 
-/// The snapshot as JSON: one line per segment, so that `curl | grep` works too.
-/// Strings are escaped per RFC 8259; absent values are `null`.
+/// The snapshot as JSON: one line per segment, so that `curl | grep` works too. Written
+/// by `serde_json` (escaping per RFC 8259), laid out by [`Spaced`].
 pub(crate) fn to_json(snapshot: &Snapshot) -> String {
-    let mut out = String::from("{\n  \"queue\": ");
-    match snapshot.queue {
-        Some(q) => {
-            let _ = write!(
-                out,
-                "{{\"depth\": {}, \"capacity\": {}}}",
-                q.depth, q.capacity
-            );
-        }
-        None => out.push_str("null"),
-    }
-    out.push_str(",\n  \"segments\": [");
-    for (i, s) in snapshot.segments.iter().enumerate() {
-        out.push_str(if i == 0 { "\n    " } else { ",\n    " });
-        let _ = write!(out, "{{\"index\": {}, \"name\": ", s.index);
-        push_string(&mut out, &s.name);
-        let _ = write!(out, ", \"state\": \"{}\", \"key\": ", s.state.as_str());
-        push_opt_string(&mut out, s.key.as_deref());
-        let _ = write!(
-            out,
-            ", \"generation\": {}, \"bytes\": {}, \"total\": ",
-            s.generation, s.bytes
-        );
-        push_opt_number(&mut out, s.total);
-        let _ = write!(
-            out,
-            ", \"slots\": {}, \"ready\": {}, \"free\": {}, \"since_ms\": ",
-            s.slots, s.ready, s.free
-        );
-        push_opt_number(&mut out, s.since_ms);
-        out.push('}');
-    }
-    if !snapshot.segments.is_empty() {
-        out.push_str("\n  ");
-    }
-    out.push_str("],\n  \"cache\": ");
-    match &snapshot.cache {
-        Some(cache) => {
-            let _ = write!(out, "{{\"pid\": {}, \"workers\": [", cache.pid);
-            for (i, w) in cache.workers.iter().enumerate() {
-                out.push_str(if i == 0 {
-                    "{\"state\": "
-                } else {
-                    ", {\"state\": "
-                });
-                push_string(&mut out, &w.state);
-                out.push_str(", \"key\": ");
-                push_opt_string(&mut out, w.key.as_deref());
-                out.push('}');
-            }
-            out.push_str("]}");
-        }
-        None => out.push_str("null"),
-    }
-    out.push_str(",\n  \"counters\": {");
-    for (i, (name, value)) in snapshot.counters.iter().enumerate() {
-        out.push_str(if i == 0 { "" } else { ", " });
-        push_string(&mut out, name);
-        let _ = write!(out, ": {value}");
-    }
-    out.push_str("}\n}\n");
-    out
+    let queue = snapshot
+        .queue
+        .map(|q| json!({"depth": q.depth, "capacity": q.capacity}));
+    let segments: Vec<String> = snapshot
+        .segments
+        .iter()
+        .map(|s| {
+            spaced(&json!({
+                "index": s.index,
+                "name": s.name,
+                "state": s.state.as_str(),
+                "key": s.key,
+                "generation": s.generation,
+                "bytes": s.bytes,
+                "total": s.total,
+                "slots": s.slots,
+                "ready": s.ready,
+                "free": s.free,
+                "since_ms": s.since_ms,
+            }))
+        })
+        .collect();
+    let cache = snapshot.cache.as_ref().map(|cache| {
+        let workers: Vec<Value> = cache
+            .workers
+            .iter()
+            .map(|w| json!({"state": w.state, "key": w.key}))
+            .collect();
+        json!({"pid": cache.pid, "workers": workers})
+    });
+    let counters: serde_json::Map<String, Value> = snapshot
+        .counters
+        .iter()
+        .map(|(name, value)| (name.clone(), json!(value)))
+        .collect();
+    let segments = if segments.is_empty() {
+        "[]".to_owned()
+    } else {
+        format!("[\n    {}\n  ]", segments.join(",\n    "))
+    };
+    format!(
+        "{{\n  \"queue\": {},\n  \"segments\": {segments},\n  \"cache\": {},\n  \"counters\": {}\n}}\n",
+        spaced(&json!(queue)),
+        spaced(&json!(cache)),
+        spaced(&Value::Object(counters)),
+    )
 }
 
-/// A JSON string (RFC 8259, section 7): the quote, the backslash and the control
-/// characters U+0000..U+001F must be escaped; everything else, non-ASCII included, may go
-/// as it is (the body is UTF-8).
-fn push_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if c < '\u{20}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+/// `value` on one line, with a space after each colon and comma: compact enough for a
+/// segment per line, readable enough for a person at a terminal.
+fn spaced(value: &Value) -> String {
+    let mut out = Vec::new();
+    let mut writer = serde_json::Serializer::with_formatter(&mut out, Spaced);
+    value
+        .serialize(&mut writer)
+        .expect("a JSON value always serializes");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
-fn push_opt_string(out: &mut String, s: Option<&str>) {
-    match s {
-        Some(s) => push_string(out, s),
-        None => out.push_str("null"),
-    }
-}
+/// serde_json's compact layout, but for `": "` and `", "`.
+struct Spaced;
 
-fn push_opt_number(out: &mut String, n: Option<u64>) {
-    match n {
-        Some(n) => {
-            let _ = write!(out, "{n}");
-        }
-        None => out.push_str("null"),
+impl serde_json::ser::Formatter for Spaced {
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b": ")
     }
 }
 
@@ -594,18 +579,15 @@ mod tests {
 
     #[test]
     fn json_strings_are_escaped() {
-        let mut out = String::new();
-        push_string(&mut out, "a\"b\\c/d");
+        let out = spaced(&json!("a\"b\\c/d"));
         assert_eq!(out, r#""a\"b\\c/d""#);
 
-        out.clear();
-        push_string(&mut out, "\n\r\t\u{8}\u{c}\u{0}\u{1f}\u{7f}");
+        let out = spaced(&json!("\n\r\t\u{8}\u{c}\u{0}\u{1f}\u{7f}"));
         // The named escapes where RFC 8259 has them, \u00XX for the other controls; DEL
         // is not a control character in JSON and goes as it is.
         assert_eq!(out, "\"\\n\\r\\t\\b\\f\\u0000\\u001f\u{7f}\"");
 
-        out.clear();
-        push_string(&mut out, "/caf\u{e9}/\u{65e5}\u{672c}/\u{1f600}");
+        let out = spaced(&json!("/caf\u{e9}/\u{65e5}\u{672c}/\u{1f600}"));
         assert_eq!(out, "\"/café/日本/😀\"");
 
         let mut s = segment(0, SegmentState::Receiving, Some("/\"x\"\\\n"));
