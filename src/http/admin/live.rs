@@ -254,7 +254,7 @@ impl serde_json::ser::Formatter for Spaced {
         w: &mut W,
         first: bool,
     ) -> io::Result<()> {
-        if first { Ok(()) } else { w.write_all(b", ") }
+        comma(w, first)
     }
 
     fn begin_object_key<W: ?Sized + io::Write>(
@@ -262,12 +262,17 @@ impl serde_json::ser::Formatter for Spaced {
         w: &mut W,
         first: bool,
     ) -> io::Result<()> {
-        if first { Ok(()) } else { w.write_all(b", ") }
+        comma(w, first)
     }
 
     fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
         w.write_all(b": ")
     }
+}
+
+/// The separator before an array's value or an object's key, but the first.
+fn comma<W: ?Sized + io::Write>(w: &mut W, first: bool) -> io::Result<()> {
+    if first { Ok(()) } else { w.write_all(b", ") }
 }
 
 /// How a column of the table lines up. Numbers align right and, when too wide, keep

@@ -254,18 +254,7 @@ impl<T: Send + 'static> Conn<T> {
         progress: Progress,
     ) -> Option<Next> {
         let outcome = match progress {
-            Progress::Parked => {
-                let now = Instant::now();
-                let left = self
-                    .writing
-                    .as_ref()
-                    .map_or(Duration::ZERO, |e| e.output.window_left());
-                self.wait = Wait::Write {
-                    since: now,
-                    due: now + left,
-                };
-                return Some(Next::Park(Interest::Write));
-            }
+            Progress::Parked => return Some(self.wait_for_room(Instant::now())),
             Progress::Done(bytes) => Ok(bytes),
             Progress::Cut(e) => Err(e),
         };
@@ -295,6 +284,20 @@ impl<T: Send + 'static> Conn<T> {
             due: Instant::now() + shared.config.client_timeout,
         };
         None
+    }
+
+    /// Parks the connection for room to write its answer, from `now` until the minimum
+    /// send rate is next due to be checked.
+    fn wait_for_room(&mut self, now: Instant) -> Next {
+        let left = self
+            .writing
+            .as_ref()
+            .map_or(Duration::ZERO, |e| e.output.window_left());
+        self.wait = Wait::Write {
+            since: now,
+            due: now + left,
+        };
+        Next::Park(Interest::Write)
     }
 
     /// Ends the connection with a FIN, then reads off what the client still sends for a
@@ -340,17 +343,7 @@ impl<T: Send + 'static> Conn<T> {
                     None => Ok(()),
                 };
                 match checked {
-                    Ok(()) => {
-                        let left = self
-                            .writing
-                            .as_ref()
-                            .map_or(Duration::ZERO, |e| e.output.window_left());
-                        self.wait = Wait::Write {
-                            since: now,
-                            due: now + left,
-                        };
-                        Next::Park(Interest::Write)
-                    }
+                    Ok(()) => self.wait_for_room(now),
                     Err(e) => self
                         .progress(shared, Progress::Cut(e))
                         .unwrap_or(Next::Reset),
