@@ -146,13 +146,7 @@ pub(super) fn check(store: &Entries, key: &str, entry: &Arc<Entry>) -> Checked {
     let (file, meta) = match open(&source.path) {
         Ok(opened) => opened,
         Err(e) if is_gone(&e) => return gone(&e),
-        Err(e) => {
-            log::warn!(
-                "{key}: cannot check {} ({e}); serving what is held",
-                source.path.display()
-            );
-            return Checked::Unchecked(Arc::clone(entry));
-        }
+        Err(e) => return unchecked(key, "check", &source.path, &e, entry),
     };
     if Identity::File(file::version(&meta)) == entry.identity {
         entry.renew(source.lifetime);
@@ -168,13 +162,7 @@ pub(super) fn check(store: &Entries, key: &str, entry: &Arc<Entry>) -> Checked {
     let fresh = match read(key, file, &meta, source.path.clone(), source.lifetime) {
         Ok(fresh) => Arc::new(fresh),
         Err(e) if is_gone(&e) => return gone(&e),
-        Err(e) => {
-            log::warn!(
-                "{key}: cannot read {} again ({e}); serving what is held",
-                source.path.display()
-            );
-            return Checked::Unchecked(Arc::clone(entry));
-        }
+        Err(e) => return unchecked(key, "read again", &source.path, &e, entry),
     };
     match store.replace(key, entry, Arc::clone(&fresh)) {
         Ok(Some(evicted)) => {
@@ -250,6 +238,22 @@ fn read_manifest(manifest: &Path) -> io::Result<Vec<(String, PathBuf)>> {
         out.push((key, base.join(file)));
     }
     Ok(out)
+}
+
+/// The file could not be checked or read (`what`) for a reason other than its being gone:
+/// the entry is served as it is, and the next expiry tries again.
+fn unchecked(
+    key: &str,
+    what: &str,
+    path: &std::path::Path,
+    e: &io::Error,
+    entry: &Arc<Entry>,
+) -> Checked {
+    log::warn!(
+        "{key}: cannot {what} {} ({e}); serving what is held",
+        path.display()
+    );
+    Checked::Unchecked(Arc::clone(entry))
 }
 
 #[cfg(test)]

@@ -223,13 +223,5 @@ impl Drop for MessageQueue {
 
 fn unlink(name: &CString) -> io::Result<bool> {
     // SAFETY: `name` is a NUL-terminated string alive for the call.
-    if unsafe { libc::mq_unlink(name.as_ptr()) } == 0 {
-        return Ok(true);
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::ENOENT) {
-        Ok(false)
-    } else {
-        Err(err)
-    }
+    super::sys::unlinked(unsafe { libc::mq_unlink(name.as_ptr()) })
 }

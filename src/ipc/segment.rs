@@ -505,15 +505,7 @@ pub fn unlink_segment(name: &str) -> io::Result<bool> {
 
 fn shm_unlink(name: &CString) -> io::Result<bool> {
     // SAFETY: `name` is NUL-terminated and alive for the call.
-    if unsafe { libc::shm_unlink(name.as_ptr()) } == 0 {
-        return Ok(true);
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::ENOENT) {
-        Ok(false)
-    } else {
-        Err(err)
-    }
+    super::sys::unlinked(unsafe { libc::shm_unlink(name.as_ptr()) })
 }
 
 fn truncate_and_map(fd: libc::c_int, size: usize) -> io::Result<*mut u8> {

@@ -17,6 +17,23 @@ pub(super) fn check(rc: libc::c_int) -> io::Result<()> {
 /// OS error: the one EINTR loop of the crate. Every blocking call here takes an absolute
 /// deadline, so a retry waits only for what is left of its timeout. ETIMEDOUT becomes
 /// `ErrorKind::TimedOut`, and EAGAIN from a call that must not block `WouldBlock`.
+/// What an unlink call returned: `Ok(true)` when it removed the name, `Ok(false)` when
+/// there was none (ENOENT: someone else removed it, which is what was wanted).
+///
+/// # Errors
+/// Any other failure (EACCES, ENAMETOOLONG ...).
+pub(super) fn unlinked(rc: libc::c_int) -> io::Result<bool> {
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ENOENT) {
+        Ok(false)
+    } else {
+        Err(err)
+    }
+}
+
 pub(super) fn retry_interrupted(mut call: impl FnMut() -> isize) -> io::Result<usize> {
     loop {
         let rc = call();

@@ -324,20 +324,21 @@ impl Writer {
 
     fn str8(&mut self, s: &str, field: &'static str) -> Result<(), WireError> {
         let len = u8::try_from(s.len()).map_err(|_| WireError::TooLong(field))?;
-        if s.contains('\0') {
-            return Err(WireError::BadString(field));
-        }
         self.u8(len);
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
+        self.text(s, field)
     }
 
     fn str16(&mut self, s: &str, field: &'static str) -> Result<(), WireError> {
         let len = u16::try_from(s.len()).map_err(|_| WireError::TooLong(field))?;
+        self.u16(len);
+        self.text(s, field)
+    }
+
+    /// A string's bytes after its length: no NUL, which a C reader would stop at.
+    fn text(&mut self, s: &str, field: &'static str) -> Result<(), WireError> {
         if s.contains('\0') {
             return Err(WireError::BadString(field));
         }
-        self.u16(len);
         self.0.extend_from_slice(s.as_bytes());
         Ok(())
     }
