@@ -295,6 +295,18 @@ impl<T> Output<T> {
         Ok(())
     }
 
+    /// The socket is full: waits at most [`LAG`] for room, counting the wait against the
+    /// minimum rate. Whether there is room now (else the client lags).
+    ///
+    /// # Errors
+    /// `poll` failed, or the client is below the minimum rate.
+    fn room(&mut self, stream: &TcpStream) -> io::Result<bool> {
+        let before = Instant::now();
+        let room = socket::wait_writable(stream, LAG)?;
+        self.waited(before.elapsed())?;
+        Ok(room)
+    }
+
     /// How long the response may still wait for room before the rate is checked.
     pub(super) fn window_left(&self) -> Duration {
         self.window.saturating_sub(self.spent)
@@ -340,10 +352,7 @@ impl<T> Output<T> {
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        let before = Instant::now();
-                        let room = socket::wait_writable(stream, LAG)?;
-                        self.waited(before.elapsed())?;
-                        if !room {
+                        if !self.room(stream)? {
                             self.lagging = true;
                             break;
                         }
@@ -710,10 +719,7 @@ fn send_held<T>(
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let before = Instant::now();
-                let room = socket::wait_writable(stream, LAG)?;
-                out.waited(before.elapsed())?;
-                if !room {
+                if !out.room(stream)? {
                     return Ok(false);
                 }
             }
