@@ -51,6 +51,12 @@ struct Args {
     /// Seconds an origin may stay silent while it sends.
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
     origin_read_timeout: Duration,
+    /// Idle connections kept open to the origin for reuse (0: a connection per request).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    origin_keepalive: usize,
+    /// Seconds an idle origin connection is kept.
+    #[arg(long, value_name = "SECONDS", default_value = "4", value_parser = parse_seconds)]
+    origin_idle_timeout: Duration,
     /// Seconds a miss waits for another request's fetch of the same key before fetching
     /// on its own.
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
@@ -173,6 +179,8 @@ fn run(args: Args) -> Result<(), String> {
         storage: args.server,
         origin_connect_timeout: args.origin_connect_timeout,
         origin_read_timeout: args.origin_read_timeout,
+        origin_keepalive: args.origin_keepalive,
+        origin_idle_timeout: args.origin_idle_timeout,
         coalesce_timeout: args.coalesce_timeout,
         ttl: args.ttl,
         stale_if_error: args.stale_if_error,
