@@ -508,3 +508,130 @@ fn stale_while_revalidate_serves_at_once_and_validates_behind() {
     assert_eq!(asked(&origin, "/s"), 2);
     stop_and_check_clean(&name, vec![proxy, cache]);
 }
+
+#[test]
+fn origin_connections_are_kept_and_a_failed_reuse_is_retried_only_when_idempotent() {
+    // Each connection answers its first request and is closed by the origin when a second
+    // one arrives on it: the race of an origin closing an idle connection, every time.
+    let origin = Scripted::start(|seen, n| {
+        if seen.nth_on_connection > 1 {
+            return Answer::disconnect();
+        }
+        let body = format!("{} {} #{n}", seen.method, seen.target);
+        Answer::new(200, &[("Cache-Control", "no-store")], body.as_bytes())
+    });
+    let (name, cache, proxy, addr) = start("o-retry", &origin);
+
+    assert_eq!(get(addr, "/a").body, b"GET /a #1");
+    // On the kept connection, then again on a new one; the client sees only the answer.
+    let r = get(addr, "/b");
+    assert_eq!((r.status, &r.body[..]), (200, &b"GET /b #3"[..]));
+    let b: Vec<(usize, usize)> = origin
+        .seen()
+        .iter()
+        .filter(|s| s.target == "/b")
+        .map(|s| (s.connection, s.nth_on_connection))
+        .collect();
+    assert_eq!(
+        b,
+        [(0, 2), (1, 1)],
+        "sent on the kept connection, then once more"
+    );
+
+    // A POST never meets a kept connection, so it is never sent twice.
+    let before = origin.count();
+    let r = request_with_body(addr, "POST", "/c", &[], b"once");
+    assert_eq!((r.status, &r.body[..]), (200, &b"POST /c #4"[..]));
+    let posts: Vec<Seen> = origin.seen().into_iter().skip(before).collect();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert_eq!(
+        (posts[0].nth_on_connection, &posts[0].body[..]),
+        (1, &b"once"[..])
+    );
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn misses_share_one_origin_connection_unless_keepalive_is_off() {
+    let origin = Scripted::start(|seen, _| {
+        Answer::new(
+            200,
+            &[("Cache-Control", "no-store")],
+            seen.target.as_bytes(),
+        )
+    });
+    let (name, cache, proxy, addr) = start("o-keep", &origin);
+    for path in ["/1", "/2", "/3"] {
+        assert_eq!(get(addr, path).body, path.as_bytes());
+    }
+    let seen = origin.seen();
+    assert!(seen.iter().all(|s| s.connection == 0), "{seen:?}");
+    assert_eq!(seen.last().unwrap().nth_on_connection, 3);
+    assert_eq!(seen[0].header("connection"), None);
+    stop_and_check_clean(&name, vec![proxy, cache]);
+
+    let origin = Scripted::start(|seen, _| {
+        Answer::new(
+            200,
+            &[("Cache-Control", "no-store")],
+            seen.target.as_bytes(),
+        )
+    });
+    let name = instance("o-nokeep");
+    let cache = Proc::cache(&name, &[]);
+    let (proxy, addr) = Proc::proxy(&name, &["-s", &origin.url(), "--origin-keepalive", "0"]);
+    for path in ["/1", "/2"] {
+        assert_eq!(get(addr, path).body, path.as_bytes());
+    }
+    let seen = origin.seen();
+    let connections: Vec<usize> = seen.iter().map(|s| s.connection).collect();
+    assert_eq!(connections, [0, 1]);
+    assert_eq!(seen[0].header("connection"), Some("close"));
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn an_origin_that_closes_gets_504_for_what_must_be_revalidated_and_stale_for_the_rest() {
+    // RFC 9111 §5.2.2.2: "if a cache is disconnected, the cache MUST generate an error
+    // response rather than reuse the stale response … SHOULD be 504".
+    let origin = Scripted::start(|seen, _| {
+        let cc = match seen.target.as_str() {
+            "/must" => "max-age=1, must-revalidate",
+            "/s" => "s-maxage=1",
+            _ => "max-age=1",
+        };
+        if seen.header("if-none-match").is_some() {
+            return Answer::disconnect();
+        }
+        Answer::new(200, &[("Cache-Control", cc), ("ETag", "\"v\"")], b"stored")
+    });
+    let (name, cache, proxy, addr) = start("o-close", &origin);
+    for path in ["/must", "/s", "/plain"] {
+        assert_eq!(get(addr, path).body, b"stored");
+    }
+    let validated = |path: &str| {
+        origin
+            .seen()
+            .iter()
+            .any(|s| s.target == path && s.header("if-none-match").is_some())
+    };
+    for path in ["/must", "/s", "/plain"] {
+        let deadline = Instant::now() + Duration::from_secs(6);
+        let r = loop {
+            let r = get(addr, path);
+            if validated(path) {
+                break r;
+            }
+            assert_eq!(r.body, b"stored", "{path} before it expired");
+            assert!(Instant::now() < deadline, "{path} never expired");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        if path == "/plain" {
+            assert_eq!((r.status, &r.body[..]), (200, &b"stored"[..]), "{path}");
+        } else {
+            assert_eq!(r.status, 504, "{path}");
+            assert_ne!(r.body, b"stored", "{path}");
+        }
+    }
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}

@@ -406,6 +406,13 @@ fn stale_forbidden(cc: &ResponseDirectives) -> bool {
         || cc.s_maxage.is_some()
 }
 
+/// Whether the stored response forbids being served stale (see `stale_forbidden`): when
+/// the origin cannot be reached to validate it, the cache must answer an error, which
+/// RFC 9111 §5.2.2.2 says "SHOULD be 504 (Gateway Timeout)".
+pub(crate) fn never_stale(meta: &ResponseMeta) -> bool {
+    stale_forbidden(&ResponseDirectives::from_headers(&meta.headers))
+}
+
 /// Whether the stored response may be served when validating it failed (the origin is
 /// unreachable, timed out, or answered 500, 502, 503 or 504: RFC 5861 §4), at `now`.
 ///

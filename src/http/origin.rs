@@ -634,6 +634,11 @@ impl Ask<'_> {
                 bump(&ctx.stats.stale_served);
                 return self.serve_again(key);
             }
+            // §5.2.2.2: disconnected, with a response that must be revalidated.
+            Err(e) if freshness::never_stale(&stored.freshness()) => {
+                log::warn!("{key}: cannot revalidate ({e}), and it may not be served stale");
+                return gateway_timeout();
+            }
             Err(e) => return bad_gateway(key, &e),
         };
         // A 304 answers the validators this request sent, which are this stored
@@ -867,8 +872,10 @@ fn pass_through(response: Response) -> Reply {
     reply
 }
 
+/// A 504 of the proxy's own: for `only-if-cached` with nothing usable stored (§5.2.1.7),
+/// and for a response that must be revalidated when the origin cannot be reached
+/// (§5.2.2.2).
 fn gateway_timeout() -> (Reply, Source) {
-    // §5.2.1.7: only-if-cached with nothing usable stored.
     (Reply::text(504, "504 Gateway Timeout\n"), Source::Proxy)
 }
 
