@@ -635,3 +635,47 @@ fn an_origin_that_closes_gets_504_for_what_must_be_revalidated_and_stale_for_the
     }
     stop_and_check_clean(&name, vec![proxy, cache]);
 }
+
+#[test]
+fn a_post_response_with_freshness_and_its_own_content_location_answers_later_gets() {
+    // RFC 9110 §9.3.3; the cache test suite's method-POST.
+    let origin = Scripted::start(|seen, n| {
+        let location = match seen.target.as_str() {
+            "/elsewhere" => "/other",
+            target => target,
+        };
+        let cc = if seen.target == "/heuristic" {
+            "public"
+        } else {
+            "max-age=60"
+        };
+        let body = format!("{} {} #{n}", seen.method, seen.target);
+        Answer::new(
+            200,
+            &[("Cache-Control", cc), ("Content-Location", location)],
+            body.as_bytes(),
+        )
+    });
+    let (name, cache, proxy, addr) = start("o-post", &origin);
+    for path in ["/post", "/elsewhere", "/heuristic"] {
+        let posted = request_with_body(addr, "POST", path, &[], b"form");
+        assert_eq!(posted.header("x-cache"), Some("MISS"));
+        let r = get(addr, path);
+        if path == "/post" {
+            assert_eq!(r.header("x-cache"), Some("HIT"), "{path}");
+            assert_eq!(r.body, posted.body, "the POST's response, byte for byte");
+        } else {
+            assert_eq!(r.header("x-cache"), Some("MISS"), "{path}");
+            assert_eq!(r.body, format!("GET {path} #{}", origin.count()).as_bytes());
+        }
+    }
+    // A POST is still forwarded every time, and replaces what it stored.
+    let again = request_with_body(addr, "POST", "/post", &[], b"form");
+    let r = get(addr, "/post");
+    assert_eq!((r.header("x-cache"), &r.body), (Some("HIT"), &again.body));
+    assert_eq!(
+        origin.seen().iter().filter(|s| s.method == "POST").count(),
+        4
+    );
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}

@@ -666,6 +666,36 @@ pub(crate) fn invalidation_targets(
     targets
 }
 
+/// Whether a response to a POST may be stored to answer later GET and HEAD requests for
+/// the target (RFC 9110 §9.3.3: "only cacheable when they include explicit freshness
+/// information … and a Content-Location header field that has the same value as the
+/// POST's target URI"), as a shared cache stores any response (§3). `content_location`
+/// is the response's Content-Location resolved against the target (see
+/// [`content_location`]); the caller compares it with the target as keys compare.
+pub(crate) fn post_response_storable(
+    request_headers: &[(String, String)],
+    status: u16,
+    response_headers: &[(String, String)],
+) -> bool {
+    let cc = ResponseDirectives::from_headers(response_headers);
+    let explicit =
+        cc.max_age.is_some() || cc.s_maxage.is_some() || has_field(response_headers, "expires");
+    explicit && storable("GET", request_headers, status, response_headers)
+}
+
+/// A response's Content-Location resolved against the request's origin-form `target`,
+/// when it names a URI of the same origin (see [`invalidation_targets`] for
+/// `authorities`).
+pub(crate) fn content_location(
+    target: &str,
+    authorities: &[&str],
+    response_headers: &[(String, String)],
+) -> Option<String> {
+    let target = target.split('#').next().unwrap_or(target);
+    first_line(response_headers, "content-location")
+        .and_then(|reference| resolve(target, reference, authorities))
+}
+
 /// `host[:port]` compared as URIs compare authorities for http (RFC 3986 §6.2.2.1,
 /// §6.2.3): case-insensitively, with the default port 80 (or an empty port) left out.
 fn same_authority(a: &str, b: &str) -> bool {
@@ -1591,6 +1621,38 @@ mod tests {
             &h(&[("Location", "/b"), ("Location", "/c")]),
         );
         assert_eq!(two, ["/a", "/b"]);
+    }
+
+    #[test]
+    fn post_responses_with_freshness_and_their_own_content_location_may_answer_gets() {
+        let ok = |headers: &[(&str, &str)]| post_response_storable(&[], 200, &h(headers));
+        assert!(ok(&[("Cache-Control", "max-age=60")]));
+        assert!(ok(&[("Expires", &date(60))]));
+        assert!(ok(&[("Cache-Control", "s-maxage=60")]));
+        assert!(!ok(&[]), "heuristic freshness is not enough");
+        assert!(!ok(&[("Cache-Control", "max-age=60, no-store")]));
+        assert!(!ok(&[("Cache-Control", "max-age=60, private")]));
+        let auth = h(&[("Authorization", "x")]);
+        assert!(!post_response_storable(
+            &auth,
+            200,
+            &h(&[("Cache-Control", "max-age=60")])
+        ));
+        let location = |value: &str| {
+            content_location(
+                "/a/b?q",
+                &["example.com"],
+                &h(&[("Content-Location", value)]),
+            )
+        };
+        assert_eq!(location("").as_deref(), Some("/a/b?q"));
+        assert_eq!(location("b?q").as_deref(), Some("/a/b?q"));
+        assert_eq!(
+            location("http://example.com/a/b?q").as_deref(),
+            Some("/a/b?q")
+        );
+        assert_eq!(location("http://other.example/a/b?q"), None);
+        assert_eq!(content_location("/a", &[], &[]), None);
     }
 
     #[test]

@@ -399,6 +399,7 @@ impl Ask<'_> {
     fn forward_other(&self) -> (Reply, Source) {
         let request = self.request;
         let method = request.method.as_str();
+        let sent_at = SystemTime::now();
         let response = match self.origin.send(
             method,
             &request.target,
@@ -421,7 +422,47 @@ impl Ask<'_> {
                 self.invalidate(&key);
             }
         }
+        if method == "POST"
+            && let Some(fill) = self.post_fill(&authorities, &response)
+        {
+            return (
+                self.answer_from(response, sent_at, Some(fill)),
+                Source::Secondary,
+            );
+        }
         (pass_through(response), Source::Secondary)
+    }
+
+    /// Whether a POST's response is to be stored as the target's response to GET (RFC
+    /// 9110 §9.3.3: explicit freshness, and a Content-Location that is the target), and
+    /// the room and ticket to store it with; [`answer_from`](Self::answer_from) checks
+    /// the rest of §3.
+    fn post_fill(&self, authorities: &[&str], response: &Response) -> Option<(u64, Ticket)> {
+        let same =
+            freshness::content_location(&self.request.target, authorities, &response.headers)
+                .and_then(|uri| cache_key(&uri).ok())
+                .is_some_and(|key| key == self.primary);
+        if !same
+            || !freshness::post_response_storable(
+                &self.request.headers,
+                response.status,
+                &response.headers,
+            )
+        {
+            return None;
+        }
+        let Role::Leader(ticket) = self.ctx.coalescer.join(self.primary) else {
+            return None;
+        };
+        // The invalidation just removed what was stored; the cache says how much it takes.
+        match self
+            .ctx
+            .cache
+            .get(self.primary, &Conditions::default(), false, true)
+        {
+            Ok(Answer::Missing { accept_len }) if accept_len > 0 => Some((accept_len, ticket)),
+            _ => None,
+        }
     }
 
     fn invalidate(&self, primary: &str) {
@@ -447,12 +488,12 @@ impl Ask<'_> {
             return pass_through(response);
         };
         let status = response.status;
-        let storable = freshness::storable(
-            request.method.as_str(),
-            &request.headers,
-            status,
-            &response.headers,
-        );
+        // A POST gets here only when its response may answer GETs (`post_fill`).
+        let method = match request.method.as_str() {
+            "POST" => "GET",
+            method => method,
+        };
+        let storable = freshness::storable(method, &request.headers, status, &response.headers);
         let stored_headers: Vec<(String, String)> = freshness::storable_headers(&response.headers)
             .into_iter()
             .filter(|(name, _)| !is(name, "content-length"))
