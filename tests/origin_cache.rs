@@ -679,3 +679,35 @@ fn a_post_response_with_freshness_and_its_own_content_location_answers_later_get
     );
     stop_and_check_clean(&name, vec![proxy, cache]);
 }
+
+#[test]
+fn a_variant_in_the_language_a_request_prefers_most_answers_it() {
+    // The cache test suite's vary-normalise-lang-select.
+    let origin = Scripted::start(|seen, n| {
+        let language = match seen.header("accept-language") {
+            Some(l) if l.starts_with("fr") && !l.contains("de") => "fr",
+            _ => "de",
+        };
+        Answer::new(
+            200,
+            &[
+                ("Cache-Control", "max-age=60"),
+                ("Vary", "Accept-Language"),
+                ("Content-Language", language),
+            ],
+            format!("{language} #{n}").as_bytes(),
+        )
+    });
+    let (name, cache, proxy, addr) = start("o-lang", &origin);
+    let ask = |value: &str| request(addr, "GET", "/doc", &[("Accept-Language", value)]);
+    assert_eq!(ask("en, de").body, b"de #1");
+    let r = ask("fr;q=0.5, de;q=1.0");
+    assert_eq!(
+        (r.header("x-cache"), &r.body[..]),
+        (Some("HIT"), &b"de #1"[..])
+    );
+    // Nothing stored in fr; a tie between fr and de selects nothing stored either.
+    assert_eq!(ask("fr").body, b"fr #2");
+    assert_eq!(ask("fr, de").header("x-cache"), Some("MISS"));
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}

@@ -498,6 +498,76 @@ fn normalize_languages(value: &str) -> String {
     members.join(",")
 }
 
+/// Whether a `Vary` value nominates Accept-Language and nothing else: then a stored
+/// response's Content-Language says what it was selected for.
+pub(crate) fn varies_by_language_only(vary: &str) -> bool {
+    let mut members = vary
+        .split(',')
+        .map(|m| m.trim_matches([' ', '\t']))
+        .filter(|m| !m.is_empty());
+    members
+        .next()
+        .is_some_and(|m| m.eq_ignore_ascii_case("accept-language"))
+        && members.all(|m| m.eq_ignore_ascii_case("accept-language"))
+}
+
+/// The language a request prefers above all others (RFC 9110 §12.5.4): the one language
+/// range of its Accept-Language with the highest weight, lower-cased; `None` when the
+/// field is absent or invalid, when two ranges share the highest weight, or when that
+/// range is `*` or weighs 0. A stored response in exactly that language is the one an
+/// origin selects for the request, whatever else the request lists (the cache test
+/// suite's `vary-normalise-lang-select`: `fr;q=0.5, de;q=1.0` is answered by the `de`
+/// response stored for `en, de`).
+pub(crate) fn preferred_language(request_headers: &[(String, String)]) -> Option<String> {
+    let value = field_value(request_headers, "accept-language")?;
+    let mut best: Option<(u16, String)> = None;
+    let mut tied = false;
+    for member in value.split(',') {
+        let mut parts = member.split(';').map(|p| p.trim_matches([' ', '\t']));
+        let range = parts.next().unwrap_or("");
+        if range.is_empty() {
+            continue;
+        }
+        if !range
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*')
+        {
+            return None;
+        }
+        let mut weight = 1000;
+        for param in parts {
+            let (name, q) = param.split_once('=')?;
+            if name.trim_matches([' ', '\t']).eq_ignore_ascii_case("q") {
+                weight = qvalue(q.trim_matches([' ', '\t']))?;
+            }
+        }
+        match &best {
+            Some((top, _)) if weight < *top => {}
+            Some((top, _)) if weight == *top => tied = true,
+            _ => {
+                best = Some((weight, range.to_ascii_lowercase()));
+                tied = false;
+            }
+        }
+    }
+    let (weight, range) = best?;
+    (!tied && weight > 0 && range != "*").then_some(range)
+}
+
+/// A qvalue (RFC 9110 §12.4.2: `0[.ddd]` or `1[.000]`) in thousandths.
+fn qvalue(q: &str) -> Option<u16> {
+    let (int, frac) = q.split_once('.').unwrap_or((q, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let frac: u16 = format!("{frac:0<3}").parse().ok()?;
+    match int {
+        "0" => Some(frac),
+        "1" if frac == 0 => Some(1000),
+        _ => None,
+    }
+}
+
 /// The secondary cache key of a request under a response's `Vary` value (RFC 9111 §4.1):
 /// two requests may share a stored response exactly when their keys are equal. `None`
 /// when the Vary holds `*` (or something that is not a field name), which "always fails
@@ -1400,6 +1470,25 @@ mod tests {
         assert_eq!(lang("en, de"), lang("De,EN"));
         assert_eq!(lang("en;q=0.5, de"), lang("de, EN;Q=0.5"));
         assert_ne!(lang("en;q=0.5, de"), lang("en, de;q=0.5"));
+    }
+
+    #[test]
+    fn the_preferred_language_is_the_one_range_weighted_highest() {
+        let top = |value: &str| preferred_language(&h(&[("Accept-Language", value)]));
+        assert_eq!(top("fr;q=0.5, de;q=1.0").as_deref(), Some("de"));
+        assert_eq!(top("DE").as_deref(), Some("de"));
+        assert_eq!(top("en-GB;q=0.9, fr;Q=0.95").as_deref(), Some("fr"));
+        assert_eq!(top("en, de"), None, "a tie");
+        assert_eq!(top("*, de;q=0.5"), None);
+        assert_eq!(top("de;q=0"), None);
+        assert_eq!(top("de;q=2"), None, "invalid");
+        assert_eq!(top("de;q=0.1234"), None, "invalid");
+        assert_eq!(top("d e"), None, "invalid");
+        assert_eq!(preferred_language(&[]), None);
+        assert!(varies_by_language_only(" accept-language"));
+        assert!(varies_by_language_only("Accept-Language, accept-language"));
+        assert!(!varies_by_language_only("Accept-Language, Accept-Encoding"));
+        assert!(!varies_by_language_only(""));
     }
 
     #[test]

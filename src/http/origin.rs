@@ -62,9 +62,21 @@ const VARIANTS_MAX: usize = 100_000;
 /// full) makes every variant stored before unreachable, and they age out of the cache's
 /// LRU. Generations start from the clock, so a restarted proxy never reuses one.
 pub struct Variants {
-    known: Mutex<HashMap<String, (String, u64)>>,
+    known: Mutex<HashMap<String, Known>>,
     next: AtomicU64,
 }
+
+/// What [`Variants`] knows of one primary key.
+struct Known {
+    vary: String,
+    generation: u64,
+    /// With a `Vary: Accept-Language`, the variants stored in one language
+    /// (`Content-Language`, lower-cased) and their keys, at most [`LANGUAGES_MAX`].
+    languages: Vec<(String, String)>,
+}
+
+/// How many languages of one primary key [`Variants`] remembers.
+const LANGUAGES_MAX: usize = 16;
 
 impl Default for Variants {
     fn default() -> Variants {
@@ -79,17 +91,57 @@ impl Default for Variants {
 }
 
 impl Variants {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, u64)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
         self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The key to ask the cache for; `None` when the response varies on `*` (it is never
     /// reused) or the variant key would be too long for the wire.
+    ///
+    /// Under `Vary: Accept-Language`, a request whose own variant is not known to be
+    /// stored, and which prefers one language above all
+    /// ([`preferred_language`](freshness::preferred_language)), asks for the variant
+    /// stored in that language: the one the origin would select (RFC 9111 §4.1 lets a
+    /// cache use its knowledge of a field's semantics to match).
     fn lookup_key(&self, primary: &str, request_headers: &[(String, String)]) -> Option<String> {
-        match self.lock().get(primary) {
-            None => Some(primary.to_owned()),
-            Some((vary, generation)) => variant_key(primary, vary, *generation, request_headers),
+        let known = self.lock();
+        let Some(known) = known.get(primary) else {
+            return Some(primary.to_owned());
+        };
+        let key = variant_key(primary, &known.vary, known.generation, request_headers)?;
+        if known.languages.is_empty() || known.languages.iter().any(|(_, k)| *k == key) {
+            return Some(key);
         }
+        let in_language = freshness::preferred_language(request_headers).and_then(|top| {
+            known
+                .languages
+                .iter()
+                .find(|(language, _)| *language == top)
+        });
+        Some(in_language.map_or(key, |(_, k)| k.clone()))
+    }
+
+    /// Remembers that the variant stored under `key` is in `content_language`, when the
+    /// primary key varies by Accept-Language only and that is one language tag.
+    fn learn_language(&self, primary: &str, key: &str, content_language: Option<&str>) {
+        let Some(language) = content_language
+            .map(|l| l.trim_matches([' ', '\t']).to_ascii_lowercase())
+            .filter(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        else {
+            return;
+        };
+        let mut known = self.lock();
+        let Some(known) = known.get_mut(primary) else {
+            return;
+        };
+        if !freshness::varies_by_language_only(&known.vary) {
+            return;
+        }
+        known.languages.retain(|(l, k)| *l != language && k != key);
+        if known.languages.len() >= LANGUAGES_MAX {
+            known.languages.remove(0);
+        }
+        known.languages.push((language, key.to_owned()));
     }
 
     /// Records the `Vary` of a response about to be stored and gives the key to store it
@@ -106,16 +158,20 @@ impl Variants {
             known.remove(primary);
             return (Some(primary.to_owned()), false);
         };
-        let generation = match known.get(primary) {
-            Some((old, generation)) if old == vary => *generation,
-            _ => self.next.fetch_add(1, Ordering::Relaxed),
-        };
+        if let Some(same) = known.get(primary).filter(|k| k.vary == vary) {
+            let key = variant_key(primary, vary, same.generation, request_headers);
+            return (key, false);
+        }
+        let generation = self.next.fetch_add(1, Ordering::Relaxed);
         if known.len() >= VARIANTS_MAX {
             known.clear();
         }
-        let learned = known
-            .insert(primary.to_owned(), (vary.to_owned(), generation))
-            .is_none();
+        let entry = Known {
+            vary: vary.to_owned(),
+            generation,
+            languages: Vec::new(),
+        };
+        let learned = known.insert(primary.to_owned(), entry).is_none();
         (
             variant_key(primary, vary, generation, request_headers),
             learned,
@@ -542,6 +598,11 @@ impl Ask<'_> {
             // Responses stored before the key started varying are not variants.
             self.invalidate_primary_only();
         }
+        self.ctx.variants.learn_language(
+            self.primary,
+            &key,
+            field_value(&response.headers, "content-language").as_deref(),
+        );
         let meta = entry_meta(&fresh, len, received_at, block.len());
         let mut reply = pass_through_head(status, &response.headers, Some(len));
         let stored = self.ctx.cache.store(&key, meta, &block);
@@ -963,6 +1024,36 @@ mod tests {
         assert_eq!(v.store_key("/a", Some("*"), &gzip).0, None);
         assert_eq!(v.lookup_key("/a", &gzip), None);
         assert_eq!(v.store_key("/a", None, &gzip).0.as_deref(), Some("/a"));
+    }
+
+    #[test]
+    fn a_request_that_prefers_a_stored_language_gets_that_variant() {
+        let v = Variants::default();
+        let lang = |value: &str| h(&[("Accept-Language", value)]);
+        let (de, _) = v.store_key("/a", Some("Accept-Language"), &lang("en, de"));
+        let de = de.unwrap();
+        v.learn_language("/a", &de, Some("DE"));
+        assert_eq!(
+            v.lookup_key("/a", &lang("fr;q=0.5, de;q=1.0")),
+            Some(de.clone())
+        );
+        assert_eq!(v.lookup_key("/a", &lang("en, de")), Some(de.clone()));
+        let fr = v.lookup_key("/a", &lang("fr, de;q=0.5")).unwrap();
+        assert_ne!(fr, de, "no variant in fr is known");
+        // A request's own variant, once known, is its answer.
+        let (own, _) = v.store_key("/a", Some("Accept-Language"), &lang("de;q=0.9, en;q=0.1"));
+        let own = own.unwrap();
+        v.learn_language("/a", &own, Some("en"));
+        assert_eq!(v.lookup_key("/a", &lang("de;q=0.9, en;q=0.1")), Some(own));
+        assert_eq!(v.lookup_key("/a", &lang("de")), Some(de));
+        // Only for a Vary of Accept-Language alone.
+        let both = Some("Accept-Language, Accept-Encoding");
+        let (k, _) = v.store_key("/b", both, &lang("en, de"));
+        v.learn_language("/b", &k.unwrap(), Some("de"));
+        assert_ne!(
+            v.lookup_key("/b", &lang("de")),
+            v.lookup_key("/b", &lang("en, de"))
+        );
     }
 
     #[test]
