@@ -711,3 +711,25 @@ fn a_variant_in_the_language_a_request_prefers_most_answers_it() {
     assert_eq!(ask("fr, de").header("x-cache"), Some("MISS"));
     stop_and_check_clean(&name, vec![proxy, cache]);
 }
+
+#[test]
+fn request_field_values_reach_the_origin_as_the_bytes_sent() {
+    // Issue 21: obs-text (Latin-1 é) and UTF-8 (é as two bytes) are octets to pass on,
+    // not text to re-encode (RFC 9110 §5.5).
+    let origin = Scripted::start(|_, _| Answer::new(200, &[("Cache-Control", "no-store")], b"ok"));
+    let (name, cache, proxy, addr) = start("o-bytes", &origin);
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    use std::io::Write;
+    s.write_all(
+        b"GET /x HTTP/1.1\r\nHost: t\r\nX-Obs: caf\xe9\r\nX-Utf8: caf\xc3\xa9\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let (status, _) = read_head(&mut std::io::BufReader::new(&s));
+    assert_eq!(status, 200);
+    // The origin reads each byte as one char.
+    let seen = origin.last();
+    assert_eq!(seen.header("x-obs"), Some("caf\u{e9}"));
+    assert_eq!(seen.header("x-utf8"), Some("caf\u{c3}\u{a9}"));
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}

@@ -41,7 +41,7 @@ use super::request::{Method, Request, Version};
 use super::response::{Headers, Reply, Value};
 use super::stats::bump;
 use super::storage::Source as Stream;
-use super::upstream::{Response, Upstream};
+use super::upstream::{Response, Upstream, latin1, push_latin1};
 use crate::ipc::client::{Answer, Found};
 use crate::ipc::{Conditions, Etag, MAX_HEADER_BLOCK, MAX_KEY_LEN, Meta, Outcome, Validators};
 
@@ -905,18 +905,24 @@ fn is(name: &str, lower: &str) -> bool {
     name.eq_ignore_ascii_case(lower)
 }
 
-/// Header lines as a block (`Name: value\r\n`), leaving out Content-Length (the
-/// connection writes the length it sends) and any line that could not go into a response
-/// as it is (a value with bytes outside visible ASCII).
+/// Header lines as a block (`Name: value\r\n`), each value as the bytes received
+/// ([`push_latin1`]), leaving out Content-Length (the connection writes the length it
+/// sends) and any line the channel's header block does not take (today: a value with
+/// bytes outside visible ASCII).
 fn to_block<'a>(headers: impl Iterator<Item = &'a (String, String)>) -> Vec<u8> {
     let mut block = Vec::new();
+    let mut line = Vec::new();
     for (name, value) in headers {
         if is(name, "content-length") {
             continue;
         }
-        let line = format!("{name}: {value}\r\n");
-        if crate::ipc::call::valid_header_block(line.as_bytes()) {
-            block.extend_from_slice(line.as_bytes());
+        line.clear();
+        line.extend_from_slice(name.as_bytes());
+        line.extend_from_slice(b": ");
+        push_latin1(&mut line, value);
+        line.extend_from_slice(b"\r\n");
+        if crate::ipc::call::valid_header_block(&line) {
+            block.extend_from_slice(&line);
         }
     }
     block
@@ -933,9 +939,10 @@ fn complete_block(block: &[u8], headers: &[(String, String)]) -> bool {
             .count()
 }
 
-/// A header block read back from the cache, as lines.
+/// A header block read back from the cache, as lines (values one char per byte, as
+/// [`latin1`] reads them off the wire).
 fn parse_block(block: &[u8]) -> Vec<(String, String)> {
-    String::from_utf8_lossy(block)
+    latin1(block)
         .split_terminator("\r\n")
         .filter_map(|line| line.split_once(':'))
         .map(|(n, v)| (n.to_owned(), v.trim_matches([' ', '\t']).to_owned()))
@@ -1063,5 +1070,7 @@ mod tests {
         assert_eq!(block, b"A: 1\r\n");
         assert!(!complete_block(&block, &headers));
         assert_eq!(parse_block(&block), h(&[("A", "1")]));
+        // Bytes beyond ASCII read back one char each, as the wire's bytes were read.
+        assert_eq!(parse_block(b"X: caf\xe9\r\n"), h(&[("X", "caf\u{e9}")]));
     }
 }

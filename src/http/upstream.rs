@@ -183,13 +183,15 @@ impl Upstream {
         headers: &[(String, String)],
         body: &[u8],
     ) -> Vec<u8> {
-        let mut head = format!("{method} {}{target} HTTP/1.1\r\n", self.prefix);
+        let mut out = format!("{method} {}{target} HTTP/1.1\r\n", self.prefix).into_bytes();
         for (name, value) in headers {
-            head.push_str(name);
-            head.push_str(": ");
-            head.push_str(value);
-            head.push_str("\r\n");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            // As received: obs-text goes on as the same bytes, not re-encoded.
+            push_latin1(&mut out, value);
+            out.extend_from_slice(b"\r\n");
         }
+        let mut head = String::new();
         head.push_str("Host: ");
         head.push_str(&self.authority);
         head.push_str("\r\n");
@@ -200,7 +202,7 @@ impl Upstream {
             head.push_str("Connection: close\r\n");
         }
         head.push_str("\r\n");
-        let mut out = head.into_bytes();
+        out.extend_from_slice(head.as_bytes());
         out.extend_from_slice(body);
         out
     }
@@ -410,11 +412,23 @@ fn read_head(reader: &mut BufReader<TcpStream>, first: bool) -> Result<Head, Fai
     }
 }
 
-/// Byte strings as read off the wire into strings: each byte one char, so that obs-text
-/// (RFC 9110 §5.5) is kept as Latin-1 and nothing is lost in reading; it is dropped later
-/// where only ASCII may go on.
-fn latin1(bytes: &[u8]) -> String {
+/// Field values are octets (RFC 9110 §5.5: obs-text is any byte from 0x80). The proxy
+/// holds them in strings one char per byte (Latin-1), as its request parser does, so
+/// that no byte is lost or re-encoded between the wire and the stored header block:
+/// [`latin1`] reads them and [`push_latin1`] writes them back.
+pub(crate) fn latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| char::from(b)).collect()
+}
+
+/// Appends `text`, written by [`latin1`] (or plain ASCII), as the bytes it stands for. A
+/// char beyond Latin-1 cannot have come off the wire; it is written as UTF-8.
+pub(crate) fn push_latin1(out: &mut Vec<u8>, text: &str) {
+    for c in text.chars() {
+        match u8::try_from(c) {
+            Ok(b) => out.push(b),
+            Err(_) => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
 }
 
 fn head_of(response: &httparse::Response<'_, '_>) -> io::Result<Head> {
@@ -710,10 +724,22 @@ mod tests {
     }
 
     #[test]
-    fn obs_text_in_field_values_is_read_as_latin_1() {
-        let (up, _t) = one_shot(b"HTTP/1.1 200 OK\r\nX-Obs: caf\xe9\r\nContent-Length: 0\r\n\r\n");
-        let r = up.send("GET", "/", &[], b"").unwrap();
-        assert_eq!(r.headers[0].1, "caf\u{e9}");
+    fn obs_text_in_field_values_goes_both_ways_as_the_same_bytes() {
+        let (up, t) = one_shot(
+            b"HTTP/1.1 200 OK\r\nX-Obs: caf\xe9\r\nX-Utf8: caf\xc3\xa9\r\nContent-Length: 0\r\n\r\n",
+        );
+        let sent = [
+            ("X-Obs".to_owned(), latin1(b"caf\xe9")),
+            ("X-Utf8".to_owned(), latin1(b"caf\xc3\xa9")),
+        ];
+        let r = up.send("GET", "/", &sent, b"").unwrap();
+        assert_eq!(r.headers[..2], sent);
+        let got = t.join().unwrap();
+        let wanted: &[u8] = b"X-Obs: caf\xe9\r\nX-Utf8: caf\xc3\xa9\r\n";
+        assert!(got.windows(wanted.len()).any(|w| w == wanted), "{got:?}");
+        let mut out = Vec::new();
+        push_latin1(&mut out, "caf\u{e9}\u{263a}");
+        assert_eq!(out, b"caf\xe9\xe2\x98\xba");
     }
 
     /// An origin that answers every request on a connection with `answers[i]` for the i-th
