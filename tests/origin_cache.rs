@@ -733,3 +733,139 @@ fn request_field_values_reach_the_origin_as_the_bytes_sent() {
     assert_eq!(seen.header("x-utf8"), Some("caf\u{c3}\u{a9}"));
     stop_and_check_clean(&name, vec![proxy, cache]);
 }
+
+/// The bytes `range` (`bytes=a-b`, `a-` or `-n`) selects of `body`, as (start, end).
+fn byte_range(range: &str, len: usize) -> (usize, usize) {
+    let spec = range.strip_prefix("bytes=").unwrap();
+    let (a, b) = spec.split_once('-').unwrap();
+    match (a.parse::<usize>(), b.parse::<usize>()) {
+        (Ok(a), Ok(b)) => (a, b.min(len - 1)),
+        (Ok(a), Err(_)) => (a, len - 1),
+        (Err(_), Ok(n)) => (len - n, len - 1),
+        _ => panic!("{range}"),
+    }
+}
+
+#[test]
+fn partial_responses_are_stored_answer_ranges_within_them_and_are_completed() {
+    // RFC 9111 §3.3 and §3.4; the cache test suite's partial-store-partial-* tests.
+    const BODY: &[u8] = b"0123456789";
+    let origin = Scripted::start(|seen, _| {
+        let tagged = seen.target == "/r";
+        let mut headers = vec![("Cache-Control", "max-age=60")];
+        if tagged {
+            headers.push(("ETag", "\"r1\""));
+        }
+        if seen.target == "/bad" {
+            // A Content-Range that promises a byte more than the body has.
+            headers.push(("Content-Range", "bytes 4-9/10"));
+            return Answer::new(206, &headers, b"01234");
+        }
+        let if_range_fails = seen.header("if-range").is_some_and(|t| t != "\"r1\"");
+        match seen.header("range") {
+            Some(range) if !if_range_fails => {
+                let (a, b) = byte_range(range, BODY.len());
+                let content_range = format!("bytes {a}-{b}/{}", BODY.len());
+                headers.push(("Content-Range", &content_range));
+                Answer::new(206, &headers, &BODY[a..=b])
+            }
+            _ => Answer::new(200, &headers, BODY),
+        }
+    });
+    let (name, cache, proxy, addr) = start("o-partial", &origin);
+    let ranged = |path: &str, range: &str| request(addr, "GET", path, &[("Range", range)]);
+
+    let r = ranged("/r", "bytes=0-3");
+    assert_eq!((r.status, &r.body[..]), (206, &b"0123"[..]));
+    for (range, part, content_range) in [
+        ("bytes=1-2", &b"12"[..], "bytes 1-2/10"),
+        ("bytes=0-3", b"0123", "bytes 0-3/10"),
+        ("bytes=2-", b"23", "bytes 2-3/10"),
+    ] {
+        let r = ranged("/r", range);
+        if range == "bytes=2-" {
+            // Past the part: the origin's.
+            assert_eq!(r.header("x-cache"), Some("MISS"));
+            assert_eq!(r.body, b"23456789");
+            break;
+        }
+        assert_eq!((r.status, &r.body[..]), (206, part), "{range}");
+        assert_eq!(r.header("x-cache"), Some("HIT"), "{range}");
+        assert_eq!(r.header("content-range"), Some(content_range), "{range}");
+    }
+    assert_eq!(asked(&origin, "/r"), 2);
+
+    // The part stored now is bytes 2-9; a range inside it is a hit.
+    let r = ranged("/r", "bytes=-3");
+    assert_eq!(
+        (r.header("x-cache"), &r.body[..]),
+        (Some("HIT"), &b"789"[..])
+    );
+    // A part that is not the beginning is not completed: a GET is a plain miss.
+    let r = get(addr, "/r");
+    assert_eq!((r.status, &r.body[..]), (200, BODY));
+    assert_eq!(origin.last().header("range"), None);
+    assert_eq!(get(addr, "/r").header("x-cache"), Some("HIT"));
+
+    // A beginning is completed with a request for the rest, and the whole is stored.
+    assert_eq!(ranged("/c", "bytes=0-3").body, b"0123");
+    let r = get(addr, "/c");
+    assert_eq!((r.status, &r.body[..]), (200, BODY));
+    let asks: Vec<Option<String>> = origin
+        .seen()
+        .iter()
+        .filter(|s| s.target == "/c")
+        .map(|s| s.header("range").map(str::to_owned))
+        .collect();
+    // The rest was asked for, but without a strong validator the two cannot be combined
+    // (§3.4): fetched whole.
+    assert_eq!(
+        asks,
+        [
+            Some("bytes=0-3".to_owned()),
+            Some("bytes=4-".to_owned()),
+            None
+        ]
+    );
+    let r = get(addr, "/c");
+    assert_eq!((r.header("x-cache"), &r.body[..]), (Some("HIT"), BODY));
+
+    // A 206 whose body is shorter than its Content-Range says is passed on, not stored.
+    for _ in 0..2 {
+        assert_eq!(ranged("/bad", "bytes=-5").header("x-cache"), Some("MISS"));
+    }
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn a_stored_beginning_and_the_rest_with_the_same_strong_etag_are_combined() {
+    const BODY: &[u8] = b"0123456789";
+    let origin = Scripted::start(|seen, _| {
+        let mut headers = vec![("Cache-Control", "max-age=60"), ("ETag", "\"r1\"")];
+        match seen.header("range") {
+            Some(range) if seen.header("if-range").is_none_or(|t| t == "\"r1\"") => {
+                let (a, b) = byte_range(range, BODY.len());
+                let content_range = format!("bytes {a}-{b}/{}", BODY.len());
+                headers.push(("Content-Range", &content_range));
+                Answer::new(206, &headers, &BODY[a..=b])
+            }
+            _ => Answer::new(200, &headers, BODY),
+        }
+    });
+    let (name, cache, proxy, addr) = start("o-combine", &origin);
+    let r = request(addr, "GET", "/r", &[("Range", "bytes=0-3")]);
+    assert_eq!(r.body, b"0123");
+    let r = get(addr, "/r");
+    assert_eq!((r.status, &r.body[..]), (200, BODY));
+    assert_eq!(r.header("content-range"), None);
+    let rest = origin.last();
+    assert_eq!(
+        (rest.header("range"), rest.header("if-range")),
+        (Some("bytes=4-"), Some("\"r1\""))
+    );
+    assert_eq!(origin.count(), 2, "combined, not fetched again");
+    let r = get(addr, "/r");
+    assert_eq!((r.header("x-cache"), &r.body[..]), (Some("HIT"), BODY));
+    assert_eq!(origin.count(), 2);
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}

@@ -83,12 +83,13 @@ pub(crate) fn heuristically_cacheable(status: u16) -> bool {
 
 /// The status codes whose caching rules this cache follows (RFC 9111 §3: a 206, a 304, or
 /// a response with `must-understand` may only be stored when the status is understood).
-/// These are RFC 9110's final codes less 206, whose combining of partial content (§3.4)
-/// this cache does not do, and 304, which only ever freshens a stored response (§4.3.4).
+/// These are RFC 9110's final codes less 304, which only ever freshens a stored response
+/// (§4.3.4). A 206 is stored as a part (§3.3), which answers ranges within it and, with
+/// the rest, completes the response (§3.4).
 pub(crate) fn status_understood(status: u16) -> bool {
     matches!(
         status,
-        200..=205 | 300..=303 | 305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
+        200..=206 | 300..=303 | 305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
     )
 }
 
@@ -750,7 +751,7 @@ pub(crate) fn post_response_storable(
     let cc = ResponseDirectives::from_headers(response_headers);
     let explicit =
         cc.max_age.is_some() || cc.s_maxage.is_some() || has_field(response_headers, "expires");
-    explicit && storable("GET", request_headers, status, response_headers)
+    explicit && status != 206 && storable("GET", request_headers, status, response_headers)
 }
 
 /// A response's Content-Location resolved against the request's origin-form `target`,
@@ -969,14 +970,10 @@ mod tests {
         for status in [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501] {
             assert!(heuristically_cacheable(status), "{status}");
         }
-        // 206 is heuristically cacheable but not stored: this cache does not combine
-        // partial content, so it does not understand it (RFC 9111 §3, §3.4).
-        for status in [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501] {
+        for status in [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501] {
             assert!(storable("GET", &[], status, &[]), "{status}");
         }
-        for status in [
-            201, 202, 206, 302, 303, 307, 400, 403, 500, 502, 503, 504, 599,
-        ] {
+        for status in [201, 202, 302, 303, 307, 400, 403, 500, 502, 503, 504, 599] {
             assert!(!storable("GET", &[], status, &[]), "{status}");
         }
     }
@@ -1027,9 +1024,9 @@ mod tests {
     }
 
     #[test]
-    fn storable_never_206_or_304() {
+    fn storable_206_but_never_304() {
         let fresh = h(&[("Cache-Control", "max-age=60, public")]);
-        assert!(!storable("GET", &[], 206, &fresh));
+        assert!(storable("GET", &[], 206, &fresh));
         assert!(!storable("GET", &[], 304, &fresh));
     }
 
@@ -1048,7 +1045,7 @@ mod tests {
         assert!(!s("max-age=60, must-understand", 599));
         assert!(!s("max-age=60, must-understand, no-store", 599));
         assert!(status_understood(308));
-        assert!(!status_understood(206));
+        assert!(status_understood(206));
         assert!(!status_understood(304));
         assert!(!status_understood(299));
     }

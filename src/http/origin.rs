@@ -24,7 +24,7 @@
 //!   header block changes). Within `stale-while-revalidate` the stale response is served
 //!   at once and validated on a thread of its own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,6 +64,9 @@ const VARIANTS_MAX: usize = 100_000;
 pub struct Variants {
     known: Mutex<HashMap<String, Known>>,
     next: AtomicU64,
+    /// Primary keys with a stored partial response (a 206, under [`piece_key`]), so that
+    /// only their misses ask the cache for it.
+    pieces: Mutex<HashSet<String>>,
 }
 
 /// What [`Variants`] knows of one primary key.
@@ -86,6 +89,7 @@ impl Default for Variants {
         Variants {
             known: Mutex::default(),
             next: AtomicU64::new(now),
+            pieces: Mutex::default(),
         }
     }
 }
@@ -178,9 +182,36 @@ impl Variants {
         )
     }
 
-    /// Forgets `primary`'s variants: a new generation starts when it is stored again.
+    /// Forgets `primary`'s variants (a new generation starts when it is stored again) and
+    /// its partial response.
     pub fn forget(&self, primary: &str) {
         self.lock().remove(primary);
+        self.lock_pieces().remove(primary);
+    }
+
+    fn lock_pieces(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.pieces.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn has_piece(&self, primary: &str) -> bool {
+        self.lock_pieces().contains(primary)
+    }
+
+    fn add_piece(&self, primary: &str) {
+        let mut pieces = self.lock_pieces();
+        if pieces.len() >= VARIANTS_MAX {
+            pieces.clear();
+        }
+        pieces.insert(primary.to_owned());
+    }
+
+    fn forget_piece(&self, primary: &str) {
+        self.lock_pieces().remove(primary);
+    }
+
+    /// Whether `primary` stores its responses under itself (no `Vary` known for it).
+    fn plain(&self, primary: &str) -> bool {
+        !self.lock().contains_key(primary)
     }
 }
 
@@ -195,6 +226,29 @@ fn variant_key(
     let selecting = freshness::vary_key(vary, request_headers)?;
     let key = format!("{primary}\n{generation:x}\n{selecting}");
     (key.len() <= MAX_KEY_LEN).then_some(key)
+}
+
+/// Where a partial response (206) for a primary key is stored: a line no variant key
+/// has in that place (theirs is a hexadecimal generation).
+fn piece_key(primary: &str) -> String {
+    format!("{primary}\n~206")
+}
+
+/// A stored or received partial response's `Content-Range: bytes a-b/total` (RFC 9110
+/// §14.4), with `a <= b < total`; `None` for anything else (several ranges, an unknown
+/// total, an unsatisfied range).
+fn content_range(headers: &[(String, String)]) -> Option<(u64, u64, u64)> {
+    let value = field_value(headers, "content-range")?;
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    let number = |n: &str| {
+        (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| n.parse::<u64>().ok())
+            .flatten()
+    };
+    let (a, b, total) = (number(a)?, number(b)?, number(total)?);
+    (a <= b && b < total).then_some((a, b, total))
 }
 
 /// The primary cache key of a request target: the normalised path and the query as sent.
@@ -323,6 +377,12 @@ impl Ask<'_> {
                 accept_len,
             }) => (Stored::new(meta, &headers), accept_len),
             Ok(Answer::Missing { accept_len }) if !directives.only_if_cached => {
+                if key == self.primary
+                    && ctx.variants.has_piece(&key)
+                    && let Some(answer) = self.from_piece(accept_len, asked_at)
+                {
+                    return answer;
+                }
                 return self.fill_or_wait(&key, accept_len, may_wait, asked_at);
             }
             Err(e) if !directives.only_if_cached => {
@@ -384,6 +444,182 @@ impl Ask<'_> {
         let mut found = found;
         found.headers = to_block(stored.headers.iter().filter(|(n, _)| !is(n, "age")));
         (hit(key, found, age), Source::Hit)
+    }
+
+    /// A miss of the whole response while a fresh part of it is stored (RFC 9111 §3.3,
+    /// §3.4): a range within the part is answered from it; a GET of the whole, when the
+    /// part is its beginning, asks the origin for the rest only. `None`: neither applies,
+    /// and the request is a miss like any other.
+    fn from_piece(&self, accept_len: u64, asked: Instant) -> Option<(Reply, Source)> {
+        let ctx = self.ctx;
+        let found = match ctx.cache.get(
+            &piece_key(self.primary),
+            &Conditions::default(),
+            false,
+            false,
+        ) {
+            Ok(Answer::Found(found)) => found,
+            Ok(Answer::Missing { .. }) => {
+                ctx.variants.forget_piece(self.primary);
+                return None;
+            }
+            _ => return None,
+        };
+        let stored = Stored::new(found.meta.clone(), &found.headers);
+        let (first, last, total) = content_range(&stored.headers)?;
+        let now = SystemTime::now();
+        if freshness::reuse(&stored.freshness(), &self.request.headers, now) != Reuse::Serve {
+            return None;
+        }
+        let conditions = self.conditions();
+        if conditions.if_none_match.is_some()
+            || conditions.if_modified_since.is_some()
+            || conditions.if_range.is_some()
+        {
+            return None;
+        }
+        let mut body = found.body;
+        match conditions.range {
+            Some(range) => {
+                let (start, len) = crate::ipc::conditions::resolve(range, total)?;
+                if start < first || start + len - 1 > last {
+                    return None;
+                }
+                let skip = start - first;
+                let skipped = std::io::copy(&mut (&mut body).take(skip), &mut std::io::sink());
+                let mut part = vec![0; len as usize];
+                if skipped.ok() != Some(skip) || body.read_exact(&mut part).is_err() {
+                    return None;
+                }
+                let validators = Validators {
+                    len: Some(total),
+                    modified: found.meta.modified,
+                    etag: found.meta.etag.as_ref().map(Etag::as_str),
+                };
+                let block = to_block(
+                    stored
+                        .headers
+                        .iter()
+                        .filter(|(n, _)| !is(n, "age") && !is(n, "content-range")),
+                );
+                let outcome = Outcome::Partial { start, len };
+                let sent = Body::Memory(std::io::Cursor::new(part.into()));
+                let mut reply = response(&validators, 200, block, outcome, sent, Source::Hit);
+                let age = freshness::current_age(&stored.freshness(), now);
+                reply.headers.push("Age", Value::Number(age));
+                Some((reply, Source::Hit))
+            }
+            None if first == 0 && !self.head_only() => {
+                let mut part = Vec::with_capacity((last + 1) as usize);
+                (&mut body).take(last + 1).read_to_end(&mut part).ok()?;
+                if part.len() as u64 != last + 1 {
+                    return None;
+                }
+                drop(body);
+                let Role::Leader(ticket) = ctx.coalescer.join_miss(self.primary, asked) else {
+                    return None;
+                };
+                Some(self.complete(&stored, part, total, accept_len, ticket))
+            }
+            None => None,
+        }
+    }
+
+    /// Asks the origin for the rest of a stored beginning `part` of a `total`-byte
+    /// response (`Range: bytes=N-`, with `If-Range` and the part's strong ETag when it has
+    /// one) and answers with the whole. A 206 with the rest and the same strong validator
+    /// is combined with the part (§3.4: only then may they be), stored and served; any
+    /// other answer is handled as a fetch's, and a 206 that cannot be combined is dropped
+    /// for a fetch of the whole.
+    fn complete(
+        &self,
+        stored: &Stored,
+        part: Vec<u8>,
+        total: u64,
+        accept_len: u64,
+        ticket: Ticket,
+    ) -> (Reply, Source) {
+        let ctx = self.ctx;
+        let strong = |headers: &[(String, String)]| {
+            field_value(headers, "etag").filter(|tag| !tag.starts_with("W/"))
+        };
+        let have = part.len() as u64;
+        let mut headers = self.forwarded(false);
+        headers.push(("Range".to_owned(), format!("bytes={have}-")));
+        if let Some(tag) = strong(&stored.headers) {
+            headers.push(("If-Range".to_owned(), tag));
+        }
+        let sent_at = SystemTime::now();
+        let mut answer = match self.origin.send("GET", &self.request.target, &headers, b"") {
+            Ok(answer) => answer,
+            Err(e) => return bad_gateway(self.primary, &e),
+        };
+        if answer.status != 206 {
+            let fill = Some((accept_len, ticket));
+            return (self.answer_from(answer, sent_at, fill), Source::Secondary);
+        }
+        let combinable = content_range(&answer.headers) == Some((have, total - 1, total))
+            && strong(&answer.headers).is_some_and(|tag| Some(tag) == strong(&stored.headers))
+            && total <= accept_len.min(REFRESH_MAX);
+        let mut whole = part;
+        let rest = total - have;
+        let read = combinable
+            && (&mut answer.body)
+                .take(rest)
+                .read_to_end(&mut whole)
+                .is_ok_and(|n| n as u64 == rest);
+        if !read {
+            drop(answer);
+            return self.fetch(Some(accept_len), Some(ticket));
+        }
+        let received_at = SystemTime::now();
+        // The combined response has the new response's fields (§3.4), as a 200 would.
+        let fields: Vec<(String, String)> = freshness::storable_headers(&answer.headers)
+            .into_iter()
+            .filter(|(n, _)| !is(n, "content-length") && !is(n, "content-range"))
+            .collect();
+        let block = to_block(fields.iter());
+        let fresh = ResponseMeta {
+            status: 200,
+            headers: fields,
+            request_time: sent_at,
+            response_time: received_at,
+        };
+        let meta = entry_meta(&fresh, total, received_at, block.len());
+        let storable = freshness::storable("GET", &self.request.headers, 200, &fresh.headers)
+            && block.len() <= MAX_HEADER_BLOCK as usize
+            && complete_block(&block, &fresh.headers);
+        if storable {
+            let stored = ctx
+                .cache
+                .store(self.primary, meta.clone(), &block)
+                .map_err(|e| e.to_string())
+                .and_then(|mut fill| fill.write(&whole).map_err(|e| e.to_string()));
+            if let Err(e) = stored {
+                log::debug!("{}: not storing the completed response: {e}", self.primary);
+            }
+        }
+        drop(ticket);
+        let validators = Validators {
+            len: Some(total),
+            modified: meta.modified,
+            etag: meta.etag.as_ref().map(Etag::as_str),
+        };
+        let body = Body::Memory(std::io::Cursor::new(whole.into()));
+        let block = to_block(
+            freshness::strip_hop_by_hop(&answer.headers)
+                .iter()
+                .filter(|(n, _)| !is(n, "content-range")),
+        );
+        let reply = response(
+            &validators,
+            200,
+            block,
+            Outcome::Full,
+            body,
+            Source::Secondary,
+        );
+        (reply, Source::Secondary)
     }
 
     /// A miss: one request per key fetches and fills, the others wait for it and ask the
@@ -587,22 +823,40 @@ impl Ask<'_> {
             None => return pass_through(response),
         };
         let vary = field_value(&response.headers, "vary");
-        let (key, learned) =
-            self.ctx
-                .variants
-                .store_key(self.primary, vary.as_deref(), &request.headers);
-        let Some(key) = key else {
-            return pass_through(response);
+        let key = if status == 206 {
+            // A part of the representation (RFC 9111 §3.3), kept beside the whole one to
+            // answer ranges within it: one range, of a known total, that its body fills
+            // exactly (a Content-Range that disagrees with the body is not trusted), read
+            // into memory to serve (so at most REFRESH_MAX).
+            let exact = content_range(&fresh.headers).is_some_and(|(a, b, _)| b - a + 1 == len);
+            if !exact
+                || len > REFRESH_MAX
+                || vary.is_some()
+                || !self.ctx.variants.plain(self.primary)
+            {
+                return pass_through(response);
+            }
+            self.ctx.variants.add_piece(self.primary);
+            piece_key(self.primary)
+        } else {
+            let (key, learned) =
+                self.ctx
+                    .variants
+                    .store_key(self.primary, vary.as_deref(), &request.headers);
+            let Some(key) = key else {
+                return pass_through(response);
+            };
+            if learned {
+                // Responses stored before the key started varying are not variants.
+                self.invalidate_primary_only();
+            }
+            self.ctx.variants.learn_language(
+                self.primary,
+                &key,
+                field_value(&response.headers, "content-language").as_deref(),
+            );
+            key
         };
-        if learned {
-            // Responses stored before the key started varying are not variants.
-            self.invalidate_primary_only();
-        }
-        self.ctx.variants.learn_language(
-            self.primary,
-            &key,
-            field_value(&response.headers, "content-language").as_deref(),
-        );
         let meta = entry_meta(&fresh, len, received_at, block.len());
         let mut reply = pass_through_head(status, &response.headers, Some(len));
         let stored = self.ctx.cache.store(&key, meta, &block);
