@@ -379,7 +379,7 @@ impl Ask<'_> {
             Ok(Answer::Missing { accept_len }) if !directives.only_if_cached => {
                 if key == self.primary
                     && ctx.variants.has_piece(&key)
-                    && let Some(answer) = self.from_piece(accept_len, asked_at)
+                    && let Some(answer) = self.answer_from_piece(accept_len, asked_at)
                 {
                     return answer;
                 }
@@ -450,7 +450,7 @@ impl Ask<'_> {
     /// §3.4): a range within the part is answered from it; a GET of the whole, when the
     /// part is its beginning, asks the origin for the rest only. `None`: neither applies,
     /// and the request is a miss like any other.
-    fn from_piece(&self, accept_len: u64, asked: Instant) -> Option<(Reply, Source)> {
+    fn answer_from_piece(&self, accept_len: u64, asked: Instant) -> Option<(Reply, Source)> {
         let ctx = self.ctx;
         let found = match ctx.cache.get(
             &piece_key(self.primary),
