@@ -451,6 +451,10 @@ impl Ask<'_> {
     /// part is its beginning, asks the origin for the rest only. `None`: neither applies,
     /// and the request is a miss like any other.
     fn answer_from_piece(&self, accept_len: u64, asked: Instant) -> Option<(Reply, Source)> {
+        // Ranges are GET's only (RFC 9110 §14.2), and so is completing.
+        if self.head_only() {
+            return None;
+        }
         let ctx = self.ctx;
         let found = match ctx.cache.get(
             &piece_key(self.primary),
@@ -509,7 +513,7 @@ impl Ask<'_> {
                 reply.headers.push("Age", Value::Number(age));
                 Some((reply, Source::Hit))
             }
-            None if first == 0 && !self.head_only() => {
+            None if first == 0 => {
                 let mut part = Vec::with_capacity((last + 1) as usize);
                 (&mut body).take(last + 1).read_to_end(&mut part).ok()?;
                 if part.len() as u64 != last + 1 {
