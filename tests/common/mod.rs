@@ -5,6 +5,8 @@
 pub mod browser;
 mod origin;
 
+// Only the test files with an origin use it.
+#[allow(unused_imports)]
 pub use origin::*;
 
 use std::collections::HashMap;

@@ -123,10 +123,11 @@ fn latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| char::from(b)).collect()
 }
 
+/// A request's method, target and header lines.
+type RequestHead = (String, String, Vec<(String, String)>);
+
 /// Reads one request head with httparse; `None` when the connection ends first.
-fn read_request(
-    reader: &mut BufReader<TcpStream>,
-) -> Option<(String, String, Vec<(String, String)>)> {
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<RequestHead> {
     let mut buf = Vec::new();
     loop {
         let available = reader.fill_buf().ok()?;
