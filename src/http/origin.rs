@@ -393,8 +393,10 @@ impl Ask<'_> {
         };
         let now = SystemTime::now();
         match freshness::reuse(&stored.freshness(), &request.headers, now) {
-            Reuse::Validate => self.validate(&key, stored, accept_len, may_wait),
-            Reuse::ServeAndRevalidate => self.serve_and_revalidate(&key, stored, accept_len),
+            Reuse::Validate => self.validate(&key, stored, accept_len, may_wait, asked_at),
+            Reuse::ServeAndRevalidate => {
+                self.serve_and_revalidate(&key, stored, accept_len, asked_at)
+            }
             Reuse::Serve => self.serve_again(&key),
             Reuse::Forward => self.fill_or_wait(&key, accept_len, may_wait, asked_at),
             Reuse::GatewayTimeout => gateway_timeout(),
@@ -900,15 +902,20 @@ impl Ask<'_> {
     /// they were received. A 304 (or for HEAD a 200 with the same validators, §4.3.5)
     /// updates and serves the stored response; a failure serves it stale where allowed
     /// (RFC 5861 §4, `--stale-if-error`); anything else replaces it.
+    ///
+    /// `asked`: when the cache said "expired". A validation of the key that landed since
+    /// then makes this request ask again rather than validate a second time: it was told
+    /// "expired" before that validation renewed the entry, and only joins now.
     fn validate(
         &self,
         key: &str,
         stored: Stored,
         accept_len: u64,
         may_wait: bool,
+        asked: Instant,
     ) -> (Reply, Source) {
         let ctx = self.ctx;
-        let ticket = match ctx.coalescer.join(key) {
+        let ticket = match ctx.coalescer.join_miss(key, asked) {
             Role::Leader(ticket) => ticket,
             Role::Follower(flight) if may_wait => {
                 bump(&ctx.stats.coalesced_waits);
@@ -924,8 +931,15 @@ impl Ask<'_> {
 
     /// Serves a stale response at once and validates it on a thread of its own (RFC 5861
     /// §3, `stale-while-revalidate`), unless another request is validating it already.
-    fn serve_and_revalidate(&self, key: &str, stored: Stored, accept_len: u64) -> (Reply, Source) {
-        if let Role::Leader(ticket) = self.ctx.coalescer.join(key) {
+    /// (`asked`: as for [`validate`](Self::validate).)
+    fn serve_and_revalidate(
+        &self,
+        key: &str,
+        stored: Stored,
+        accept_len: u64,
+        asked: Instant,
+    ) -> (Reply, Source) {
+        if let Role::Leader(ticket) = self.ctx.coalescer.join_miss(key, asked) {
             let ctx = Arc::clone(self.ctx);
             let request = self.request.clone();
             let (key, primary) = (key.to_owned(), self.primary.to_owned());
