@@ -69,7 +69,9 @@ use std::collections::HashMap;
 
 use shmcache::ipc::channel::{self, Receiver};
 use shmcache::ipc::segment::{Segment, unlink_segment};
-use shmcache::ipc::{Head, remove_stale_segments, segment_prefix};
+use shmcache::ipc::{
+    Head, Identity, Lifetime, Meta, Outcome, remove_stale_segments, segment_prefix,
+};
 
 /// Set (to the Unix socket's abstract name) in the environment of the writer process.
 const CHILD_ENV: &str = "SHMCACHE_BENCH_CHANNEL_CHILD";
@@ -202,8 +204,9 @@ impl Writer {
         seg.begin_transfer(generation);
         self.order(&format!("shm {} {generation} {len}\n", seg.name()));
         let (envelope, mut rx) =
-            Receiver::recv_head(seg, generation, false, TIMEOUT).expect("the head");
-        assert_eq!(envelope.head, Head::Stats { len: len as u64 });
+            Receiver::recv_head::<Head>(seg, generation, TIMEOUT).expect("the head");
+        assert_eq!(envelope.head, found(len));
+        assert_eq!(envelope.stream.body_len, len as u64);
         let mut got = 0;
         loop {
             let n = rx.read(seg, &mut self.buf).expect("a chunk");
@@ -355,9 +358,7 @@ mod writer {
                         mappings.insert((*name).to_owned(), seg);
                     }
                     let seg = &mappings[*name];
-                    // A head whose stream is the body alone, with no header block.
-                    let head = Head::Stats { len: len as u64 };
-                    channel::send(seg, generation, &head, &[&data[..len]], TIMEOUT)
+                    channel::send(seg, generation, &found(len), &[], &data[..len], TIMEOUT)
                         .map_err(|e| format!("sending through {name}: {e}"))?;
                 }
                 ["unix", len] => socket
@@ -367,5 +368,22 @@ mod writer {
             }
         }
         Ok(())
+    }
+}
+
+/// The head of a transfer of `len` bytes: a whole object with no header block, so that the
+/// stream is the body alone, as for a cache hit.
+fn found(len: usize) -> Head {
+    Head::Found {
+        meta: Meta {
+            status: 200,
+            total_len: len as u64,
+            modified: None,
+            etag: None,
+            stored_at: 0,
+            lifetime: Lifetime::MustValidate,
+            identity: Identity::Unique(0),
+        },
+        outcome: Outcome::Full,
     }
 }

@@ -12,10 +12,9 @@
 //! so there is nothing to clean up).
 //!
 //! What is the same as webproxy: the same HTTP server ([`Server`], with webproxy's default
-//! limits: a thread per connection, 8 workers, 503 past 1024 waiting requests), the same
-//! URL-to-key mapping, headers built per request the same way, and the body copied by the
-//! worker into the response's spool in 64 KiB pieces, as a hit is copied out of its
-//! segment. What differs: the bytes are copied out of this process's memory instead of
+//! limits: 8 pool threads, 503 past 1024 waiting requests), the same URL-to-key mapping,
+//! headers built per request the same way, and the body copied by the pool thread into
+//! the response in 64 KiB pieces, as a small hit is copied out of its segment. What differs: the bytes are copied out of this process's memory instead of
 //! out of a segment, there is no access log (benchmarks run webproxy with it off too),
 //! and no conditional or range requests (benchmarks send neither).
 
@@ -28,13 +27,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use shmcache::cache::store::file_etag;
+use shmcache::file;
 use shmcache::http::body::Body;
 use shmcache::http::path::object_key;
-use shmcache::http::request::{Method, Request};
 use shmcache::http::response::{Headers, Reply, Value};
-use shmcache::http::server::{Server, ServerConfig, Service};
-use shmcache::http::spool::{self, Budget, CHUNK, Producer};
+use shmcache::http::server::{
+    self, Budget, CHUNK, Method, Request, Response, Server, ServerConfig, Service,
+};
 use shmcache::ipc::Etag;
 use shmcache::ipc::process;
 
@@ -84,7 +83,7 @@ fn run(dir: &Path, port: u16, threads: usize) -> io::Result<()> {
     for (key, path) in shmcache::cache::preload::list(dir)? {
         let bytes = fs::read(&path)?;
         let modified = fs::metadata(&path)?.modified().ok();
-        let etag = file_etag(modified, bytes.len() as u64);
+        let etag = file::etag(modified, bytes.len() as u64);
         let bytes = Arc::from(bytes);
         files.insert(
             key,
@@ -111,7 +110,6 @@ fn run(dir: &Path, port: u16, threads: usize) -> io::Result<()> {
         client_timeout: CLIENT_TIMEOUT,
         min_send_rate: 1024,
         max_body: 64 * 1024,
-        drain_timeout: Duration::from_secs(1),
     };
     server.run(files, config, Budget::new(BUFFER_MEMORY))
 }
@@ -119,21 +117,23 @@ fn run(dir: &Path, port: u16, threads: usize) -> io::Result<()> {
 struct Memory(Files);
 
 impl Service for Memory {
-    fn respond(self: Arc<Self>, request: &Request, mut out: Producer) {
-        let (head, body) = respond(&self.0, request).split("hit");
+    type Tag = ();
+
+    fn respond(self: Arc<Self>, request: &Request, mut out: Response<'_, ()>) {
+        let (head, body) = respond(&self.0, request).split(());
         out.start(head);
         let Body::Memory(mut bytes) = body else {
-            return out.stream(body);
+            return out.stream(Box::new(body));
         };
         let all = Arc::clone(bytes.get_ref());
         for piece in all.chunks(CHUNK) {
             bytes.set_position(bytes.position() + piece.len() as u64);
-            let mut data = spool::buffer();
+            let mut data = server::buffer();
             data.extend_from_slice(piece);
             match out.push(data) {
                 Ok(true) => {}
                 // Out of memory for slow clients: the connection sends the rest itself.
-                Ok(false) => return out.stream(Body::Memory(bytes)),
+                Ok(false) => return out.stream(Box::new(Body::Memory(bytes))),
                 Err(_) => return,
             }
         }

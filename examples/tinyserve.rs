@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     // Tuned as the project's notes say: TCP_NODELAY on the listener, inherited by every
     // accepted socket, or each keep-alive response stalls about 40 ms.
     let listener = std::net::TcpListener::bind(("127.0.0.1", port))
-        .and_then(|l| shmcache::http::socket::nodelay_for_accepted(&l).map(|()| l));
+        .and_then(|l| shmcache::http::server::nodelay_for_accepted(&l).map(|()| l));
     let server = match listener.map(|l| tiny_http::Server::from_listener(l, None)) {
         Ok(Ok(server)) => Arc::new(server),
         Ok(Err(e)) => {

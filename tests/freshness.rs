@@ -268,7 +268,7 @@ fn sighup_reloads_the_preload_set_while_a_transfer_completes() {
         &[("new.txt", b"arrived"), ("big.bin", &replaced)],
     );
     cache.signal("HUP");
-    cache.wait_log("reloaded 2 files");
+    cache.wait_log("] reloaded 2 files");
     assert_eq!(get(addr, "/new.txt").body, b"arrived");
     assert!(
         get(addr, "/big.bin").body == replaced,

@@ -411,7 +411,8 @@ fn access_log_has_one_parsable_line_per_request() {
     get(s.disk, "/big.bin?q=1");
     request(s.addr, "HEAD", "/nope", &[]);
     let len = s.big.len();
-    // client "request line" status bytes microseconds source
+    // nginx's combined format, then microseconds and source:
+    // client - - [time] "request line" status bytes "referer" "user agent" micros source
     let hit = s.proxy.wait_log("\"GET /big.bin HTTP/1.1\"");
     let miss = s.disk_proxy.wait_log("\"GET /big.bin?q=1 HTTP/1.1\"");
     let none = s.proxy.wait_log("\"HEAD /nope HTTP/1.1\"");
@@ -420,18 +421,15 @@ fn access_log_has_one_parsable_line_per_request() {
         (&miss, 200, len, "secondary"),
         (&none, 404, 0, "-"),
     ] {
-        let fields: Vec<&str> = line
-            .rsplit('"')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
-        assert_eq!(fields.len(), 4, "{line}");
+        let after = line.split("HTTP/1.1\" ").nth(1).unwrap();
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        assert_eq!(fields.len(), 6, "{line}");
         assert_eq!(fields[0], status.to_string(), "{line}");
         assert_eq!(fields[1], bytes.to_string(), "{line}");
-        assert!(fields[2].parse::<u64>().is_ok(), "{line}");
-        assert_eq!(fields[3], source, "{line}");
-        assert!(line.contains(" access] 127.0.0.1 \""), "{line}");
+        assert_eq!(fields[2..4], ["\"-\"", "\"-\""], "{line}");
+        assert!(fields[4].parse::<u64>().is_ok(), "{line}");
+        assert_eq!(fields[5], source, "{line}");
+        assert!(line.contains(" access] 127.0.0.1 - - ["), "{line}");
     }
     s.stop();
 }

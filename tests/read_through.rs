@@ -8,7 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use shmcache::cache::store::ENTRY_OVERHEAD;
+use shmcache::cache::entries::ENTRY_OVERHEAD;
 
 #[test]
 fn a_miss_fills_the_cache_and_the_next_request_hits() {

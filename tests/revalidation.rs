@@ -200,7 +200,7 @@ fn a_manifest_alias_is_revalidated_against_the_file_it_was_loaded_from() {
 
     // SIGHUP reloads the manifest; the reloaded alias is still checked against its file.
     cache.signal("HUP");
-    cache.wait_log("reloaded 2 files");
+    cache.wait_log("] reloaded 2 files");
     let renewed = stats(addr)["cache.renewed"];
     eventually("the reloaded alias to be renewed", || {
         let r = get(addr, "/courses/index.html");

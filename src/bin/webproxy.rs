@@ -1,112 +1,19 @@
 //! `webproxy`: the HTTP front. See the crate docs for how it talks to `shmcached`.
 
-use std::net::IpAddr;
-use std::num::NonZeroUsize;
-use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
-use shmcache::args::{parse_instance_name, parse_seconds, parse_size};
+use shmcache::args::Webproxy as Args;
+use shmcache::http::access::{self, AccessLog};
 use shmcache::http::proxy::{Proxy, ProxyConfig};
 use shmcache::http::server::ServerConfig;
 use shmcache::http::spawn::CacheChild;
 use shmcache::ipc::{min_segment_size, process};
-use shmcache::shutdown::{Shutdown, on_signals};
-
-/// Serves files over HTTP from the shmcached cache process, falling back to a directory.
-#[derive(Parser, Debug)]
-#[command(name = "webproxy", version)]
-struct Args {
-    /// Instance name shared with shmcached: queue /NAME.req, segments /NAME.seg.<pid>.<i>.
-    #[arg(long, default_value = "shmcache", value_parser = parse_instance_name)]
-    name: String,
-    /// TCP port to listen on (0: any free port; the log says which).
-    #[arg(short, long, default_value_t = 8080)]
-    port: u16,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
-    bind: IpAddr,
-    /// Worker threads serving requests.
-    #[arg(short, long, default_value = "8")]
-    threads: NonZeroUsize,
-    /// Shared-memory segments (transfers in flight at once).
-    #[arg(short = 'n', long, default_value = "8")]
-    segments: NonZeroUsize,
-    /// Bytes per segment, header included; K and M suffixes accepted (see BENCHMARKS.md
-    /// for why 256K).
-    #[arg(short = 'z', long, default_value = "256K", value_parser = parse_size)]
-    segment_size: usize,
-    /// Slots per segment: 1 is the classic lock-step handoff, more let the cache run ahead
-    /// (see BENCHMARKS.md for why 4).
-    #[arg(short = 'k', long, default_value = "4")]
-    slots: NonZeroUsize,
-    /// Secondary storage for misses: a directory, or an origin `http://host:port[/prefix]`.
-    #[arg(short = 's', long = "server", value_name = "DIR|URL")]
-    server: Option<String>,
-    /// Seconds to wait for an origin's connection.
-    #[arg(long, value_name = "SECONDS", default_value = "2", value_parser = parse_seconds)]
-    origin_connect_timeout: Duration,
-    /// Seconds an origin may stay silent while it sends.
-    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
-    origin_read_timeout: Duration,
-    /// Idle connections kept open to the origin for reuse (0: a connection per request).
-    #[arg(long, value_name = "N", default_value_t = 16)]
-    origin_keepalive: usize,
-    /// Seconds an idle origin connection is kept.
-    #[arg(long, value_name = "SECONDS", default_value = "4", value_parser = parse_seconds)]
-    origin_idle_timeout: Duration,
-    /// Seconds a miss waits for another request's fetch of the same key before fetching
-    /// on its own.
-    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
-    coalesce_timeout: Duration,
-    /// Seconds what secondary storage serves stays fresh in the cache, unless an origin's
-    /// Cache-Control or Expires says otherwise; then it is revalidated before use.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
-    ttl: u64,
-    /// Seconds past its lifetime an entry may still be served while secondary storage
-    /// cannot be reached to revalidate it.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    stale_if_error: u64,
-    /// An address allowed to PURGE, besides 127.0.0.1 and ::1 (repeatable).
-    #[arg(long, value_name = "ADDR")]
-    purge_allow: Vec<IpAddr>,
-    /// An address allowed to see the /-/ pages (stats, metrics, the live view of the
-    /// channel), besides 127.0.0.1 and ::1 (repeatable).
-    #[arg(long, value_name = "ADDR")]
-    admin_allow: Vec<IpAddr>,
-    /// Start shmcached preloaded from PATH under the same --name, and stop it on exit.
-    /// Exits 1 if another live cache already serves that name.
-    #[arg(long, value_name = "PATH")]
-    spawn_cache: Option<PathBuf>,
-    /// Seconds to wait on the cache (a free segment, the answer, each chunk).
-    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
-    cache_timeout: Duration,
-    /// Seconds a connection may stay idle between requests, and the most one request
-    /// (head and body) may take to arrive; also the window for --min-send-rate.
-    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds)]
-    client_timeout: Duration,
-    /// Bytes per second a client must at least read, measured over each --client-timeout
-    /// the proxy spends waiting to write to it; a slower one is cut off.
-    #[arg(long, value_name = "BYTES", default_value = "1K", value_parser = parse_size)]
-    min_send_rate: usize,
-    /// Memory that responses waiting for slow clients may hold beyond 64 KiB each
-    /// (K, M, G suffixes); past it, what a lagging client has not yet been sent is asked
-    /// for again later.
-    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_size)]
-    buffer_memory: usize,
-    /// Connections open at once; past this, new ones get 503 and are closed. Lowered to
-    /// what the open-file limit allows.
-    #[arg(long, value_name = "N", default_value_t = 4096)]
-    max_connections: usize,
-    /// The largest request body read (and ignored); a larger one gets 413.
-    #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_size)]
-    max_body: usize,
-    /// Requests that may wait for a free worker; beyond this the proxy answers 503 at once.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
-    max_pending: usize,
-}
+use shmcache::pidfile::PidFile;
+use shmcache::shutdown::{Actions, Shutdown, Stop, on_signals};
 
 /// Descriptors kept for everything but client connections (segments, storage, the
 /// queue, logging).
@@ -137,18 +44,58 @@ fn main() -> ExitCode {
     }
 }
 
+/// What the signal thread acts on once the proxy has it: set while the proxy starts.
+#[derive(Default)]
+struct Hooks {
+    /// The proxy's stopper, given how long requests in flight may take to finish.
+    stop: OnceLock<Box<dyn Fn(Duration) + Send + Sync>>,
+    /// The pid of the cache we spawned, while it is ours to signal.
+    child: Mutex<Option<u32>>,
+}
+
+/// Stops the proxy as `how` says, if it is there to stop yet.
+fn stop_proxy(hooks: &Hooks, how: Stop, drain: Duration, fast: Duration) {
+    if let Some(stop) = hooks.stop.get() {
+        stop(match how {
+            Stop::Graceful => drain,
+            Stop::Fast => fast,
+        });
+    }
+}
+
 fn run(args: Args) -> Result<(), String> {
     let shutdown = Shutdown::new();
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<Box<dyn Fn() + Send>>();
-    // Register the handlers before any other thread exists; the proxy's stopper is handed
-    // over once the proxy is bound.
-    let stop = move || {
-        if let Ok(stop) = stop_rx.try_recv() {
-            stop();
-        }
+    let hooks = Arc::new(Hooks::default());
+    let (drain, fast) = (args.drain_timeout, args.cache_timeout);
+    // Register the handlers before any other thread exists; the proxy's stopper and the
+    // child's pid are handed over once they exist.
+    let actions = Actions {
+        stop: Box::new({
+            let hooks = Arc::clone(&hooks);
+            move |how| stop_proxy(&hooks, how, drain, fast)
+        }),
+        reload: Box::new({
+            let hooks = Arc::clone(&hooks);
+            move || {
+                // The proxy's own settings are its command line: a reload passes on to the
+                // cache it runs, and starts the access log afresh.
+                access::reopen();
+                let child = *hooks.child.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(pid) = child {
+                    match process::signal(pid, libc::SIGHUP) {
+                        Ok(()) => log::info!("passed SIGHUP on to shmcached (pid {pid})"),
+                        Err(e) => log::warn!("passing SIGHUP on to shmcached (pid {pid}): {e}"),
+                    }
+                }
+            }
+        }),
+        reopen: Box::new(access::reopen),
     };
-    on_signals(shutdown.clone(), stop, None)
+    on_signals(shutdown.clone(), actions)
         .map_err(|e| format!("installing signal handlers: {e}"))?;
+    access::install(
+        AccessLog::open(&args.access_log, args.log_format).map_err(|e| e.to_string())?,
+    )?;
     let mut max_connections = args.max_connections;
     match process::raise_nofile_limit() {
         Ok(n) => {
@@ -165,10 +112,17 @@ fn run(args: Args) -> Result<(), String> {
         }
         Err(e) => log::warn!("could not raise the open file limit: {e}"),
     }
+    // Spawned here, on the main thread, which lives as long as the process: the child's
+    // death signal fires when the thread that started it ends.
     let child = match &args.spawn_cache {
-        Some(path) => Some(CacheChild::spawn(&args.name, path, args.cache_timeout)?),
+        Some(preload) => Some(CacheChild::spawn(
+            &args.name,
+            preload.as_deref(),
+            args.cache_timeout,
+        )?),
         None => None,
     };
+    *hooks.child.lock().unwrap_or_else(|e| e.into_inner()) = child.as_ref().map(CacheChild::pid);
     let proxy = Proxy::bind(ProxyConfig {
         name: args.name,
         bind: args.bind,
@@ -195,17 +149,26 @@ fn run(args: Args) -> Result<(), String> {
             client_timeout: args.client_timeout,
             min_send_rate: args.min_send_rate as u64,
             max_body: args.max_body as u64,
-            drain_timeout: args.cache_timeout,
         },
     })
     .map_err(|e| e.to_string())?;
-    let _ = stop_tx.send(Box::new(proxy.stopper()));
-    if shutdown.is_triggered() {
-        // The signal came while we were binding, before the stopper was there to call.
-        proxy.stopper()();
+    // Bound: this process is the one that serves, so the pid file is ours to write.
+    let pid_file = args
+        .pid_file
+        .as_deref()
+        .map(PidFile::write)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let _ = hooks.stop.set(Box::new(proxy.stopper()));
+    if let Some(how) = shutdown.stop() {
+        // The signal came while we were starting, before the stopper was there to call.
+        stop_proxy(&hooks, how, drain, fast);
     }
     let result = proxy.run(&shutdown).map_err(|e| format!("serving: {e}"));
+    // Not ours to signal once it is stopped and reaped.
+    *hooks.child.lock().unwrap_or_else(|e| e.into_inner()) = None;
     drop(child);
+    drop(pid_file);
     log::info!("stopped");
     result
 }

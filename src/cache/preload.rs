@@ -8,7 +8,7 @@
 //! are skipped. A malformed manifest line is an error (the operator mistyped something);
 //! a file that cannot be read is logged and skipped, as nginx does for a missing file.
 //!
-//! Each preloaded entry remembers its file (`Source`). When one is asked for past its
+//! Each preloaded entry remembers its file (`Preloaded`). When one is asked for past its
 //! lifetime, the cache checks that file itself (`check`) rather than answering
 //! "expired" and leaving the proxy to revalidate against its own secondary storage: a
 //! manifest maps keys to paths of its own choosing, which that storage may not have under
@@ -17,41 +17,17 @@
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 
-use super::store::{Entry, Store, file_etag, file_headers, file_version};
-use crate::ipc::{Etag, Meta};
-
-/// Where a preloaded entry came from, kept with it.
-#[derive(Debug)]
-pub(super) struct Source {
-    path: PathBuf,
-    /// The preload's lifetime, given again each time the file is found unchanged or read
-    /// again.
-    ttl: u64,
-    /// Held while the file is checked, so that concurrent requests for one expired entry
-    /// make one check (and read a changed file once), like the proxy's coalescing.
-    checking: Mutex<()>,
-}
-
-impl Source {
-    fn new(path: PathBuf, ttl: u64) -> Source {
-        Source {
-            path,
-            ttl,
-            checking: Mutex::new(()),
-        }
-    }
-
-    pub(super) fn path(&self) -> &Path {
-        &self.path
-    }
-}
+use super::entries::{Entries, Entry, Preloaded};
+use crate::file;
+use crate::ipc::{Etag, Identity, Lifetime, StoreHead};
 
 /// Loads `path` (a directory or a manifest) into `store`, each entry fresh for `ttl`
 /// seconds; returns the number of entries. Loading again (SIGHUP) replaces entries in place
 /// and adds new files; transfers in progress keep the bytes they started with.
-pub fn preload(store: &Store, path: &Path, ttl: u64) -> io::Result<usize> {
+pub fn preload(store: &Entries, path: &Path, ttl: u64) -> io::Result<usize> {
+    let ttl = Lifetime::from_secs(ttl);
     let mut loaded = 0;
     for (key, file) in list(path)? {
         match open(&file)
@@ -97,27 +73,30 @@ fn open(path: &Path) -> io::Result<(File, Metadata)> {
     Ok((file, meta))
 }
 
-/// Reads an opened file into an entry for `key`, fresh for `ttl` seconds, with the
-/// headers the proxy's directory storage gives the same file.
-fn read(key: &str, mut file: File, meta: &Metadata, path: PathBuf, ttl: u64) -> io::Result<Entry> {
+/// Reads an opened file into an entry for `key`, fresh for `lifetime`, with the headers
+/// the proxy's directory storage gives the same file.
+fn read(
+    key: &str,
+    mut opened: File,
+    meta: &Metadata,
+    path: PathBuf,
+    lifetime: Lifetime,
+) -> io::Result<Entry> {
     let mut body = Vec::with_capacity(meta.len() as usize);
-    file.read_to_end(&mut body)?;
+    opened.read_to_end(&mut body)?;
     let modified = meta.modified().ok();
     // The tag the proxy's directory storage gives the same file, from the same metadata.
-    let etag = file_etag(modified, meta.len());
-    let headers = file_headers(key, modified, Some(&etag));
-    let stored = Meta {
+    let etag = file::etag(modified, meta.len());
+    let headers = file::headers(key, modified, Some(&etag));
+    let head = StoreHead {
         status: 200,
-        total_len: body.len() as u64,
-        header_len: headers.len() as u32,
         modified,
         etag: Etag::new(&etag),
-        stored_at: 0,
-        max_age: ttl,
-        source_version: file_version(meta),
+        lifetime,
+        file: Some(file::version(meta)),
     };
-    let entry = Entry::new(&stored, headers.into_boxed_slice(), body.into_boxed_slice());
-    Ok(entry.with_source(Source::new(path, ttl)))
+    let entry = Entry::new(&head, headers.into_boxed_slice(), body.into_boxed_slice());
+    Ok(entry.with_source(Preloaded::new(path, lifetime)))
 }
 
 /// What checking an expired preloaded entry against its file found.
@@ -139,16 +118,16 @@ pub(super) enum Checked {
 }
 
 /// Checks an expired preloaded entry against its file, with one `stat` of it: the same
-/// [`file_version`] (device, inode, length, modification and change times to the
+/// [`file::version`] (device, inode, length, modification and change times to the
 /// nanosecond) renews the entry; another reads the file again into a new entry (within the
 /// store's byte budget); a file that is gone removes the entry. Only a request for an
 /// expired entry gets here, so fresh hits never pay for a `stat`.
 ///
 /// # Panics
-/// If `entry` was not preloaded (it has no [`Source`]).
-pub(super) fn check(store: &Store, key: &str, entry: &Arc<Entry>) -> Checked {
+/// If `entry` was not preloaded (it has no [`Preloaded`]).
+pub(super) fn check(store: &Entries, key: &str, entry: &Arc<Entry>) -> Checked {
     let source = entry
-        .source
+        .preloaded
         .as_ref()
         .expect("only preloaded entries are checked");
     let _checking = source
@@ -175,8 +154,8 @@ pub(super) fn check(store: &Store, key: &str, entry: &Arc<Entry>) -> Checked {
             return Checked::Unchecked(Arc::clone(entry));
         }
     };
-    if file_version(&meta) == entry.source_version {
-        entry.renew(source.ttl);
+    if Identity::File(file::version(&meta)) == entry.identity {
+        entry.renew(source.lifetime);
         return Checked::Renewed(Arc::clone(entry));
     }
     // Not read at all when it cannot be kept: the proxy serves it from its own storage.
@@ -186,7 +165,7 @@ pub(super) fn check(store: &Store, key: &str, entry: &Arc<Entry>) -> Checked {
             meta.len()
         ));
     }
-    let fresh = match read(key, file, &meta, source.path.clone(), source.ttl) {
+    let fresh = match read(key, file, &meta, source.path.clone(), source.lifetime) {
         Ok(fresh) => Arc::new(fresh),
         Err(e) if is_gone(&e) => return gone(&e),
         Err(e) => {
@@ -283,23 +262,23 @@ mod tests {
         fs::write(dir.path().join("a.txt"), b"alpha").unwrap();
         let manifest = dir.path().join("locals.txt");
         fs::write(&manifest, "# comment\n\n/x/a a.txt\nb missing.txt\n").unwrap();
-        let store = Store::new(1 << 20, 1 << 20);
+        let store = Entries::new(1 << 20, 1 << 20);
         assert_eq!(preload(&store, &manifest, 60).unwrap(), 1);
         assert_eq!(&*store.get("/x/a").unwrap().body, b"alpha");
         assert!(store.get("/b").is_none());
 
         fs::write(&manifest, "/ok a.txt\n/too many words\n").unwrap();
-        let err = preload(&Store::new(1 << 20, 1 << 20), &manifest, 60).unwrap_err();
+        let err = preload(&Entries::new(1 << 20, 1 << 20), &manifest, 60).unwrap_err();
         assert!(err.to_string().contains(":2:"), "{err}");
     }
 
     /// A store preloaded from a one-line manifest `/k file.txt`, its entry expired at once
     /// (a lifetime of 0), and that entry.
-    fn expired_alias(dir: &Path, body: &[u8], capacity: u64) -> (Store, Arc<Entry>) {
+    fn expired_alias(dir: &Path, body: &[u8], capacity: u64) -> (Entries, Arc<Entry>) {
         fs::write(dir.join("file.txt"), body).unwrap();
         let manifest = dir.join("locals.txt");
         fs::write(&manifest, "/k file.txt\n").unwrap();
-        let store = Store::new(capacity, capacity);
+        let store = Entries::new(capacity, capacity);
         assert_eq!(preload(&store, &manifest, 0).unwrap(), 1);
         let entry = store.get("/k").unwrap();
         assert!(!entry.is_fresh());
@@ -330,9 +309,9 @@ mod tests {
             panic!("changed file not read again");
         };
         assert_eq!(&*fresh.body, b"omega");
-        assert_ne!(fresh.source_version, entry.source_version);
+        assert_ne!(fresh.identity, entry.identity);
         assert!(store.holds("/k", &fresh));
-        assert!(fresh.source.is_some(), "still preloaded");
+        assert!(fresh.preloaded.is_some(), "still preloaded");
         // A request that held the old entry finds the new one.
         match check(&store, "/k", &entry) {
             Checked::Superseded(Some(e)) => assert!(Arc::ptr_eq(&e, &fresh)),
@@ -358,7 +337,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join("sub")).unwrap();
         fs::write(dir.path().join("sub/b.bin"), b"").unwrap();
-        let store = Store::new(1 << 20, 1 << 20);
+        let store = Entries::new(1 << 20, 1 << 20);
         assert_eq!(preload(&store, dir.path(), 60).unwrap(), 1);
         assert_eq!(store.get("/sub/b.bin").unwrap().body.len(), 0);
     }

@@ -1,5 +1,5 @@
 //! What the cache does for each call the [`server`](crate::ipc::server) hands it: the
-//! cache's policy over its [`Store`], apart from the protocol. A GET for an expired entry
+//! cache's policy over its [`Entries`], apart from the protocol. A GET for an expired entry
 //! that was preloaded from a file is checked against that file here (see
 //! [`preload::check`]) instead of being answered "expired": only the cache knows which file
 //! a key was loaded from.
@@ -7,14 +7,17 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::entries::{Entries, Entry};
 use super::preload::{self, Checked};
-use super::store::{Entry, Store};
-use crate::ipc::Meta;
-use crate::ipc::server::{self, Lookup, Stored};
+use crate::ipc::server::{Backend, Lookup, Stored};
+use crate::ipc::{Lifetime, Meta, StoreHead};
 
-/// The store, as the server sees it, with the counters of what it decided.
+/// The entries, as the server sees them, with the counters of what it decided.
 pub struct Cache {
-    store: Arc<Store>,
+    store: Arc<Entries>,
+    /// Responses stored by proxies (STORE calls). The store's own insert count also
+    /// counts preloading and reloading, which are not stores.
+    stores: AtomicU64,
     expired: AtomicU64,
     renewed: AtomicU64,
     reloaded: AtomicU64,
@@ -23,15 +26,27 @@ pub struct Cache {
 }
 
 impl Cache {
-    pub fn new(store: Arc<Store>) -> Cache {
+    pub fn new(store: Arc<Entries>) -> Cache {
         Cache {
             store,
+            stores: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             renewed: AtomicU64::new(0),
             reloaded: AtomicU64::new(0),
             sources_gone: AtomicU64::new(0),
             purged: AtomicU64::new(0),
         }
+    }
+
+    /// Loads the preload set again (SIGHUP), counting the files read in `reloaded`;
+    /// returns how many there were.
+    ///
+    /// # Errors
+    /// As [`preload::preload`]: `path` cannot be listed; what was loaded stays.
+    pub fn reload(&self, path: &std::path::Path, ttl: u64) -> std::io::Result<usize> {
+        let n = preload::preload(&self.store, path, ttl)?;
+        self.reloaded.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
 
     /// Checks an expired preloaded entry against the file it was read from and returns
@@ -61,12 +76,12 @@ impl Cache {
     }
 }
 
-impl server::Store for Cache {
+impl Backend for Cache {
     type Entry = Arc<Entry>;
 
     fn get(&self, key: &str, allow_stale: bool) -> Lookup<Arc<Entry>> {
         let mut entry = self.store.get(key);
-        if let Some(held) = entry.take_if(|e| e.source.is_some() && !e.is_fresh()) {
+        if let Some(held) = entry.take_if(|e| e.preloaded.is_some() && !e.is_fresh()) {
             entry = self.check_preloaded(key, &held);
         }
         match entry {
@@ -74,7 +89,7 @@ impl server::Store for Cache {
             // A preloaded entry still expired here could not be checked just now: it is
             // served as it is, since the proxy would revalidate it against the wrong
             // storage.
-            Some(e) if !e.is_fresh() && !allow_stale && e.source.is_none() => {
+            Some(e) if !e.is_fresh() && !allow_stale && e.preloaded.is_none() => {
                 // The proxy revalidates it against secondary storage and then renews or
                 // replaces it.
                 self.expired.fetch_add(1, Ordering::Relaxed);
@@ -84,19 +99,22 @@ impl server::Store for Cache {
         }
     }
 
-    fn renew(&self, key: &str, max_age: u64) -> Option<Arc<Entry>> {
+    fn renew(&self, key: &str, lifetime: Lifetime) -> Option<Arc<Entry>> {
         let entry = self.store.peek(key)?;
-        entry.renew(max_age);
+        entry.renew(lifetime);
         self.renewed.fetch_add(1, Ordering::Relaxed);
         Some(entry)
     }
 
-    fn store(&self, key: &str, meta: Meta, headers: Box<[u8]>, body: Box<[u8]>) {
+    fn store(&self, key: &str, head: StoreHead, headers: Box<[u8]>, body: Box<[u8]>) {
         let len = body.len();
-        // No source: even if it replaces a preloaded entry, what the proxy stored is an
+        // Not preloaded: even if it replaces a preloaded entry, what the proxy stored is an
         // ordinary entry, revalidated by the proxy against its own storage.
-        match self.store.insert(key, Entry::new(&meta, headers, body)) {
-            Ok(evicted) => log::debug!("stored {key}: {len} bytes, {evicted} evicted"),
+        match self.store.insert(key, Entry::new(&head, headers, body)) {
+            Ok(evicted) => {
+                self.stores.fetch_add(1, Ordering::Relaxed);
+                log::debug!("stored {key}: {len} bytes, {evicted} evicted");
+            }
             Err(e) => log::warn!("could not store {key} ({len} bytes): {e:?}"),
         }
     }
@@ -110,8 +128,8 @@ impl server::Store for Cache {
         removed
     }
 
-    fn accept_len(&self) -> u64 {
-        self.store.accept_len()
+    fn accept_len(&self) -> Option<u64> {
+        Some(self.store.accept_len()).filter(|&most| most > 0)
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
@@ -125,7 +143,7 @@ impl server::Store for Cache {
             ("max_object_bytes", self.store.accept_len()),
             ("hits", load(&s.hits)),
             ("misses", load(&s.misses)),
-            ("stores", load(&s.inserts)),
+            ("stores", load(&self.stores)),
             ("stores_refused", load(&s.refused)),
             ("evictions", load(&s.evictions)),
             ("expired", load(&self.expired)),

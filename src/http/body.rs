@@ -47,8 +47,8 @@ pub struct HitRange {
     pub total_len: u64,
     pub modified: Option<std::time::SystemTime>,
     pub etag: Option<Etag>,
-    /// The identity of the entry's bytes (see the segment head's `source_version`).
-    pub version: u64,
+    /// Which bytes the entry held (see [`Meta::identity`](crate::ipc::Meta::identity)).
+    pub identity: crate::ipc::Identity,
 }
 
 /// A body from secondary storage that also fills the cache: every byte read for the client

@@ -1,27 +1,29 @@
 //! One HTTP request, from request line to the last body byte.
 
 use std::io::{self, Read};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::access;
 use super::body::{Body, FillBody, HitRange};
 use super::coalesce::{Coalescer, Role, Ticket};
 use super::conditional;
 use super::live;
 use super::path::{PathError, object_key, percent_encode};
-use super::request::{Method, Request};
-use super::response::{self, Headers, Reply, Value};
-use super::server::Service;
-use super::spool::{self, ALLOWANCE, Budget, CHUNK, Producer};
+use super::response::{Headers, Reply, Value};
+use super::server::{
+    self, ALLOWANCE, Budget, CHUNK, Ended, Method, Request, Response, Resume, Service,
+};
 use super::stats::{self, ProxyStats, bump};
 use super::storage::{
     Cached as StoredValidators, DirStorage, Lookup, Object, Revalidation, Storage, StorageError,
 };
 use super::upstream::Upstream;
-use crate::cache::store::file_headers;
+use crate::file;
 use crate::ipc::client::{Answer, CacheBody, Client, Found};
-use crate::ipc::{ByteRange, Conditions, Etag, Meta, Outcome, Validators};
+use crate::ipc::{ByteRange, Conditions, Etag, Meta, Outcome, StoreHead, Validators};
 
 /// What every request handler shares.
 pub struct Context {
@@ -55,9 +57,10 @@ pub const SEGMENTS_TEXT_PATH: &str = "/-/segments.txt";
 
 const UNAVAILABLE: &str = "503 Service Unavailable: the cache is not answering\n";
 
-/// Where an answer came from, for the access log and the `X-Cache` header.
+/// Where an answer came from, for the access log and the `X-Cache` header: the
+/// proxy's note on each response (the server's `Service::Tag`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Source {
+pub enum Source {
     /// Through a segment from the cache.
     Hit,
     /// From secondary storage, after the cache did not have it (or was not there).
@@ -77,28 +80,30 @@ impl Source {
 }
 
 impl Service for Context {
-    fn respond(self: Arc<Self>, request: &Request, mut out: Producer) {
+    type Tag = Source;
+
+    fn respond(self: Arc<Self>, request: &Request, mut out: Response<'_, Source>) {
         let (reply, source) = respond_to(&self, request);
-        let (head, body) = reply.split(source.as_str());
-        let sends_body = request.method != Method::Head && head.has_body();
+        let (head, body) = reply.split(source);
+        // Counted before the client can see it, so that a client that read it finds it
+        // counted.
+        self.stats.count_status(head.status);
         out.start(head);
+        if !out.wants_body() {
+            // A body not sent is dropped here: a transfer still in flight is cancelled.
+            return out.end();
+        }
         match body {
-            // A hit: copied out here if small, else read by the connection (see deliver_hit).
-            Body::Cache(body, hit) if sends_body => {
+            // A hit: copied out here if small, else sent from its segment (deliver_hit).
+            Body::Cache(body, hit) => {
                 let end = hit.end;
                 deliver_hit(self, body, hit, end, out)
             }
             // A fill holds a segment: drained here, at storage speed, within the budget.
-            Body::Fill(body) if sends_body => drain_fill(body, out),
-            // These hold no worker: the connection reads them at its client's pace.
-            body if sends_body => out.stream(body),
-            // A body not sent is dropped here: a transfer still in flight is cancelled.
-            _ => out.end(),
+            Body::Fill(body) => drain_fill(body, out),
+            // These hold nothing scarce: read at the client's pace.
+            body => out.stream(Box::new(body)),
         }
-    }
-
-    fn sending(&self, status: u16) {
-        self.stats.count_status(status);
     }
 
     fn connection(&self, opened: bool) {
@@ -109,13 +114,31 @@ impl Service for Context {
         }
     }
 
-    fn sent(&self, head: &response::Head, outcome: &io::Result<u64>) {
-        match outcome {
-            Ok(bytes) if head.source != Source::Proxy.as_str() => {
+    fn finished(&self, ended: Ended<'_, Source>) {
+        match ended.outcome {
+            Ok(bytes) if ended.tag != Source::Proxy => {
                 self.stats.bytes_served.fetch_add(*bytes, Ordering::Relaxed);
             }
             Ok(_) => {}
             Err(_) => bump(&self.stats.responses_aborted),
+        }
+        access::log(&access::Record::new(
+            ended.request,
+            ended.status,
+            ended.outcome,
+            ended.elapsed,
+            ended.tag.as_str(),
+        ));
+    }
+
+    fn refused(&self, peer: SocketAddr, request: Option<&Request>, status: u16, why: &str) {
+        self.stats.count_status(status);
+        match request {
+            Some(request) => access::log(&access::Record {
+                why: Some(why.to_owned()),
+                ..access::Record::new(request, status, &Ok(0), Duration::ZERO, "-")
+            }),
+            None => access::log(&access::Record::refused(peer.ip(), status, why)),
         }
     }
 }
@@ -128,28 +151,42 @@ impl Service for Context {
 /// under load, segments are what requests wait for). A larger one is held
 /// ([`HeldHit`]): the connection copies it straight out of the segment while its client
 /// keeps up, and lets the segment go as soon as the client lags.
+///
+/// Should the cache break off (stopped, killed, stalled), the rest comes from secondary
+/// storage if it holds the same version (see [`storage_rest`]); else the response is cut.
 fn deliver_hit(
     ctx: Arc<Context>,
     mut body: CacheBody,
     hit: HitRange,
     body_end: u64,
-    mut out: Producer,
+    mut out: Response<'_, Source>,
 ) {
     if body.remaining() > ALLOWANCE as u64 {
         body.sending();
         return out.hold(Box::new(HeldHit {
             ctx,
-            body,
+            from: HitBytes::Cache(body),
             hit,
             body_end,
         }));
     }
     let n = body.remaining();
-    let mut data = spool::buffer();
-    match (&mut body).take(n).read_to_end(&mut data) {
-        Ok(got) if got as u64 == n => {}
-        Ok(_) => return out.fail(io::ErrorKind::UnexpectedEof.into()),
-        Err(e) => return out.fail(e),
+    let mut data = server::buffer();
+    let read = match (&mut body).take(n).read_to_end(&mut data) {
+        Ok(got) if got as u64 == n => Ok(()),
+        Ok(_) => Err(io::ErrorKind::UnexpectedEof.into()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = read {
+        let next = body_end - body.remaining();
+        drop(body); // cancels the transfer
+        let Some(rest) = storage_rest(&ctx, &hit, next, &e) else {
+            return out.fail(e);
+        };
+        if !data.is_empty() && out.push(data).is_err() {
+            return;
+        }
+        return out.stream(Box::new(Body::Storage(rest)));
     }
     drop(body);
     if out.push(data).is_err() {
@@ -161,51 +198,215 @@ fn deliver_hit(
     }
 }
 
-/// A hit's body left in its segment for the connection to read (see [`spool::Held`]).
+/// The rest of a hit, from `next` to its end, from secondary storage: when the cache broke
+/// off (`why`) and storage holds the very version the response began with. `None` when
+/// it does not (or there is no directory behind the cache: an origin would have to be
+/// asked with the original request's fields), and the response is to be cut.
+fn storage_rest(
+    ctx: &Context,
+    hit: &HitRange,
+    next: u64,
+    why: &io::Error,
+) -> Option<io::Take<super::storage::Source>> {
+    let cached = StoredValidators {
+        modified: hit.modified,
+        etag: hit.etag.as_ref().map(Etag::as_str),
+        identity: hit.identity,
+    };
+    let rest = dir(ctx)?.rest_of(&hit.key, &cached, hit.total_len, (next, hit.end));
+    match &rest {
+        Some(_) => {
+            bump(&ctx.stats.hits_resumed);
+            log::info!(
+                "{}: the cache broke off at byte {next} ({why}); sending the rest from \
+                 secondary storage, which holds the same version",
+                hit.key
+            );
+        }
+        None => log::info!(
+            "{}: the cache broke off at byte {next} ({why}), and secondary storage does not \
+             hold the same version; cutting the response",
+            hit.key
+        ),
+    }
+    rest
+}
+
+/// Where the bytes of a held hit come from.
+enum HitBytes {
+    /// Its segment, as the cache writes it.
+    Cache(CacheBody),
+    /// Secondary storage, since the cache broke off.
+    Storage(StorageRest),
+}
+
+/// The rest of a hit from secondary storage, read a chunk at a time so that it can be sent
+/// as the segment's slots were.
+struct StorageRest {
+    source: io::Take<super::storage::Source>,
+    /// The chunk in hand, and how much of it has been sent.
+    chunk: Vec<u8>,
+    sent: usize,
+}
+
+impl StorageRest {
+    fn in_hand(&self) -> &[u8] {
+        &self.chunk[self.sent..]
+    }
+
+    fn remaining(&self) -> u64 {
+        self.in_hand().len() as u64 + self.source.limit()
+    }
+
+    /// As [`CacheBody::chunk`]: the bytes in hand, reading the next chunk if none are.
+    fn chunk(&mut self) -> io::Result<usize> {
+        if self.in_hand().is_empty() && self.source.limit() > 0 {
+            self.chunk.clear();
+            self.sent = 0;
+            let n = (&mut self.source)
+                .take(CHUNK as u64)
+                .read_to_end(&mut self.chunk)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file in secondary storage ended short",
+                ));
+            }
+        }
+        Ok(self.in_hand().len())
+    }
+
+    /// Hands what is left to the connection, to read at its client's pace.
+    fn hand_over(self, mut out: Response<'_, Source>) {
+        let in_hand = self.in_hand().to_vec();
+        if !in_hand.is_empty() && out.push(in_hand).is_err() {
+            return;
+        }
+        out.stream(Box::new(Body::Storage(self.source)));
+    }
+}
+
+/// A hit's body left in its segment, sent straight from it (see [`server::Held`]).
 struct HeldHit {
     ctx: Arc<Context>,
-    body: CacheBody,
+    from: HitBytes,
     hit: HitRange,
     body_end: u64,
 }
 
-impl Read for HeldHit {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.body.read(buf)
+impl HeldHit {
+    /// The cache broke off with `e`: goes on from secondary storage if it holds the same
+    /// version, else gives `e` back.
+    fn switch(&mut self, e: io::Error) -> io::Result<()> {
+        let HitBytes::Cache(body) = &self.from else {
+            return Err(e);
+        };
+        let next = self.body_end - body.remaining();
+        let source = storage_rest(&self.ctx, &self.hit, next, &e).ok_or(e)?;
+        // Dropping the cache's body cancels its transfer and rebuilds the segment.
+        self.from = HitBytes::Storage(StorageRest {
+            source,
+            chunk: Vec::new(),
+            sent: 0,
+        });
+        Ok(())
     }
 }
 
-impl spool::Held for HeldHit {
+impl Read for HeldHit {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let HitBytes::Cache(body) = &mut self.from {
+            match body.read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) => self.switch(e)?,
+            }
+        }
+        let HitBytes::Storage(rest) = &mut self.from else {
+            unreachable!("switched to storage")
+        };
+        if rest.in_hand().is_empty() {
+            return rest.source.read(buf);
+        }
+        let n = rest.in_hand().len().min(buf.len());
+        buf[..n].copy_from_slice(&rest.in_hand()[..n]);
+        rest.sent += n;
+        Ok(n)
+    }
+}
+
+impl server::Held<Source> for HeldHit {
     fn remaining(&self) -> u64 {
-        self.body.remaining()
+        match &self.from {
+            HitBytes::Cache(body) => body.remaining(),
+            HitBytes::Storage(rest) => rest.remaining(),
+        }
     }
 
     fn chunk(&mut self) -> io::Result<usize> {
-        self.body.chunk()
+        if let HitBytes::Cache(body) = &mut self.from {
+            match body.chunk() {
+                Ok(n) => return Ok(n),
+                Err(e) => self.switch(e)?,
+            }
+        }
+        match &mut self.from {
+            HitBytes::Storage(rest) => rest.chunk(),
+            HitBytes::Cache(_) => unreachable!("switched to storage"),
+        }
     }
 
     fn send(&mut self, prefix: &[u8], socket: &std::net::TcpStream) -> io::Result<(usize, usize)> {
-        self.body.send(prefix, socket)
+        // Only the waits in `chunk` are on the cache; errors here are the client's.
+        match &mut self.from {
+            HitBytes::Cache(body) => body.send(prefix, socket),
+            HitBytes::Storage(rest) => {
+                use std::io::{IoSlice, Write};
+                let parts = [IoSlice::new(prefix), IoSlice::new(rest.in_hand())];
+                let n = (&mut &*socket).write_vectored(&parts)?;
+                let from_prefix = n.min(prefix.len());
+                rest.sent += n - from_prefix;
+                Ok((from_prefix, n - from_prefix))
+            }
+        }
     }
 
-    fn release(self: Box<Self>) -> Option<spool::Resume> {
-        let next = self.body_end - self.body.remaining();
-        // Dropping a body with bytes left cancels its transfer.
-        drop(self.body);
-        resume_after(self.ctx, self.hit, next)
+    fn release(self: Box<Self>) -> Option<Resume<Source>> {
+        let HeldHit {
+            ctx,
+            from,
+            hit,
+            body_end,
+        } = *self;
+        match from {
+            HitBytes::Cache(body) => {
+                let next = body_end - body.remaining();
+                // Dropping a body with bytes left cancels its transfer.
+                drop(body);
+                resume_after(ctx, hit, next)
+            }
+            HitBytes::Storage(rest) if rest.remaining() > 0 => {
+                Some(Box::new(move |out: Response<'_, Source>| {
+                    rest.hand_over(out)
+                }))
+            }
+            HitBytes::Storage(_) => None,
+        }
     }
 }
 
 /// The job that sends the rest of a hit from `next`, if anything is left.
-fn resume_after(ctx: Arc<Context>, hit: HitRange, next: u64) -> Option<spool::Resume> {
-    (next < hit.end)
-        .then(|| -> spool::Resume { Box::new(move |out| resume_hit(ctx, hit, next, out)) })
+fn resume_after(ctx: Arc<Context>, hit: HitRange, next: u64) -> Option<Resume<Source>> {
+    (next < hit.end).then(|| -> Resume<Source> {
+        Box::new(move |out: Response<'_, Source>| resume_hit(ctx, hit, next, out))
+    })
 }
 
 /// Asks the cache for the next window of a paused hit, from `next`: no more than a
-/// lagging response may keep in memory (see `server::park`), so that a client that lags
-/// again does not cancel this transfer too.
-fn resume_hit(ctx: Arc<Context>, hit: HitRange, next: u64, out: Producer) {
+/// lagging response may keep in memory (see `server::output`), so that a client that lags
+/// again does not cancel this transfer too. If the cache no longer serves that version
+/// (stopped, restarted, the object replaced), the rest comes from secondary storage when
+/// it holds the version, else the response is cut.
+fn resume_hit(ctx: Arc<Context>, hit: HitRange, next: u64, out: Response<'_, Source>) {
     let left = hit.end - next;
     let window = (ALLOWANCE as u64 + ctx.budget.per_response()).min(left);
     let conditions = Conditions {
@@ -213,30 +414,31 @@ fn resume_hit(ctx: Arc<Context>, hit: HitRange, next: u64, out: Producer) {
         ..Conditions::default()
     };
     // Stale or not, the bytes must be the ones the response began with.
-    match ctx.cache.get(&hit.key, &conditions, true, false) {
+    let why = match ctx.cache.get(&hit.key, &conditions, true, false) {
         Ok(Answer::Found(found))
             if found.meta.total_len == hit.total_len
                 && found.meta.modified == hit.modified
                 && found.meta.etag == hit.etag
-                && found.meta.source_version == hit.version
+                && found.meta.identity == hit.identity
                 && found.range == (next, window) =>
         {
-            deliver_hit(ctx, found.body, hit, next + window, out);
+            return deliver_hit(ctx, found.body, hit, next + window, out);
         }
-        Ok(_) => out.fail(io::Error::other(format!(
-            "{}: the cached object changed or left mid-response",
-            hit.key
-        ))),
-        Err(e) => out.fail(io::Error::other(format!("{}: {e}", hit.key))),
+        Ok(_) => io::Error::other("the cached object changed or left mid-response"),
+        Err(e) => io::Error::other(e.to_string()),
+    };
+    match storage_rest(&ctx, &hit, next, &why) {
+        Some(rest) => out.stream(Box::new(Body::Storage(rest))),
+        None => out.fail(io::Error::other(format!("{}: {why}", hit.key))),
     }
 }
 
-/// Moves a miss's body from secondary storage into the response's spool while it fills
+/// Moves a miss's body from secondary storage into the response while it fills
 /// the cache. If memory runs out first, the fill is abandoned (the cache keeps nothing
 /// partial) and the connection reads the rest from storage itself, at its client's pace.
-fn drain_fill(mut body: FillBody, mut out: Producer) {
+fn drain_fill(mut body: FillBody, mut out: Response<'_, Source>) {
     loop {
-        let mut data = spool::buffer();
+        let mut data = server::buffer();
         match (&mut body).take(CHUNK as u64).read_to_end(&mut data) {
             Ok(0) => return out.end(),
             Ok(_) => {}
@@ -244,7 +446,7 @@ fn drain_fill(mut body: FillBody, mut out: Producer) {
         }
         match out.push(data) {
             Ok(true) => {}
-            Ok(false) => return out.stream(Body::Storage(body.abandon())),
+            Ok(false) => return out.stream(Box::new(Body::Storage(body.abandon()))),
             Err(_) => return,
         }
     }
@@ -341,10 +543,16 @@ fn lookup(ctx: &Context, ask: &Ask) -> (Reply, Source) {
 }
 
 /// Serves what the cache does not have from secondary storage. `accept_len` is what the
-/// cache said it would take (`None`: it did not answer): only a plain GET of the whole
+/// cache said it would take (`None`: it did not answer; `Some(None)`: it takes nothing):
+/// only a plain GET of the whole
 /// object fills it, and only one request per key does; the others wait for that fill and
 /// then ask the cache again.
-fn miss(ctx: &Context, ask: &Ask, accept_len: Option<u64>, asked: Instant) -> (Reply, Source) {
+fn miss(
+    ctx: &Context,
+    ask: &Ask,
+    accept_len: Option<Option<u64>>,
+    asked: Instant,
+) -> (Reply, Source) {
     let Some(storage) = dir(ctx) else {
         return match accept_len {
             Some(_) => (Reply::text(404, "404 Not Found\n"), Source::Proxy),
@@ -353,14 +561,12 @@ fn miss(ctx: &Context, ask: &Ask, accept_len: Option<u64>, asked: Instant) -> (R
     };
     let may_fill = !ask.head_only && ask.conditions.range.is_none();
     let fill = match accept_len {
-        Some(accept_len) if may_fill && accept_len > 0 => {
-            match ctx.coalescer.join_miss(ask.key, asked) {
-                Role::Leader(ticket) => Some((accept_len, ticket)),
-                Role::Follower(flight) => {
-                    return after_fill(ctx, ask, flight.wait(ctx.coalesce_timeout));
-                }
+        Some(Some(accept_len)) if may_fill => match ctx.coalescer.join_miss(ask.key, asked) {
+            Role::Leader(ticket) => Some((accept_len, ticket)),
+            Role::Follower(flight) => {
+                return after_fill(ctx, ask, flight.wait(ctx.coalesce_timeout));
             }
-        }
+        },
         _ => None,
     };
     from_storage(ctx, storage.lookup(ask.key), ask, fill)
@@ -384,7 +590,7 @@ fn after_fill(ctx: &Context, ask: &Ask, filled: bool) -> (Reply, Source) {
 /// Serves an entry whose lifetime has passed: checks it against secondary storage first
 /// (one request per key does, the others wait for it), then renews and serves it, or
 /// replaces it with the new version, or (storage unreachable) serves it stale for a while.
-fn revalidate(ctx: &Context, ask: &Ask, meta: &Meta, accept_len: u64) -> (Reply, Source) {
+fn revalidate(ctx: &Context, ask: &Ask, meta: &Meta, accept_len: Option<u64>) -> (Reply, Source) {
     let key = ask.key;
     // The cache answers "expired" only when asked to: with no storage we never ask.
     let Some(storage) = dir(ctx) else {
@@ -397,12 +603,14 @@ fn revalidate(ctx: &Context, ask: &Ask, meta: &Meta, accept_len: u64) -> (Reply,
     let cached = StoredValidators {
         modified: meta.modified,
         etag: meta.etag.as_ref().map(Etag::as_str),
-        source_version: meta.source_version,
+        identity: meta.identity,
     };
     match storage.revalidate(key, &cached) {
-        Ok(Revalidation::Unchanged { max_age }) => {
+        Ok(Revalidation::Unchanged { lifetime }) => {
             bump(&ctx.stats.revalidated);
-            let renewed = ctx.cache.renew(key, max_age, ask.conditions, ask.head_only);
+            let renewed = ctx
+                .cache
+                .renew(key, lifetime, ask.conditions, ask.head_only);
             drop(ticket);
             match renewed {
                 Ok(Answer::Found(found)) => (file_hit(ask, found), Source::Hit),
@@ -411,14 +619,19 @@ fn revalidate(ctx: &Context, ask: &Ask, meta: &Meta, accept_len: u64) -> (Reply,
         }
         Ok(Revalidation::Changed(object)) => {
             bump(&ctx.stats.replaced);
-            let fill = Some((accept_len, ticket));
+            let fill = accept_len.map(|accept_len| (accept_len, ticket));
             from_storage(ctx, Ok(Lookup::Found(object)), ask, fill)
         }
         Ok(Revalidation::Missing) => {
             let _ = ctx.cache.purge(key);
             (Reply::text(404, "404 Not Found\n"), Source::Proxy)
         }
-        Err(e) if meta.age() < meta.max_age.saturating_add(ctx.stale_if_error) => {
+        Err(e)
+            if meta
+                .lifetime
+                .extended(ctx.stale_if_error)
+                .covers(meta.age()) =>
+        {
             log::warn!("{key}: cannot revalidate ({e}); serving it stale");
             drop(ticket);
             serve_stale(ctx, ask)
@@ -513,7 +726,7 @@ pub(super) fn hit(key: &str, found: Found, age: u64) -> Reply {
         total_len: meta.total_len,
         modified: meta.modified,
         etag: meta.etag,
-        version: meta.source_version,
+        identity: meta.identity,
     };
     let body = match body.remaining() {
         0 => Body::Text(b""),
@@ -584,7 +797,7 @@ fn stored_response(
         etag: etag.as_deref(),
     };
     let outcome = ask.conditions.evaluate(&validators);
-    let headers = file_headers(ask.key, object.modified, etag.as_deref());
+    let headers = file::headers(ask.key, object.modified, etag.as_deref());
     let range = match object.len {
         Some(len) => outcome.body_range(len),
         // Unknown length: the whole stream, or nothing.
@@ -594,21 +807,18 @@ fn stored_response(
         Some((start, n)) if !ask.head_only => {
             object.skip(start)?;
             let source = object.body.take(n);
-            match (fill, object.max_age, object.len) {
-                (Some((accept_len, ticket)), Some(max_age), Some(len))
+            match (fill, object.lifetime, object.len) {
+                (Some((accept_len, ticket)), Some(lifetime), Some(len))
                     if outcome == Outcome::Full && len <= accept_len =>
                 {
-                    let meta = Meta {
+                    let head = StoreHead {
                         status: 200,
-                        total_len: len,
-                        header_len: headers.len() as u32,
                         modified: object.modified,
                         etag: etag.as_deref().and_then(Etag::new),
-                        stored_at: 0,
-                        max_age,
-                        source_version: object.source_version,
+                        lifetime,
+                        file: Some(object.version),
                     };
-                    match ctx.cache.store(ask.key, meta, &headers) {
+                    match ctx.cache.store(ask.key, head, &headers, len) {
                         Ok(f) => {
                             Body::Fill(FillBody::new(source, f, ticket, Arc::clone(&ctx.stats)))
                         }
@@ -738,7 +948,7 @@ fn admin_page(ctx: &Context, request: &Request, key: &str) -> Option<Reply> {
 fn live_snapshot(ctx: &Context) -> live::Snapshot {
     let channel = ctx.cache.channel();
     let counters = ctx.stats.values().into_iter().chain(ctx.cache.counters());
-    live::Snapshot::new(channel, ctx.cache.stats().ok().as_deref(), counters)
+    live::Snapshot::new(channel, ctx.cache.stats().ok().as_ref(), counters)
 }
 
 /// A page the proxy made, sent from memory and never cached.
@@ -762,7 +972,7 @@ fn stats_page(ctx: &Context, prometheus: bool) -> Reply {
         .cache
         .stats()
         .ok()
-        .map(|text| stats::parse_cache_stats(&text));
+        .map(|cache| stats::cache_counters(&cache));
     let (text, content_type) = if prometheus {
         (
             stats::to_prometheus(&proxy, cache.as_deref()),

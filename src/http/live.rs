@@ -12,6 +12,7 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::ipc::Stats;
 use crate::ipc::client::ChannelView;
 pub(crate) use crate::ipc::client::SegmentState;
 
@@ -33,11 +34,12 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    /// The snapshot of what the client sees of the channel, the cache's STATS text (for
-    /// its pid and its workers; `None` when it did not answer) and the counters to show.
+    /// The snapshot of what the client sees of the channel, the cache's answer to STATS
+    /// (for its pid and its workers; `None` when it did not answer) and the counters to
+    /// show.
     pub(crate) fn new<'a>(
         channel: ChannelView,
-        cache_stats: Option<&str>,
+        cache_stats: Option<&Stats>,
         counters: impl IntoIterator<Item = (&'a str, u64)>,
     ) -> Snapshot {
         let segments = channel
@@ -62,7 +64,7 @@ impl Snapshot {
                 .queue
                 .map(|(depth, capacity)| QueueView { depth, capacity }),
             segments,
-            cache: cache_stats.and_then(CacheView::from_stats),
+            cache: cache_stats.map(CacheView::from_stats),
             counters: counters
                 .into_iter()
                 .map(|(name, value)| (name.to_owned(), value))
@@ -72,22 +74,26 @@ impl Snapshot {
 }
 
 impl CacheView {
-    /// The cache's pid and workers from its STATS text: a `pid N` line and one
-    /// `worker I CALL KEY` (or `worker I idle`) line per worker. `None` without a pid.
-    fn from_stats(text: &str) -> Option<CacheView> {
-        let mut pid = None;
-        let mut workers = Vec::new();
-        for line in text.lines() {
-            if let Some(n) = line.strip_prefix("pid ") {
-                pid = n.trim().parse().ok();
-            } else if let Some(rest) = line.strip_prefix("worker ") {
-                let mut fields = rest.splitn(3, ' ').skip(1);
-                let state = fields.next().unwrap_or("idle").to_owned();
-                let key = fields.next().map(str::to_owned);
-                workers.push(WorkerView { state, key });
-            }
+    /// The cache's pid and what each of its workers is doing.
+    fn from_stats(stats: &Stats) -> CacheView {
+        let workers = stats
+            .workers
+            .iter()
+            .map(|worker| match worker {
+                Some((op, key)) => WorkerView {
+                    state: op.name().to_owned(),
+                    key: Some(key.clone()),
+                },
+                None => WorkerView {
+                    state: "idle".to_owned(),
+                    key: None,
+                },
+            })
+            .collect();
+        CacheView {
+            pid: stats.pid,
+            workers,
         }
-        Some(CacheView { pid: pid?, workers })
     }
 }
 

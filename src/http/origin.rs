@@ -13,7 +13,7 @@
 //!   Requests carry their end-to-end header fields as received plus `Via`; responses go
 //!   back with their status and end-to-end fields, and are stored that way (the header
 //!   block of a STORE), so a hit answers what the origin said.
-//! - **Freshness.** A STORE's `max_age` is the response's freshness lifetime less its age
+//! - **Freshness.** A STORE's `lifetime` is the response's freshness lifetime less its age
 //!   when it arrived (§4.2.3), so the cache's own "fresh or expired" is §4.2's; a fresh
 //!   hit is served in one ask. A request with directives that may refuse a fresh response
 //!   (`no-cache`, `max-age`, `min-fresh`, `Authorization`) first asks for the head only.
@@ -37,13 +37,15 @@ use super::conditional;
 use super::freshness::{self, ResponseMeta, Reuse, field_value};
 use super::handler::{Context, Source, hit, response};
 use super::path::{PathError, key_from_target};
-use super::request::{Method, Request, Version};
 use super::response::{Headers, Reply, Value};
+use super::server::{Method, Request, Version};
 use super::stats::bump;
 use super::storage::Source as Stream;
 use super::upstream::{Response, Upstream, latin1, push_latin1};
 use crate::ipc::client::{Answer, Found};
-use crate::ipc::{Conditions, Etag, MAX_HEADER_BLOCK, MAX_KEY_LEN, Meta, Outcome, Validators};
+use crate::ipc::{
+    Conditions, Etag, Lifetime, MAX_HEADER_BLOCK, MAX_KEY_LEN, Meta, Outcome, StoreHead, Validators,
+};
 
 /// The largest body the proxy holds in memory to store it: one read back from the cache
 /// to store it again under the fields a 304 updated (a larger entry is served with them
@@ -370,7 +372,7 @@ impl Ask<'_> {
         };
         let (stored, accept_len) = match asked {
             Ok(Answer::Found(found)) if !picky => return self.serve(&key, found),
-            Ok(Answer::Found(found)) => (Stored::new(found.meta, &found.headers), u64::MAX),
+            Ok(Answer::Found(found)) => (Stored::new(found.meta, &found.headers), Some(u64::MAX)),
             Ok(Answer::Expired {
                 meta,
                 headers,
@@ -452,7 +454,11 @@ impl Ask<'_> {
     /// §3.4): a range within the part is answered from it; a GET of the whole, when the
     /// part is its beginning, asks the origin for the rest only. `None`: neither applies,
     /// and the request is a miss like any other.
-    fn answer_from_piece(&self, accept_len: u64, asked: Instant) -> Option<(Reply, Source)> {
+    fn answer_from_piece(
+        &self,
+        accept_len: Option<u64>,
+        asked: Instant,
+    ) -> Option<(Reply, Source)> {
         // Ranges are GET's only (RFC 9110 §14.2), and so is completing.
         if self.head_only() {
             return None;
@@ -516,6 +522,8 @@ impl Ask<'_> {
                 Some((reply, Source::Hit))
             }
             None if first == 0 => {
+                // Completing stores the whole: only when the cache would take it.
+                let accept_len = accept_len?;
                 let mut part = Vec::with_capacity((last + 1) as usize);
                 (&mut body).take(last + 1).read_to_end(&mut part).ok()?;
                 if part.len() as u64 != last + 1 {
@@ -591,14 +599,14 @@ impl Ask<'_> {
             request_time: sent_at,
             response_time: received_at,
         };
-        let meta = entry_meta(&fresh, total, received_at, block.len());
+        let head = entry_head(&fresh, received_at);
         let storable = freshness::storable("GET", &self.request.headers, 200, &fresh.headers)
             && block.len() <= MAX_HEADER_BLOCK as usize
             && complete_block(&block, &fresh.headers);
         if storable {
             let stored = ctx
                 .cache
-                .store(self.primary, meta.clone(), &block)
+                .store(self.primary, head.clone(), &block, total)
                 .map_err(|e| e.to_string())
                 .and_then(|mut fill| fill.write(&whole).map_err(|e| e.to_string()));
             if let Err(e) = stored {
@@ -608,8 +616,8 @@ impl Ask<'_> {
         drop(ticket);
         let validators = Validators {
             len: Some(total),
-            modified: meta.modified,
-            etag: meta.etag.as_ref().map(Etag::as_str),
+            modified: head.modified,
+            etag: head.etag.as_ref().map(Etag::as_str),
         };
         let body = Body::Memory(std::io::Cursor::new(whole.into()));
         let block = to_block(
@@ -633,13 +641,13 @@ impl Ask<'_> {
     fn fill_or_wait(
         &self,
         key: &str,
-        accept_len: u64,
+        accept_len: Option<u64>,
         may_wait: bool,
         asked: Instant,
     ) -> (Reply, Source) {
-        if accept_len == 0 || self.head_only() || !may_wait {
+        let Some(accept_len) = accept_len.filter(|_| !self.head_only() && may_wait) else {
             return self.fetch(None, None);
-        }
+        };
         match self.ctx.coalescer.join_miss(key, asked) {
             Role::Leader(ticket) => self.fetch(Some(accept_len), Some(ticket)),
             Role::Follower(flight) => {
@@ -758,7 +766,9 @@ impl Ask<'_> {
             .cache
             .get(self.primary, &Conditions::default(), false, true)
         {
-            Ok(Answer::Missing { accept_len }) if accept_len > 0 => Some((accept_len, ticket)),
+            Ok(Answer::Missing {
+                accept_len: Some(accept_len),
+            }) if accept_len > 0 => Some((accept_len, ticket)),
             _ => None,
         }
     }
@@ -863,9 +873,9 @@ impl Ask<'_> {
             );
             key
         };
-        let meta = entry_meta(&fresh, len, received_at, block.len());
+        let head = entry_head(&fresh, received_at);
         let mut reply = pass_through_head(status, &response.headers, Some(len));
-        let stored = self.ctx.cache.store(&key, meta, &block);
+        let stored = self.ctx.cache.store(&key, head, &block, len);
         reply.body = match (stored, buffered) {
             (Ok(mut store), Some(body)) => {
                 if let Err(e) = store.write(&body) {
@@ -910,7 +920,7 @@ impl Ask<'_> {
         &self,
         key: &str,
         stored: Stored,
-        accept_len: u64,
+        accept_len: Option<u64>,
         may_wait: bool,
         asked: Instant,
     ) -> (Reply, Source) {
@@ -936,7 +946,7 @@ impl Ask<'_> {
         &self,
         key: &str,
         stored: Stored,
-        accept_len: u64,
+        accept_len: Option<u64>,
         asked: Instant,
     ) -> (Reply, Source) {
         if let Role::Leader(ticket) = self.ctx.coalescer.join_miss(key, asked) {
@@ -966,7 +976,7 @@ impl Ask<'_> {
         &self,
         key: &str,
         stored: Stored,
-        accept_len: u64,
+        accept_len: Option<u64>,
         ticket: Ticket,
     ) -> (Reply, Source) {
         let ctx = self.ctx;
@@ -1044,7 +1054,9 @@ impl Ask<'_> {
             return (reply, Source::Hit);
         }
         bump(&ctx.stats.replaced);
-        let fill = (accept_len > 0 && !self.head_only()).then_some((accept_len, ticket));
+        let fill = accept_len
+            .filter(|_| !self.head_only())
+            .map(|accept_len| (accept_len, ticket));
         (self.answer_from(response, sent_at, fill), Source::Secondary)
     }
 
@@ -1065,8 +1077,11 @@ impl Ask<'_> {
         let unchanged = lines(&fresh.headers) == lines(&stored.headers)
             && field_value(&stored.headers, "date").is_none();
         if unchanged || !complete_block(&block, &fresh.headers) {
-            let max_age = entry_meta(&fresh, 0, fresh.response_time, 0).max_age;
-            return match ctx.cache.renew(key, max_age, &conditions, self.head_only()) {
+            let lifetime = entry_head(&fresh, fresh.response_time).lifetime;
+            return match ctx
+                .cache
+                .renew(key, lifetime, &conditions, self.head_only())
+            {
                 Ok(Answer::Found(found)) => self.serve(key, found).0,
                 _ => self.fetch(None, None).0,
             };
@@ -1092,19 +1107,19 @@ impl Ask<'_> {
         if found.body.take(total).read_to_end(&mut body).ok() != Some(total as usize) {
             return self.fetch(None, None).0;
         }
-        let meta = entry_meta(&fresh, total, fresh.response_time, block.len());
-        let etag = meta.etag;
+        let head = entry_head(&fresh, fresh.response_time);
+        let etag = head.etag;
         let validators = Validators {
             len: Some(total),
-            modified: meta.modified,
+            modified: head.modified,
             etag: etag.as_ref().map(Etag::as_str),
         };
         let outcome = conditions.evaluate(&validators);
-        let status = meta.status;
+        let status = head.status;
         if block.len() <= MAX_HEADER_BLOCK as usize {
             let stored = ctx
                 .cache
-                .store(key, meta, &block)
+                .store(key, head, &block, total)
                 .map_err(|e| e.to_string())
                 .and_then(|mut fill| fill.write(&body).map_err(|e| e.to_string()));
             if let Err(e) = stored {
@@ -1138,7 +1153,7 @@ fn reusable(fresh: &ResponseMeta) -> bool {
 /// The head a STORE carries for a response: its validators, and a lifetime from now that
 /// runs out exactly when its freshness lifetime does (§4.2: fresh while the lifetime is
 /// more than the current age, and the cache counts from when it stores it).
-fn entry_meta(fresh: &ResponseMeta, len: u64, now: SystemTime, header_len: usize) -> Meta {
+fn entry_head(fresh: &ResponseMeta, now: SystemTime) -> StoreHead {
     let lifetime = freshness::freshness_lifetime(fresh);
     let age = freshness::current_age(fresh, now);
     let first = |name: &str| {
@@ -1153,23 +1168,20 @@ fn entry_meta(fresh: &ResponseMeta, len: u64, now: SystemTime, header_len: usize
         ResponseDirectives::from_headers(&fresh.headers).no_cache,
         Some(Fields::All)
     );
-    let max_age = match must_validate {
-        true => 0,
-        false => lifetime.saturating_sub(age),
+    let lifetime = match must_validate {
+        true => Lifetime::MustValidate,
+        false => Lifetime::from_secs(lifetime.saturating_sub(age)),
     };
-    Meta {
+    StoreHead {
         status: fresh.status,
-        total_len: len,
-        header_len: header_len as u32,
         // What a client's If-Modified-Since is compared with: the Last-Modified, or
         // without one the Date (RFC 9111 §4.3.2).
         modified: first("last-modified")
             .or_else(|| first("date"))
             .and_then(|d| httpdate::parse_http_date(d).ok()),
         etag: first("etag").and_then(Etag::new),
-        stored_at: 0,
-        max_age,
-        source_version: 0,
+        lifetime,
+        file: None,
     }
 }
 

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use super::coalesce::Coalescer;
 use super::handler::Context;
-use super::server::{Server, ServerConfig};
-use super::spool::Budget;
+use super::server::{Budget, Server, ServerConfig};
 use super::storage::Storage;
 use super::upstream::OriginOptions;
 use crate::ipc::client::{Client, Segments};
@@ -46,7 +45,7 @@ pub struct ProxyConfig {
     pub cache_timeout: Duration,
     /// How the HTTP server treats clients.
     pub server: ServerConfig,
-    /// Memory that responses waiting for slow clients may hold (see [`spool`](super::spool)).
+    /// Memory that responses waiting for slow clients may hold (see [`server::output`](super::server::output)).
     pub buffer_memory: u64,
 }
 
@@ -108,17 +107,32 @@ impl Proxy {
         self.server.local_addr()
     }
 
-    /// A function that makes [`run`](Self::run) stop accepting; for the signal thread.
-    pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
+    /// A function that makes [`run`](Self::run) stop accepting and let requests in flight
+    /// finish within the duration it is given; for the signal thread.
+    pub fn stopper(&self) -> impl Fn(Duration) + Send + Sync + 'static {
         self.server.stopper()
     }
 
-    /// Serves until the stopper is called, lets requests in flight finish for at most the
-    /// cache timeout, then unlinks every segment.
+    /// What the proxy does while no cache answers, for the warning that says so.
+    fn without_cache(&self) -> String {
+        match (&self.ctx.storage, &self.config.storage) {
+            (Some(Storage::Origin(_)), Some(url)) => {
+                format!("forwarding every request to {url}, uncached")
+            }
+            (Some(_), Some(dir)) => format!("serving every request from {dir}, as a miss"),
+            _ => "answering 503 to every request (no -s to fall back on)".to_owned(),
+        }
+    }
+
+    /// Serves until the stopper is called, lets requests in flight finish within the time
+    /// it says, then unlinks every segment.
     pub fn run(self, shutdown: &Shutdown) -> io::Result<()> {
-        self.ctx.cache.spawn_connector(shutdown.clone())?;
+        let without = self.without_cache();
+        self.ctx.cache.spawn_connector(shutdown.clone(), without)?;
         let server = self.config.server.clone();
-        log::info!(
+        // At warn, so that a log filtered down to warnings (`RUST_LOG=access=info,warn`)
+        // still says where the proxy listens, and which port `-p 0` chose.
+        log::warn!(
             "listening on http://{} ({} segments of {} bytes, {} slot(s) each)",
             self.local_addr(),
             self.config.segments,

@@ -1,17 +1,15 @@
-//! Responses: what a handler answers ([`Reply`]), and the status line and headers that
-//! go on the wire ([`Head`], [`write_head`]).
-//!
-//! Header values are kept in the form they came in and formatted straight into the
-//! response head, so that building a reply allocates nothing. The body's framing
+//! Responses as the proxy decides them ([`Reply`]): a status, headers, a body. The
+//! server turns them into what goes on the wire ([`Head`]); the body's framing
 //! (Content-Length, chunked, or to the connection's close) is decided by the connection
 //! that writes it ([`server`](super::server)).
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::time::SystemTime;
 
 use httpdate::HttpDate;
 
 use super::body::Body;
+use super::server::Head;
 use crate::ipc::Etag;
 
 /// A header value, kept in the form it came in and formatted straight into the response
@@ -94,14 +92,18 @@ impl Headers {
             .split_terminator("\r\n")
     }
 
-    /// Whether the stored block has a line of field `name` (lower case).
-    fn has_stored(&self, name: &str) -> bool {
-        // Cheap when there is no block, as for the proxy's own answers.
-        !self.stored.is_empty()
-            && self.stored_lines().any(|line| {
-                line.split_once(':')
-                    .is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
-            })
+    /// Appends every field in its wire form, each line ending in CRLF: the stored
+    /// block's first, as stored.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        for line in self.stored_lines() {
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        for (name, value) in self.iter() {
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "{name}: {value}\r\n");
+        }
     }
 
     /// Adds a header. The replies of this crate need far fewer than the capacity; one too
@@ -155,116 +157,17 @@ impl Reply {
         self
     }
 
-    /// The head to send, and the body apart. `source` says where the body came from, for
-    /// the access log.
-    pub fn split(self, source: &'static str) -> (Head, Body) {
+    /// The head to send, and the body apart. `tag` is the service's note on the response
+    /// (where its body came from), handed back when it has ended.
+    pub fn split<T>(self, tag: T) -> (Head<T>, Body) {
+        let mut fields = Vec::with_capacity(256);
+        self.headers.write_to(&mut fields);
         let head = Head {
             status: self.status,
-            headers: self.headers,
+            fields,
             length: self.length,
-            source,
+            tag,
         };
         (head, self.body)
-    }
-}
-
-/// A response's status line and headers, handed from the worker to the connection.
-pub struct Head {
-    pub status: u16,
-    pub headers: Headers,
-    /// As [`Reply::length`].
-    pub length: Option<u64>,
-    /// Where the body comes from (`hit`, `secondary`, `-`), for the access log.
-    pub source: &'static str,
-}
-
-impl Head {
-    /// A head with no headers yet and no body.
-    pub fn new(status: u16, source: &'static str) -> Head {
-        Head {
-            status,
-            headers: Headers::new(),
-            length: Some(0),
-            source,
-        }
-    }
-
-    /// Whether a response with this status carries a body at all (RFC 9110 §6.4.1), HEAD
-    /// aside.
-    pub fn has_body(&self) -> bool {
-        !matches!(self.status, 100..=199 | 204 | 304)
-    }
-}
-
-const SERVER: &str = concat!("shmcache/", env!("CARGO_PKG_VERSION"));
-
-/// The status line and headers, ending with the blank line.
-///
-/// `chunked`: the body goes in chunked framing (no length known, HTTP/1.1);
-/// `keep_alive`: the connection stays open after this response.
-pub fn write_head(head: &mut String, reply: &Head, chunked: bool, keep_alive: bool) -> fmt::Result {
-    let (status, reason) = (reply.status, reason(reply.status));
-    write!(head, "HTTP/1.1 {status} {reason}")?;
-    // An origin's Date and Server, in a stored or passed-on header block, are kept: its
-    // Date is what the response's age is reckoned from (RFC 9111 §4.2.3).
-    if !reply.headers.has_stored("date") {
-        write!(head, "\r\nDate: {}", HttpDate::from(SystemTime::now()))?;
-    }
-    if !reply.headers.has_stored("server") {
-        write!(head, "\r\nServer: {SERVER}")?;
-    }
-    for line in reply.headers.stored_lines() {
-        head.push_str("\r\n");
-        head.push_str(line);
-    }
-    for (name, value) in reply.headers.iter() {
-        write!(head, "\r\n{name}: {value}")?;
-    }
-    match reply.length {
-        Some(length) => write!(head, "\r\nContent-Length: {length}")?,
-        None if chunked => head.push_str("\r\nTransfer-Encoding: chunked"),
-        None => {}
-    }
-    head.push_str(if keep_alive {
-        "\r\nConnection: keep-alive\r\n\r\n"
-    } else {
-        "\r\nConnection: close\r\n\r\n"
-    });
-    Ok(())
-}
-
-pub fn reason(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        203 => "Non-Authoritative Information",
-        204 => "No Content",
-        206 => "Partial Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        303 => "See Other",
-        304 => "Not Modified",
-        307 => "Temporary Redirect",
-        308 => "Permanent Redirect",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        410 => "Gone",
-        408 => "Request Timeout",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        416 => "Range Not Satisfiable",
-        417 => "Expectation Failed",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        505 => "HTTP Version Not Supported",
-        _ => "",
     }
 }

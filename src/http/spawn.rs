@@ -1,5 +1,6 @@
 //! `webproxy --spawn-cache`: run shmcached as a child for a one-command setup.
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ const POLL: Duration = Duration::from_millis(20);
 const LOCK_PATIENCE: Duration = Duration::from_secs(10);
 
 impl CacheChild {
-    /// Starts `shmcached --name NAME -c PRELOAD` from the directory of our own executable
+    /// Starts `shmcached --name NAME [-c PRELOAD]` from the directory of our own executable
     /// and waits (at most `startup`) until it holds the instance and its queue exists, so
     /// the first requests can hit.
     ///
@@ -27,21 +28,34 @@ impl CacheChild {
     /// When shmcached cannot be started or exits at start. If another live cache holds the
     /// instance (another proxy's, say), the message names its pid: this proxy must not run
     /// then, as it would serve through a cache it does not own and stop nothing at exit.
-    pub fn spawn(name: &str, preload: &Path, startup: Duration) -> Result<CacheChild, String> {
+    ///
+    /// The child is in a process group of its own, so that signals from the terminal (Ctrl-C,
+    /// Ctrl-\, a hang-up) reach the proxy alone, which stops the child when it is done with
+    /// it, or passes the reload on; and it gets SIGTERM if the proxy dies in any other way
+    /// (see [`process::die_with_parent`]), so it is never left behind.
+    /// Call this from the main thread: the kernel sends that signal when the thread that
+    /// started the child exits.
+    pub fn spawn(
+        name: &str,
+        preload: Option<&Path>,
+        startup: Duration,
+    ) -> Result<CacheChild, String> {
         let exe = std::env::current_exe()
             .map_err(|e| format!("locating webproxy: {e}"))?
             .with_file_name("shmcached");
         if !exe.is_file() {
             return Err(format!(
-                "--spawn-cache needs shmcached at {}; build it with `cargo build --release --bins`",
+                "--spawn-cache needs shmcached beside webproxy, at {}; build both with \
+                 `cargo build --release --bins` or install both with `cargo install --path .`",
                 exe.display()
             ));
         }
-        let child = Command::new(&exe)
-            .arg("--name")
-            .arg(name)
-            .arg("--cache")
-            .arg(preload)
+        let mut command = Command::new(&exe);
+        command.arg("--name").arg(name).process_group(0);
+        if let Some(preload) = preload {
+            command.arg("--cache").arg(preload);
+        }
+        let child = process::die_with_parent(&mut command)
             .spawn()
             .map_err(|e| format!("starting {}: {e}", exe.display()))?;
         let mut child = CacheChild { child };
@@ -83,6 +97,14 @@ impl CacheChild {
             std::thread::sleep(POLL);
         }
         Ok(child)
+    }
+}
+
+impl CacheChild {
+    /// The child's pid. It stays the child's until this is dropped: a child that exits is
+    /// not reaped before, so its pid cannot be given to another process meanwhile.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

@@ -1,10 +1,12 @@
 //! Counters, and the reserved paths that show them: `/-/stats` (JSON) and `/-/metrics`
 //! (Prometheus text format). Each shows the proxy's counters and the cache's, which the
-//! cache sends over the channel (a STATS request) as `name value` lines.
+//! cache sends over the channel (a STATS request) as typed counters (`ipc::Stats`).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+use crate::ipc::Stats;
 
 /// The proxy's counters. Every request for an object is exactly one hit or one miss, so
 /// `hits + misses = requests`; requests refused before a lookup (bad method, bad path,
@@ -23,6 +25,8 @@ pub struct ProxyStats {
     pub stale_served: AtomicU64,
     pub replaced: AtomicU64,
     pub revalidated: AtomicU64,
+    /// Hits whose cache broke off mid-body and that were finished from secondary storage.
+    pub hits_resumed: AtomicU64,
     /// Object body bytes sent (errors and the stats pages are not counted).
     pub bytes_served: AtomicU64,
     pub responses_aborted: AtomicU64,
@@ -58,6 +62,7 @@ impl Default for ProxyStats {
             stale_served: zero(),
             replaced: zero(),
             revalidated: zero(),
+            hits_resumed: zero(),
             bytes_served: zero(),
             responses_aborted: zero(),
             connections_open: zero(),
@@ -115,6 +120,7 @@ impl ProxyStats {
             ("stale_served", load(&self.stale_served)),
             ("replaced", load(&self.replaced)),
             ("revalidated", load(&self.revalidated)),
+            ("hits_resumed", load(&self.hits_resumed)),
             ("bytes_served", load(&self.bytes_served)),
             ("responses_aborted", load(&self.responses_aborted)),
             ("connections_open", load(&self.connections_open)),
@@ -133,15 +139,10 @@ impl ProxyStats {
     }
 }
 
-/// Parses the cache's `name value` lines; malformed lines are skipped.
-pub fn parse_cache_stats(text: &str) -> Vec<(String, u64)> {
-    text.lines()
-        .filter_map(|line| {
-            let (name, value) = line.split_once(' ')?;
-            let valid =
-                !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
-            Some((name.to_owned(), value.trim().parse().ok()?)).filter(|_| valid)
-        })
+/// The cache's counters as the stats pages show them: its pid first, then its counters.
+pub fn cache_counters(stats: &Stats) -> Vec<(String, u64)> {
+    std::iter::once(("pid".to_owned(), u64::from(stats.pid)))
+        .chain(stats.counters.iter().cloned())
         .collect()
 }
 
@@ -213,10 +214,18 @@ mod tests {
 
     #[test]
     fn formats() {
-        let cache = parse_cache_stats("hits 3\nobjects 2\nbad line here\nWeird 1\n");
+        let cache = cache_counters(&Stats {
+            pid: 7,
+            counters: vec![("hits".to_owned(), 3), ("objects".to_owned(), 2)],
+            workers: vec![None],
+        });
         assert_eq!(
             cache,
-            vec![("hits".to_owned(), 3), ("objects".to_owned(), 2)]
+            vec![
+                ("pid".to_owned(), 7),
+                ("hits".to_owned(), 3),
+                ("objects".to_owned(), 2)
+            ]
         );
         let proxy = [("requests", 5), ("uptime_seconds", 9)];
         let json = to_json(&proxy, Some(&cache));
@@ -224,7 +233,10 @@ mod tests {
             json.contains("\"proxy\": {\n    \"requests\": 5,\n    \"uptime_seconds\": 9\n  }"),
             "{json}"
         );
-        assert!(json.contains("\"cache\": {\n    \"hits\": 3,"), "{json}");
+        assert!(
+            json.contains("\"cache\": {\n    \"pid\": 7,\n    \"hits\": 3,"),
+            "{json}"
+        );
         assert!(to_json(&proxy, None).contains("\"cache\": null"));
         let prom = to_prometheus(&proxy, Some(&cache));
         assert!(prom.contains(

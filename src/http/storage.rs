@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use super::upstream::{OriginOptions, ResponseBody, Upstream};
-use crate::cache::store::{file_etag, file_version};
+use crate::file;
+use crate::ipc::{FileVersion, Identity, Lifetime};
 
 /// Where misses are served from (`-s DIR` or `-s http://host:port[/prefix]`).
 pub enum Storage {
@@ -20,8 +21,8 @@ pub enum Storage {
 pub struct Cached<'a> {
     pub modified: Option<SystemTime>,
     pub etag: Option<&'a str>,
-    /// The identity of the file it was read from (see [`file_version`]); 0 when unknown.
-    pub source_version: u64,
+    /// Which bytes the cache holds: only a [`Identity::File`] can be found unchanged.
+    pub identity: Identity,
 }
 
 /// What a key names in secondary storage.
@@ -48,16 +49,16 @@ pub struct Object {
     pub len: Option<u64>,
     pub modified: Option<SystemTime>,
     pub etag: Option<String>,
-    /// The file's [`file_version`], to keep with a cached copy.
-    pub source_version: u64,
-    /// How many seconds a cached copy stays fresh.
-    pub max_age: Option<u64>,
+    /// The file's [`file::version`], to keep with a cached copy.
+    pub version: FileVersion,
+    /// How long a cached copy stays fresh.
+    pub lifetime: Option<Lifetime>,
 }
 
 /// What revalidating a cached object against secondary storage found.
 pub enum Revalidation {
-    /// Unchanged: fresh again for `max_age` seconds.
-    Unchanged { max_age: u64 },
+    /// Unchanged: fresh again for `lifetime`.
+    Unchanged { lifetime: Lifetime },
     /// Changed: here is the new object.
     Changed(Object),
     /// Gone from secondary storage.
@@ -128,7 +129,7 @@ pub struct DirStorage {
     /// Canonical (symlink-free, absolute) root, so a prefix check on a canonical path is
     /// enough to stay inside.
     root: PathBuf,
-    ttl: u64,
+    ttl: Lifetime,
 }
 
 impl DirStorage {
@@ -142,24 +143,55 @@ impl DirStorage {
                 format!("{} is not a directory", root.display()),
             ));
         }
-        Ok(DirStorage { root, ttl })
+        Ok(DirStorage {
+            root,
+            ttl: Lifetime::from_secs(ttl),
+        })
     }
 
-    /// Checks an expired cached object with one stat: the same [`file_version`] (device,
+    /// Checks an expired cached object with one stat: the same [`file::version`] (device,
     /// inode, length, modification and change times to the nanosecond) is unchanged.
     pub fn revalidate(&self, key: &str, cached: &Cached) -> Result<Revalidation, StorageError> {
         let found = self.lookup(key)?;
-        // A copy of unknown origin (version 0) is never taken as unchanged.
+        // A copy from no file (an origin's) is never taken as unchanged.
         if let Lookup::Found(object) = &found
-            && cached.source_version != 0
-            && object.source_version == cached.source_version
+            && cached.identity == Identity::File(object.version)
         {
-            return Ok(Revalidation::Unchanged { max_age: self.ttl });
+            return Ok(Revalidation::Unchanged { lifetime: self.ttl });
         }
         Ok(match found {
             Lookup::Found(object) => Revalidation::Changed(object),
             Lookup::Directory | Lookup::Missing => Revalidation::Missing,
         })
+    }
+
+    /// Bytes `from..to` of the file under `key`, if it is still the version a cache hit was
+    /// sending (`cached`, of length `len`): for finishing a response whose cache broke off,
+    /// so the two halves must be of one version. The same file identity decides when both
+    /// sides know it (the cache preloaded or filled from this very file); else the same
+    /// length and strong ETag (the file's `"mtime-length"`, which the cache kept).
+    pub fn rest_of(
+        &self,
+        key: &str,
+        cached: &Cached,
+        len: u64,
+        (from, to): (u64, u64),
+    ) -> Option<io::Take<Source>> {
+        let Ok(Lookup::Found(mut object)) = self.lookup(key) else {
+            return None;
+        };
+        let same = if let Identity::File(version) = cached.identity {
+            version == object.version
+        } else {
+            cached
+                .etag
+                .is_some_and(|etag| !etag.starts_with("W/") && object.etag.as_deref() == Some(etag))
+        };
+        if !same || object.len != Some(len) || from > to || to > len {
+            return None;
+        }
+        object.skip(from).ok()?;
+        Some(object.body.take(to - from))
     }
 
     /// Looks up a normalised key (see [`key_from_target`](super::path::key_from_target)).
@@ -198,9 +230,9 @@ impl DirStorage {
             body: Source::File(file),
             len: Some(meta.len()),
             modified,
-            etag: Some(file_etag(modified, meta.len())),
-            source_version: file_version(&meta),
-            max_age: Some(self.ttl),
+            etag: Some(file::etag(modified, meta.len())),
+            version: file::version(&meta),
+            lifetime: Some(self.ttl),
         }))
     }
 }

@@ -1,18 +1,19 @@
-//! The protocol as types: the calls a proxy makes ([`Call`]) and the heads that open every
-//! answer ([`Head`]). Each operation is described here, next to its type: what it asks,
-//! what crosses the segment and in which direction; the module page of [`ipc`](super)
-//! draws each as a sequence. [`wire`](super::wire) encodes
-//! exactly these and nothing else; [`client`](super::client) and
+//! The protocol as types: the calls a proxy makes ([`Call`]), the heads that open every
+//! answer ([`Head`]) and the head of a STORE ([`StoreHead`]). Each operation is described
+//! here, next to its type: what it asks, what crosses the segment and in which direction;
+//! the module page of [`ipc`](super) draws each as a sequence. [`wire`](super::wire)
+//! encodes exactly these and nothing else; [`client`](super::client) and
 //! [`server`](super::server) are the two sides that use them.
 //!
 //! A call goes on the queue; everything else crosses the segment the call names. The
-//! writer of a transfer first writes a [`Head`] into the segment's head area, then the
-//! *stream* through the slots: the stored response's header block
-//! ([`Meta::header_len`] bytes, when the head carries a [`Meta`]) and then the body bytes.
-//! A stream of zero bytes still takes one (empty) chunk, so every answer is at least one
-//! handoff.
+//! writer of a transfer first writes a head into the segment's head area, then the
+//! *stream* through the slots: a header block ([`Stream::header_len`] bytes) and then body
+//! bytes ([`Stream::body_len`]). The head says both lengths, so a reader knows the
+//! stream's length from the head alone. A stream of zero bytes still takes one (empty)
+//! chunk, so every answer is at least one handoff.
 
 use std::fmt;
+use std::num::NonZeroU64;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::conditions::{Conditions, Outcome};
@@ -38,28 +39,61 @@ pub enum Call<K = String> {
         head_only: bool,
     },
     /// STORE: "keep this response under `key`" (filling the cache on a miss). The roles of
-    /// the segment swap: the proxy writes a `Store` head, the header block and the body;
+    /// the segment swap: the proxy writes a [`StoreHead`], the header block and the body;
     /// the cache reads them, and gives the last slot back once the entry is in.
     ///
     /// `len` is the body's length, so the cache can refuse a STORE too large for it before
     /// it reads anything. A cache that refuses still reads the stream off, so the proxy is
     /// never left waiting, and keeps nothing.
     Store { key: K, len: u64 },
-    /// RENEW: "I found `key` unchanged at its source; make it fresh for `max_age` seconds,
-    /// then answer as a GET with these conditions would." One call, not two, so that a
+    /// RENEW: "I found `key` unchanged at its source; make it fresh for `lifetime`, then
+    /// answer as a GET with these conditions would." One call, not two, so that a
     /// revalidated hit asks the cache only once more.
     Renew {
         key: K,
-        max_age: u64,
+        lifetime: Lifetime,
         conditions: Conditions,
         head_only: bool,
     },
     /// PURGE: "remove `key`." The cache writes a `Purged` head and one empty chunk.
     Purge { key: K },
-    /// STATS: "send me your counters." The cache writes a `Stats` head and `name value`
-    /// lines. Touches no entry, so the proxy also uses it as the probe that tells whether a
-    /// cache that stopped answering answers again.
+    /// STATS: "send me your counters." The cache writes a `Stats` head and its [`Stats`]
+    /// in the stream. Touches no entry, so the proxy also uses it as the probe that tells
+    /// whether a cache that stopped answering answers again.
     Stats,
+}
+
+/// The operation a [`Call`] asks for, as its byte on the queue: in the order of
+/// [`Call`]'s variants.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Get = 1,
+    Store = 2,
+    Renew = 3,
+    Purge = 4,
+    Stats = 5,
+}
+
+impl Op {
+    /// Every operation, in order.
+    pub const ALL: [Op; 5] = [Op::Get, Op::Store, Op::Renew, Op::Purge, Op::Stats];
+
+    /// The operation whose byte is `code`.
+    pub fn from_code(code: u8) -> Option<Op> {
+        Op::ALL.into_iter().find(|op| *op as u8 == code)
+    }
+
+    /// Its name, for logs and the live view.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Get => "GET",
+            Op::Store => "STORE",
+            Op::Renew => "RENEW",
+            Op::Purge => "PURGE",
+            Op::Stats => "STATS",
+        }
+    }
 }
 
 impl<K: AsRef<str>> Call<K> {
@@ -74,35 +108,24 @@ impl<K: AsRef<str>> Call<K> {
         }
     }
 
-    /// Whether the answer leaves out the body (HTTP HEAD): its stream is then the header
-    /// block alone.
-    pub fn head_only(&self) -> bool {
-        matches!(
-            self,
-            Call::Get {
-                head_only: true,
-                ..
-            } | Call::Renew {
-                head_only: true,
-                ..
-            }
-        )
+    /// The operation it asks for.
+    pub fn op(&self) -> Op {
+        match self {
+            Call::Get { .. } => Op::Get,
+            Call::Store { .. } => Op::Store,
+            Call::Renew { .. } => Op::Renew,
+            Call::Purge { .. } => Op::Purge,
+            Call::Stats => Op::Stats,
+        }
     }
 
     /// The operation's name, for logs.
     pub fn name(&self) -> &'static str {
-        match self {
-            Call::Get { .. } => "GET",
-            Call::Store { .. } => "STORE",
-            Call::Renew { .. } => "RENEW",
-            Call::Purge { .. } => "PURGE",
-            Call::Stats => "STATS",
-        }
+        self.op().name()
     }
 }
 
-/// What the writer of a transfer puts in the segment's head area before the first chunk:
-/// the cache's answer, or (STORE) the proxy's object.
+/// What the cache writes in the segment's head area before the first chunk of its answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Head {
     /// GET, RENEW: the object is here. The stream holds its header block and then the body
@@ -112,17 +135,15 @@ pub enum Head {
     /// GET: the object is here but past its lifetime. The stream holds its header block
     /// only: enough to revalidate it. `accept_len` as for `Missing`: the proxy may replace
     /// it with a STORE.
-    Expired { meta: Meta, accept_len: u64 },
+    Expired { meta: Meta, accept_len: Option<u64> },
     /// GET, RENEW: no such object. `accept_len` is the largest body the cache would take in
-    /// a STORE (0: it takes none). The stream is empty.
-    Missing { accept_len: u64 },
+    /// a STORE, `None` when it takes none. The stream is empty.
+    Missing { accept_len: Option<u64> },
     /// PURGE: whether the object was there. The stream is empty.
     Purged { existed: bool },
-    /// STATS: the stream is `len` bytes of text.
-    Stats { len: u64 },
-    /// STORE (written by the proxy): the object to keep; the stream holds its header block
-    /// and then its whole body of `meta.total_len` bytes.
-    Store { meta: Meta },
+    /// STATS: the stream is the cache's [`Stats`], encoded by
+    /// [`wire::encode_stats`](super::wire::encode_stats).
+    Stats,
     /// Any call: the cache failed to serve it (it could not read its own copy). The stream
     /// is empty; the proxy should not ask again at once.
     Failed,
@@ -132,61 +153,75 @@ impl Head {
     /// The stored response this head describes, if any.
     pub fn meta(&self) -> Option<&Meta> {
         match self {
-            Head::Found { meta, .. } | Head::Expired { meta, .. } | Head::Store { meta } => {
-                Some(meta)
-            }
+            Head::Found { meta, .. } | Head::Expired { meta, .. } => Some(meta),
             _ => None,
         }
     }
+}
 
-    /// The body bytes that follow the header block, as `(offset in the object, length)`.
-    /// `head_only` answers carry none, whatever the outcome.
-    pub fn body_range(&self, head_only: bool) -> (u64, u64) {
-        match self {
-            Head::Found { meta, outcome } if !head_only => {
-                outcome.body_range(meta.total_len).unwrap_or((0, 0))
-            }
-            Head::Store { meta } => (0, meta.total_len),
-            Head::Stats { len } => (0, *len),
-            _ => (0, 0),
-        }
+/// What the proxy writes in the segment's head area before the stream of a STORE: the
+/// response to keep, besides its header block and body (whose lengths are the
+/// [`Stream`]'s). No `stored_at`: the cache's clock decides when it was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreHead {
+    /// The HTTP status of the response (200 for a file).
+    pub status: u16,
+    /// Last modification, whole seconds, if known.
+    pub modified: Option<SystemTime>,
+    /// The entity tag, quotes included, if any.
+    pub etag: Option<Etag>,
+    /// How long it stays fresh from when the cache stores it.
+    pub lifetime: Lifetime,
+    /// The file the bytes were read from, if any; without one the cache gives the entry an
+    /// [`Identity::Unique`] of its own.
+    pub file: Option<FileVersion>,
+}
+
+/// How a transfer's stream is made up: a header block of `header_len` bytes, then
+/// `body_len` body bytes. Every head carries it, so the reader learns the stream's length
+/// from the head alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stream {
+    /// Bytes of header block (at most [`MAX_HEADER_BLOCK`]).
+    pub header_len: u32,
+    /// Body bytes after it.
+    pub body_len: u64,
+}
+
+impl Stream {
+    /// Bytes in all.
+    pub fn len(&self) -> u64 {
+        u64::from(self.header_len) + self.body_len
     }
 
-    /// Bytes of the stream: the header block, then the body.
-    pub fn stream_len(&self, head_only: bool) -> u64 {
-        let headers = self.meta().map_or(0, |m| u64::from(m.header_len));
-        headers + self.body_range(head_only).1
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
-/// A stored response as it crosses the channel: what the cache keeps beside the body.
+/// A stored response as the cache answers it: what it keeps beside the header block and
+/// the body.
 ///
 /// The header block itself (end-to-end header lines, `Name: value\r\n` each) travels in
-/// the stream, ahead of the body; its length is here. The validators and freshness are
-/// fields of their own as well, because the cache acts on them (conditions, expiry) and
-/// should not parse HTTP to do so.
+/// the stream, ahead of the body. The validators and freshness are fields of their own,
+/// because the cache acts on them (conditions, expiry) and should not parse HTTP to do so.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meta {
     /// The HTTP status of the stored response (200 for a file).
     pub status: u16,
     /// Length of the whole body.
     pub total_len: u64,
-    /// Bytes of the header block in the stream (at most [`MAX_HEADER_BLOCK`]).
-    pub header_len: u32,
     /// Last modification, whole seconds, if known.
     pub modified: Option<SystemTime>,
     /// The entity tag, quotes included (`"5f3a-15"`), if any.
     pub etag: Option<Etag>,
     /// When the object was stored or last revalidated, seconds since the Unix epoch.
     pub stored_at: u64,
-    /// Its freshness lifetime in seconds from `stored_at` (`u64::MAX`: forever).
-    pub max_age: u64,
-    /// An opaque identity of these bytes: of the file they were read from (device, inode,
-    /// length, modification and change times), or a number unique to the entry when there
-    /// is no file. Revalidation compares the file's; a paused response compares it before
-    /// it asks for the rest, so it never splices two versions together. In a STORE, 0
-    /// means "no file" and the cache picks a unique one.
-    pub source_version: u64,
+    /// How long it stays fresh from `stored_at`.
+    pub lifetime: Lifetime,
+    /// Which bytes these are. Revalidation compares a file's; a paused response compares
+    /// it before it asks for the rest, so it never splices two versions together.
+    pub identity: Identity,
 }
 
 impl Meta {
@@ -197,7 +232,7 @@ impl Meta {
 
     /// Whether its lifetime has not yet passed.
     pub fn is_fresh(&self) -> bool {
-        self.age() < self.max_age
+        self.lifetime.covers(self.age())
     }
 
     /// The validators that conditions are decided on.
@@ -208,6 +243,68 @@ impl Meta {
             etag: self.etag.as_ref().map(Etag::as_str),
         }
     }
+}
+
+/// How long a stored response stays fresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Never fresh: every use must be validated first (`Cache-Control: no-cache`, a
+    /// response already as old as its freshness lifetime, `--ttl 0`).
+    MustValidate,
+    /// Fresh for this many seconds.
+    Seconds(NonZeroU64),
+}
+
+impl Lifetime {
+    /// `secs` seconds; 0 is [`MustValidate`](Lifetime::MustValidate).
+    pub fn from_secs(secs: u64) -> Lifetime {
+        NonZeroU64::new(secs).map_or(Lifetime::MustValidate, Lifetime::Seconds)
+    }
+
+    /// Its length in seconds (0 for `MustValidate`).
+    pub fn secs(self) -> u64 {
+        match self {
+            Lifetime::MustValidate => 0,
+            Lifetime::Seconds(n) => n.get(),
+        }
+    }
+
+    /// Whether an object `age` seconds old is still within it.
+    pub fn covers(self, age: u64) -> bool {
+        age < self.secs()
+    }
+
+    /// This lifetime with `secs` seconds more (the grace of `stale-if-error`).
+    pub fn extended(self, secs: u64) -> Lifetime {
+        Lifetime::from_secs(self.secs().saturating_add(secs))
+    }
+}
+
+/// Which bytes a stored response holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// Read from a file, whose [`FileVersion`] it was then.
+    File(FileVersion),
+    /// From no file (an origin's response): a number the cache drew for this entry alone.
+    Unique(u64),
+}
+
+/// An opaque identity of a file's contents as `stat` saw them (see
+/// [`crate::file::version`]): the same number while the file is unchanged, another once
+/// it changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileVersion(pub u64);
+
+/// The cache's answer to STATS: its counters and what each of its workers is doing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// The cache's pid: the one in the head that carried the answer.
+    pub pid: u32,
+    /// Named counters (`hits`, `objects`, ...), lowercase ASCII and `_`, in the cache's
+    /// order.
+    pub counters: Vec<(String, u64)>,
+    /// One per worker: the call it serves (its key empty for STATS), `None` when idle.
+    pub workers: Vec<Option<(Op, String)>>,
 }
 
 /// The largest header block a stored response may have: far more than any file's three

@@ -20,11 +20,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use super::call::Head;
+use super::call::{Head, Stream};
 use super::segment::Segment;
 use super::sem::{Semaphore, WaitError};
 use super::sys::{ProcessHandle, process_alive};
-use super::wire::{self, Envelope};
+use super::wire::{self, Envelope, HeadFormat};
 
 /// Why a transfer did not complete.
 #[derive(Debug)]
@@ -262,31 +262,31 @@ pub struct Sender {
     chunk: u64,
     /// Bytes in the current slot, if one is held.
     filled: Option<usize>,
-    /// Body bytes announced in the head and not yet written.
+    /// Stream bytes announced in the head and not yet written.
     remaining: u64,
 }
 
 impl Sender {
-    /// Writes `head` for the transfer numbered `generation`; the stream follows through
-    /// [`write`](Self::write), exactly `stream_len` bytes of it (see
-    /// [`Head::stream_len`]).
-    pub fn start(
+    /// Writes `head` for the transfer numbered `generation`, saying that the stream is
+    /// made up as `stream` says; the stream follows through [`write`](Self::write), exactly
+    /// `stream.len()` bytes of it.
+    pub fn start<H: HeadFormat>(
         seg: &Segment,
         generation: u64,
-        head: &Head,
-        stream_len: u64,
+        head: &H,
+        stream: Stream,
         patience: impl Into<Patience>,
     ) -> Result<Sender, ChannelError> {
         if seg.generation() != generation {
             return Err(ChannelError::Stale);
         }
-        seg.write_head(&wire::encode_head(head, generation));
+        seg.write_head(&head.encode(stream, generation));
         Ok(Sender {
             generation,
             patience: patience.into(),
             chunk: 0,
             filled: None,
-            remaining: stream_len,
+            remaining: stream.len(),
         })
     }
 
@@ -396,21 +396,28 @@ impl Sender {
     }
 }
 
-/// Sends `head` and then the stream, `parts` one after the other (their lengths add up to
-/// what the head announces), through `seg`, for the transfer numbered `generation`.
+/// Sends `head` and then the stream, `headers` (a header block) and `body`, through `seg`,
+/// for the transfer numbered `generation`.
 pub fn send(
     seg: &Segment,
     generation: u64,
     head: &Head,
-    parts: &[&[u8]],
+    headers: &[u8],
+    body: &[u8],
     patience: impl Into<Patience>,
 ) -> Result<(), ChannelError> {
-    let len = parts.iter().map(|p| p.len() as u64).sum();
-    let mut tx = Sender::start(seg, generation, head, len, patience)?;
-    for part in parts {
-        tx.write(seg, part)?;
-    }
+    let mut tx = Sender::start(seg, generation, head, stream_of(headers, body), patience)?;
+    tx.write(seg, headers)?;
+    tx.write(seg, body)?;
     tx.finish(seg)
+}
+
+/// The make-up of a stream of `headers` then `body`.
+pub fn stream_of(headers: &[u8], body: &[u8]) -> Stream {
+    Stream {
+        header_len: u32::try_from(headers.len()).expect("a header block is far below 4 GiB"),
+        body_len: body.len() as u64,
+    }
 }
 
 /// The reading end of one transfer: waits for the head, then hands out body bytes as they
@@ -431,25 +438,23 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Waits for the head of the transfer numbered `generation` and validates it against
-    /// this process's own view of the segment; `head_only` says whether the call asked for
-    /// no body (so the stream is the header block alone). `patience` bounds this wait and
-    /// each later one.
+    /// Waits for the head of the transfer numbered `generation` (of the format `H` the
+    /// reader expects) and validates it against this process's own view of the segment;
+    /// the stream's length is the head's. `patience` bounds this wait and each later one.
     ///
     /// # Errors
     /// [`ChannelError::TimedOut`] when nothing arrives in time, `PeerGone` when the watched
     /// peer exits first (see [`Patience`]); `Protocol` when the head or the first chunk
     /// cannot be right (no head, another generation, a field out of range, a length past
     /// the slot or past the stream).
-    pub fn recv_head(
+    pub fn recv_head<H: HeadFormat>(
         seg: &Segment,
         generation: u64,
-        head_only: bool,
         patience: impl Into<Patience>,
-    ) -> Result<(Envelope, Receiver), ChannelError> {
+    ) -> Result<(Envelope<H>, Receiver), ChannelError> {
         let patience = patience.into();
         wait_ready(seg, &patience)?;
-        let envelope = match wire::decode_head(&seg.read_head()) {
+        let envelope = match H::decode(&seg.read_head()) {
             Ok(Some(envelope)) => envelope,
             Ok(None) => return Err(ChannelError::Protocol("no head before the first chunk")),
             Err(e) => return Err(ChannelError::Malformed(e)),
@@ -461,7 +466,7 @@ impl Receiver {
             patience,
             chunk: 0,
             held: None,
-            remaining: envelope.head.stream_len(head_only),
+            remaining: envelope.stream.len(),
         };
         rx.hold(seg)?;
         Ok((envelope, rx))
@@ -598,7 +603,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(500));
             child.wait().unwrap();
         });
-        let result = Receiver::recv_head(&seg, 1, false, patience);
+        let result = Receiver::recv_head::<Head>(&seg, 1, patience);
         let after_kill = killed.recv().unwrap().elapsed();
         assert!(matches!(result, Err(ChannelError::PeerGone)), "{result:?}");
         // Within a check or so; the bound is wide for a loaded machine, and far below the
@@ -618,7 +623,7 @@ mod tests {
         let peer = Arc::new(Peer::default());
         peer.learn(std::process::id());
         let patience = Patience::watching(Duration::from_millis(80), Arc::clone(&peer));
-        let result = Receiver::recv_head(&seg, 1, false, patience);
+        let result = Receiver::recv_head::<Head>(&seg, 1, patience);
         assert!(matches!(result, Err(ChannelError::TimedOut)), "{result:?}");
         assert_eq!(peer.stalls(), 1);
         assert!(!peer.is_gone());

@@ -10,13 +10,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use super::call::{Call, Head, MAX_HEADER_BLOCK, Meta, valid_header_block};
+use super::call::{
+    Call, Head, Lifetime, MAX_HEADER_BLOCK, Meta, Stats, StoreHead, Stream, valid_header_block,
+};
 use super::channel::{ChannelError, PEER_CHECK, Patience, Peer, Receiver, Sender};
 use super::conditions::{Conditions, Outcome};
 use super::pool::{CheckoutError, Lease, SegmentPool};
 pub use super::pool::{SegmentActivity, SegmentState};
 use super::queue::MessageQueue;
-use super::wire::Message;
+use super::wire::{self, Message};
 use super::{queue_name, remove_stale_segments, segment_prefix};
 use crate::shutdown::Shutdown;
 
@@ -26,14 +28,15 @@ pub enum Answer {
     /// body bytes that decision sends (none for 304 and 416, nor for a head-only call).
     Found(Found),
     /// The cache holds it but its lifetime has passed: its head and header block, no body.
-    /// It would take a STORE of up to `accept_len` bytes to replace it.
+    /// It would take a STORE of up to `accept_len` bytes to replace it (`None`: none).
     Expired {
         meta: Meta,
         headers: Vec<u8>,
-        accept_len: u64,
+        accept_len: Option<u64>,
     },
-    /// The cache does not hold it, and would take a STORE of up to `accept_len` bytes.
-    Missing { accept_len: u64 },
+    /// The cache does not hold it, and would take a STORE of up to `accept_len` bytes
+    /// (`None`: none).
+    Missing { accept_len: Option<u64> },
 }
 
 /// A found object, its body still in the segment.
@@ -138,6 +141,7 @@ impl Link {
 /// once (served from secondary storage, or 503) while the connector thread probes it, one
 /// probe at a time, until it answers again. No client waits on a probe.
 pub struct Client {
+    instance: String,
     queue_name: String,
     link: RwLock<Option<Arc<Link>>>,
     pool: Arc<SegmentPool>,
@@ -154,6 +158,9 @@ pub struct Client {
 /// time, so the probes cost the cache one request per timeout at most and no client ever
 /// waits on one; a longer pause would only keep clients off a recovered cache for longer.
 const RECONNECT_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How often the proxy repeats that no cache answers, while none does.
+pub const OUTAGE_REMINDER: Duration = Duration::from_secs(60);
 
 impl Client {
     /// Removes segments that dead proxies of `instance` left behind, creates this proxy's
@@ -179,6 +186,7 @@ impl Client {
         )
         .map_err(|e| named(e, "creating"))?;
         let client = Arc::new(Client {
+            instance: instance.to_owned(),
             queue_name: queue_name(instance),
             link: RwLock::new(None),
             pool,
@@ -205,16 +213,45 @@ impl Client {
         self.pool.unlink_all();
     }
 
-    /// Starts the connector thread; it stops when `shutdown` is triggered.
-    pub fn spawn_connector(self: &Arc<Self>, shutdown: Shutdown) -> io::Result<()> {
+    /// Starts the connector thread; it stops when `shutdown` is triggered. While no cache
+    /// is connected it warns at once and then once every [`OUTAGE_REMINDER`], naming the
+    /// instance and what the proxy does `without` one ("serving from …"): a cache that is
+    /// not running, or runs under another `--name`, is otherwise silent.
+    pub fn spawn_connector(
+        self: &Arc<Self>,
+        shutdown: Shutdown,
+        without: String,
+    ) -> io::Result<()> {
         let client = Arc::clone(self);
         std::thread::Builder::new()
             .name("cache-connector".into())
             .spawn(move || {
                 let mut abandoned = None;
+                // When the proxy last said that no cache answers.
+                let mut said: Option<Instant> = None;
                 while !shutdown.is_triggered() {
+                    if client.current().is_some() {
+                        said = None;
+                    } else if said.is_none_or(|t| t.elapsed() >= OUTAGE_REMINDER) {
+                        log::warn!(
+                            "no cache answers on instance {} ({}): {without}; start \
+                             `shmcached --name {}`, or check that both use the same --name",
+                            client.instance,
+                            client.queue_name,
+                            client.instance
+                        );
+                        said = Some(Instant::now());
+                    }
                     std::thread::sleep(RECONNECT_INTERVAL);
+                    if shutdown.is_triggered() {
+                        break;
+                    }
+                    let had = client.current().is_some();
                     client.reconnect(&mut abandoned);
+                    if had && client.current().is_none() {
+                        // Just said why (reconnect logs it); the reminder comes later.
+                        said = Some(Instant::now());
+                    }
                     client.probe();
                 }
             })?;
@@ -259,13 +296,23 @@ impl Client {
                 let link = Link::open(queue);
                 let current_id = current.as_ref().and_then(|l| l.identity);
                 if link.identity != current_id && link.identity != *abandoned {
-                    log::info!("connected to the cache at {}", self.queue_name);
+                    // Said once it is so: whoever reads the line may rely on it.
                     self.set(Some(link));
+                    log::info!("connected to the cache at {}", self.queue_name);
                 }
             }
             Err(e) => {
                 if current.is_some() {
-                    log::warn!("lost the cache at {}: {e}", self.queue_name);
+                    // A queue removed is a cache that stopped in order (a killed one leaves
+                    // its queue): nothing went wrong, so no warning.
+                    if e.raw_os_error() == Some(libc::ENOENT) {
+                        log::info!(
+                            "the cache stopped ({} is gone); serving without it",
+                            self.queue_name
+                        );
+                    } else {
+                        log::warn!("lost the cache at {}: {e}", self.queue_name);
+                    }
                     self.set(None);
                 }
             }
@@ -343,22 +390,14 @@ impl Client {
     /// Sends `call` and waits for the head of its answer; returns the head, and the
     /// transfer with the header block already read off (checked) when the head has one.
     fn call(&self, link: &Link, admit: bool, call: Call<&str>) -> Result<Answered, CacheError> {
-        let head_only = call.head_only();
         let lease = self.send(link, admit, call)?;
-        let (envelope, rx) = Receiver::recv_head(
-            lease.segment(),
-            lease.generation(),
-            head_only,
-            self.patience(link),
-        )?;
+        let (envelope, rx) =
+            Receiver::recv_head::<Head>(lease.segment(), lease.generation(), self.patience(link))?;
         link.peer.learn(envelope.pid);
         lease.activity().set(SegmentState::Receiving);
-        lease
-            .activity()
-            .set_total(envelope.head.stream_len(head_only));
+        lease.activity().set_total(envelope.stream.len());
         let mut transfer = Transfer { lease, rx };
-        let header_len = envelope.head.meta().map_or(0, |m| m.header_len);
-        let mut headers = vec![0; header_len as usize];
+        let mut headers = vec![0; envelope.stream.header_len as usize];
         transfer
             .read_exact(&mut headers)
             .map_err(ChannelError::from_io)?;
@@ -368,6 +407,8 @@ impl Client {
         transfer.settle()?;
         Ok(Answered {
             head: envelope.head,
+            stream: envelope.stream,
+            pid: envelope.pid,
             headers,
             body: CacheBody(transfer),
         })
@@ -435,18 +476,18 @@ impl Client {
         self.ask_object(call)
     }
 
-    /// RENEW: makes an expired entry fresh again for `max_age` seconds (the proxy found it
+    /// RENEW: makes an expired entry fresh again for `lifetime` (the proxy found it
     /// unchanged at its source), and answers as [`get`](Self::get) would.
     pub fn renew(
         &self,
         key: &str,
-        max_age: u64,
+        lifetime: Lifetime,
         conditions: &Conditions,
         head_only: bool,
     ) -> Result<Answer, CacheError> {
         let call = Call::Renew {
             key,
-            max_age,
+            lifetime,
             conditions: conditions.clone(),
             head_only,
         };
@@ -455,7 +496,6 @@ impl Client {
 
     fn ask_object(&self, call: Call<&str>) -> Result<Answer, CacheError> {
         let link = self.current().ok_or(CacheError::Unavailable)?;
-        let head_only = call.head_only();
         let answered = self.call(&link, true, call).inspect_err(|e| {
             if matches!(e, CacheError::Bypassed) {
                 self.bypassed.fetch_add(1, Ordering::Relaxed);
@@ -463,16 +503,22 @@ impl Client {
         })?;
         let Answered {
             head,
+            stream,
             headers,
             body,
+            ..
         } = answered;
-        let range = head.body_range(head_only);
         match head {
             Head::Found { meta, outcome } => Ok(Answer::Found(Found {
+                // Where in the object the body starts: the outcome says; a head-only
+                // answer (no body) starts nowhere.
+                range: match outcome.body_range(meta.total_len) {
+                    Some((start, _)) if stream.body_len > 0 => (start, stream.body_len),
+                    _ => (0, 0),
+                },
                 meta,
                 headers,
                 outcome,
-                range,
                 body,
             })),
             Head::Expired { meta, accept_len } => Ok(Answer::Expired {
@@ -486,28 +532,33 @@ impl Client {
         }
     }
 
-    /// STORE: starts filling the cache with a response for `key`: `meta` describes it and
-    /// `headers` is its header block; the body (`meta.total_len` bytes) follows through
+    /// STORE: starts filling the cache with a response for `key`: `head` describes it,
+    /// `headers` is its header block; the body (`len` bytes) follows through
     /// [`Fill::write`].
-    pub fn store(&self, key: &str, meta: Meta, headers: &[u8]) -> Result<Fill, CacheError> {
+    pub fn store(
+        &self,
+        key: &str,
+        head: StoreHead,
+        headers: &[u8],
+        len: u64,
+    ) -> Result<Fill, CacheError> {
         assert!(
-            headers.len() as u64 <= u64::from(MAX_HEADER_BLOCK)
-                && meta.header_len as usize == headers.len()
-                && valid_header_block(headers),
+            headers.len() as u64 <= u64::from(MAX_HEADER_BLOCK) && valid_header_block(headers),
             "a header block the cache would refuse"
         );
         let link = self.current().ok_or(CacheError::Unavailable)?;
-        let len = meta.total_len;
         let lease = self.send(&link, true, Call::Store { key, len })?;
-        let head = Head::Store { meta };
-        let stream_len = head.stream_len(false);
+        let stream = Stream {
+            header_len: headers.len() as u32,
+            body_len: len,
+        };
         lease.activity().set(SegmentState::Storing);
-        lease.activity().set_total(stream_len);
+        lease.activity().set_total(stream.len());
         let tx = Sender::start(
             lease.segment(),
             lease.generation(),
             &head,
-            stream_len,
+            stream,
             self.patience(&link),
         )?;
         let mut fill = Fill { lease, tx };
@@ -525,34 +576,37 @@ impl Client {
         }
     }
 
-    /// STATS: the cache's counters, as `name value` lines.
-    pub fn stats(&self) -> Result<String, CacheError> {
+    /// STATS: the cache's counters and what its workers are doing.
+    pub fn stats(&self) -> Result<Stats, CacheError> {
         let link = self.current().ok_or(CacheError::Unavailable)?;
         self.ask_stats(&link, true)
     }
 
     /// Asks `link`'s cache for its counters; with `admit`, only if the breaker lets
     /// requests through.
-    fn ask_stats(&self, link: &Link, admit: bool) -> Result<String, CacheError> {
+    fn ask_stats(&self, link: &Link, admit: bool) -> Result<Stats, CacheError> {
         let mut answered = self.call(link, admit, Call::Stats)?;
-        let len = match answered.head {
-            Head::Stats { len } if len <= 1 << 20 => len,
-            Head::Stats { .. } => return Err(ChannelError::Protocol("oversized stats").into()),
+        match answered.head {
+            // The head's decoder bounds the length (`wire::MAX_STATS_LEN`).
+            Head::Stats => {}
             Head::Failed => return Err(CacheError::Refused),
             _ => return Err(ChannelError::Protocol("an answer that does not fit the call").into()),
-        };
-        let mut text = vec![0u8; len as usize];
+        }
+        let mut bytes = vec![0u8; answered.stream.body_len as usize];
         answered
             .body
-            .read_exact(&mut text)
+            .read_exact(&mut bytes)
             .map_err(ChannelError::from_io)?;
-        Ok(String::from_utf8_lossy(&text).into_owned())
+        wire::decode_stats(&bytes, answered.pid).map_err(|e| ChannelError::Malformed(e).into())
     }
 }
 
 /// A call's answer as [`Client::call`] hands it on.
 struct Answered {
     head: Head,
+    stream: Stream,
+    /// The cache's process, which wrote the head.
+    pid: u32,
     headers: Vec<u8>,
     body: CacheBody,
 }

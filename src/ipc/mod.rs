@@ -2,10 +2,11 @@
 //! shared-memory segments, each with two process-shared semaphores, for the answers. This
 //! page is the protocol's specification; the modules below implement it.
 //!
-//! This is the only module with `unsafe` code (with one small exception for a socket
-//! option in `http::socket`): every OS call and every touch of shared memory is wrapped
-//! here in a small safe type. The rest of the crate comes in through two doors only:
-//! [`client`] (what a proxy worker calls) and [`server`] (the cache's receive loop).
+//! This is the only module with `unsafe` code (with one small exception for the HTTP
+//! server's socket calls in `http::server::socket`): every OS call and every touch of
+//! shared memory is wrapped here in a small safe type. The rest of the crate comes in
+//! through two doors only: [`client`] (what the proxy's pool thread calls) and [`server`]
+//! (the cache's receive loop).
 //!
 //! # Reading order
 //!
@@ -51,13 +52,15 @@
 //!
 //! # A call
 //!
-//! A proxy worker checks a segment out of its pool, which starts a new *generation* on it,
+//! The proxy's pool thread that carries the request (the one that read it from the client,
+//! and will write the answer to it) checks a segment out of its pool, which starts a new
+//! *generation* on it,
 //! and sends one message naming the segment, the generation and the [`Call`]. Everything
-//! after that crosses the segment: first a [`Head`] in the segment's head area, then the
-//! *stream* through its ring of slots: the stored response's header block (when the head
-//! carries a [`Meta`]) followed by body bytes. The cache drops (and logs) any message that
-//! does not decode, names a segment outside `/NAME.seg.`, a segment that does not exist,
-//! or one on another generation.
+//! after that crosses the segment: first a head in the segment's head area (the cache's
+//! [`Head`], or for STORE the proxy's [`StoreHead`]), then the *stream* through its ring
+//! of slots: a header block and then body bytes, of the lengths the head's [`Stream`]
+//! says. The cache drops (and logs) any message that does not decode, names a segment
+//! outside `/NAME.seg.`, a segment that does not exist, or one on another generation.
 //!
 //! ```text
 //! GET {key, conditions, allow_stale, head_only}      proxy reads, cache writes
@@ -75,12 +78,12 @@
 //!
 //! STORE {key, len}                                   proxy writes, cache reads
 //!   STORE ------------------ /NAME.req ----> refuse now if len > what it keeps
-//!   Store {meta} ----------- head area ---->
+//!   StoreHead {status, validators, lifetime, file} -- head area -->
 //!   header block, body ----- slots --------> copy out; keep the entry
 //!   wait until every slot is free <--------- the last slot given back: "it is in"
 //!
-//! RENEW {key, max_age, conditions, head_only}        proxy reads, cache writes
-//!   RENEW ------------------ /NAME.req ----> stored_at = now, lifetime = max_age
+//! RENEW {key, lifetime, conditions, head_only}       proxy reads, cache writes
+//!   RENEW ------------------ /NAME.req ----> stored_at = now, lifetime = lifetime
 //!         <------------------ as GET -------- Found, or Missing if it left meanwhile
 //!
 //! PURGE {key}                                        proxy reads, cache writes
@@ -88,10 +91,15 @@
 //!         <------------------ head area ---- Purged {existed}, one empty chunk
 //!
 //! STATS                                              proxy reads, cache writes
-//!   STATS ------------------ /NAME.req ----> format its counters
-//!         <------------------ head area ---- Stats {len}
-//!         <------------------ slots -------- `name value` lines
+//!   STATS ------------------ /NAME.req ----> gather its counters and workers
+//!         <------------------ head area ---- Stats
+//!         <------------------ slots -------- Stats {counters, workers}, encoded
 //! ```
+//!
+//! Every head also says how its stream is made up ([`Stream`]: `header_len` bytes of
+//! header block, then `body_len` body bytes), so a reader knows how many bytes to take
+//! from the head alone, whatever it asked. A GET with `head_only`, a 304 and a 416 have
+//! a `Found` head with `body_len` 0.
 //!
 //! A request asks the cache once: the conditions travel with the GET, so 304, 206 and 416
 //! come back in one answer; a revalidated entry takes one more call, a RENEW that answers
@@ -104,10 +112,16 @@
 //! - **workers** (the default): every worker thread of the cache waits on the queue itself,
 //!   and the kernel hands each message to one waiting receiver, which serves it. A cache
 //!   hit costs two cross-process wake-ups: the call wakes a cache worker, the first
-//!   `ready` wakes the proxy's worker.
+//!   `ready` wakes the proxy's pool thread, which writes the answer to its client itself
+//!   (no third thread is woken on either side).
 //! - **boss** (`shmcached --dispatch boss`, the classic design): the main thread receives
 //!   every call and hands it to a pool worker. One wake-up more per call: the message
 //!   wakes the boss, the boss wakes a worker, the worker's `ready` wakes the proxy.
+//!
+//! System calls per 1 KiB hit, the same way (`strace -c` under wrk): the cache makes
+//! `mq_timedreceive` and, when the proxy already waits, the `futex` of `sem_post(ready)`;
+//! the proxy `epoll_wait`, `recvfrom`, `mq_timedsend`, the `futex` of `sem_timedwait` when
+//! the answer is not there yet, `writev` and `epoll_ctl`.
 //!
 //! Measured with `bench/wakeups.sh` (voluntary context switches per request, all of the
 //! cache's threads), one connection: 1.00 per hit with workers, 3.2 with the boss (the
@@ -128,9 +142,10 @@
 //! - **The stored head.** `status` is the origin's; the header block is its end-to-end
 //!   fields as received (no hop-by-hop ones, no `Content-Length`, none a `private=` or
 //!   `no-cache=` names); `etag` and `modified` are its `ETag` and `Last-Modified` (else
-//!   `Date`), which the cache decides a client's conditions and ranges on; `max_age` is
-//!   the freshness lifetime less the response's age when it arrived (RFC 9111 §4.2.3; 0
-//!   for `no-cache`), so that `Found` means fresh and `Expired` stale.
+//!   `Date`), which the cache decides a client's conditions and ranges on; `lifetime` is
+//!   the freshness lifetime less the response's age when it arrived (RFC 9111 §4.2.3;
+//!   must-validate for `no-cache`, or when nothing is left), so that `Found` means fresh
+//!   and `Expired` stale.
 //!
 //! ```text
 //! fresh hit            GET {key, conditions} ---------> Found + header block + body  (one ask)
@@ -139,9 +154,9 @@
 //!  min-fresh, Authn.)  GET {key, conditions} ---------> Found + header block + body
 //! stale                GET {key, conditions} ---------> Expired + header block
 //!                      conditional request to the origin, stored ETag / Last-Modified verbatim
-//!   304, same fields   RENEW {key, max_age} ----------> Found, as a GET
+//!   304, same fields   RENEW {key, lifetime} ---------> Found, as a GET
 //!   304, new fields    GET {key, allow_stale} --------> Found + header block + body (<= 8 MiB)
-//!                      STORE {key, len}, Store {meta} + new header block + body ->
+//!                      STORE {key, len}, StoreHead + new header block + body ->
 //!                      (served from the proxy's memory)
 //!   200                STORE {key, len}: replaces it, filled while the client is served
 //!   5xx, unreachable   GET {key, allow_stale} --------> Found (stale-if-error)
@@ -160,29 +175,73 @@
 //!
 //! Written by the writer of the transfer into the segment's head area of
 //! [`wire::HEAD_CAPACITY`] bytes before the first chunk, published by the first `ready`
-//! (see [`wire`] for the encoding). The reader checks every field before it trusts any.
+//! (see [`wire`] for the encoding). The reader checks every field before it trusts any,
+//! and refuses a head of the other side's kind (a [`StoreHead`] where an answer is due).
 //!
 //! | field          | in heads            | meaning                                          |
 //! |----------------|---------------------|--------------------------------------------------|
-//! | `kind`         | all                 | Found, Expired, Missing, Purged, Stats, Store, Failed |
+//! | `kind`         | all                 | Found, Expired, Missing, Purged, Stats, Failed; Store for a [`StoreHead`] |
 //! | `generation`   | all                 | the transfer the writer served: must be the reader's |
 //! | `pid`          | all                 | the writer, so the reader can watch it die       |
+//! | `stream`       | all                 | [`Stream`]: `header_len` (≤ 16 KiB) header block bytes, then `body_len` body bytes |
 //! | `status`       | Found, Expired, Store | the stored response's HTTP status              |
-//! | `total_len`    | Found, Expired, Store | the body's whole length                        |
-//! | `header_len`   | Found, Expired, Store | bytes of header block ahead of the body (≤ 16 KiB) |
-//! | `modified`     | Found, Expired, Store | validator: last modification, whole seconds    |
-//! | `etag`         | Found, Expired, Store | validator: entity tag, printable ASCII ≤ 128 bytes |
-//! | `stored_at`    | Found, Expired, Store | freshness: when stored or last renewed         |
-//! | `max_age`      | Found, Expired, Store | freshness: lifetime in seconds from `stored_at` |
-//! | `source_version` | Found, Expired, Store | identity of the bytes (the file's `stat`, or unique) |
+//! | `total_len`    | Found, Expired      | the body's whole length (for Store: `body_len`)  |
+//! | `modified`     | Found, Expired, Store | validator: last modification, whole seconds, or unknown |
+//! | `etag`         | Found, Expired, Store | validator: entity tag, printable ASCII ≤ 128 bytes, or none |
+//! | `stored_at`    | Found, Expired      | freshness: when stored or last renewed (the cache's clock; a STORE has none) |
+//! | `lifetime`     | Found, Expired, Store | [`Lifetime`]: must-validate, or seconds from `stored_at` |
+//! | `identity`     | Found, Expired      | [`Identity`]: the [`FileVersion`] the bytes were read from, or a number unique to the entry |
+//! | `file`         | Store               | the [`FileVersion`] the bytes were read from, or none (the cache draws a unique identity) |
 //! | `outcome`      | Found               | 200, 206 (with its range, inside the body), 304 or 416 |
-//! | `accept_len`   | Expired, Missing    | the largest body a STORE may bring (0: none)     |
+//! | `accept_len`   | Expired, Missing    | the largest body a STORE may bring, or none: the cache takes no STORE |
 //! | `existed`      | Purged              | whether the entry was there                      |
-//! | `len`          | Stats               | bytes of text in the stream                      |
+//!
+//! The STATS stream is [`Stats`]: named counters and, per worker, the [`Op`] and key of
+//! the call it serves (or idle), encoded by [`wire::encode_stats`] and decoded in one
+//! place, [`wire::decode_stats`]. The cache's pid is the head's.
 //!
 //! Every length read from shared memory is checked against the reader's own copy of the
 //! geometry before any byte is copied, and a header block must be lines of
 //! `name: value` before the proxy writes any of it to a client.
+//!
+//! # A segment ([`segment`])
+//!
+//! The asker (a proxy, or any client such as `examples/c/shmget.c`) creates each segment
+//! it uses: `shm_open` with `O_CREAT | O_EXCL` and mode 0600 (so the cache must run as
+//! the same user), under `/NAME.seg.<pid>.<i>` with its own pid (a proxy that starts
+//! removes the segments of its NAME whose pid is not running; the cache forgets its
+//! mappings of them), then `ftruncate` and map it. Every integer is in native byte order;
+//! the fields below are naturally aligned, so a C struct of these types in this order
+//! has these offsets (`examples/c/shmcache.h` asserts them).
+//!
+//! | offset | field           | type   | meaning                                           |
+//! |-------:|-----------------|--------|---------------------------------------------------|
+//! | 0      | `magic`         | u32    | [`segment::SEGMENT_MAGIC`], `"SHMS"` read as a big-endian number |
+//! | 4      | `version`       | u32    | [`segment::SEGMENT_VERSION`] (7)                   |
+//! | 8      | `slots`         | u32    | slots in the ring, at least 1                      |
+//! | 12     | `cancelled`     | u32    | 1 once the asker abandoned the transfer            |
+//! | 16     | `slot_capacity` | u64    | bytes per slot, at least [`segment::MIN_SLOT_CAPACITY`] (64) |
+//! | 24     | `generation`    | u64    | the current transfer's number                      |
+//! | 32     | `ready`         | sem_t  | slots holding data (32 bytes, process-shared)      |
+//! | 64     | `free`          | sem_t  | slots empty (starts at `slots`)                    |
+//! | 96     | `head`          | 256 bytes | the head area (see [`wire`])                    |
+//! | 352    | slot lengths    | u64 × slots | bytes the writer put in each slot            |
+//! | `data_offset(slots)` | slots | `slots` × `slot_capacity` bytes | the ring: 352 + 8 × slots rounded up to a multiple of 64 |
+//!
+//! `slot_capacity` is `(size − data_offset(slots)) / slots`. The creator initialises
+//! both semaphores in place (`sem_init(sem, 1, value)`: `ready` 0, `free` = `slots`),
+//! then `version`, `slots` and `slot_capacity`, and writes `magic` last, with release
+//! ordering: the cache refuses a segment without its magic, so it never touches a
+//! semaphore that is still being set up. The cache checks magic, version and that the
+//! ring fits the object before it uses one, and from then on trusts its own copy of the
+//! geometry, never the live fields. Fields are read and written as atomics, the head area
+//! and the slots as plain bytes that the semaphores hand over.
+//!
+//! Before each call the asker starts a transfer on the segment: it zeroes the head area's
+//! first byte (no head yet), clears `cancelled`, and stores the new `generation` last.
+//! Generations are never 0 (the cache drops a call of generation 0) and never repeat on
+//! one segment: the proxy counts up from the clock. A segment is only used for a new
+//! transfer at rest (`ready` 0, `free` = `slots`), which a completed transfer leaves it.
 //!
 //! # One transfer ([`channel`])
 //!
@@ -204,9 +263,30 @@
 //! `j+1` while the reader drains slot `j`. An empty stream still takes one (empty) chunk,
 //! so every answer is at least one handoff.
 //!
+//! The rules each side keeps, whatever language it is written in:
+//!
+//! - Chunk `j` of the stream travels in slot `j % slots`. The writer takes one `free`,
+//!   copies the bytes into the slot, stores their count in the slot's length (a u64,
+//!   release) and posts `ready`. A chunk may be shorter than a slot anywhere in the
+//!   stream (a writer hands over what it has when its source trickles), so a reader
+//!   counts bytes, not slots. The first `ready` also publishes the head, written before
+//!   it.
+//! - The reader takes one `ready`, then reads the slot's length (acquire) and refuses it
+//!   if it is over its own `slot_capacity` or over the stream bytes still due, or if it is
+//!   0 while bytes are still due (only the single chunk of an empty stream is empty).
+//! - The reader posts `free` after each chunk it has copied out, except the stream's
+//!   last, which it posts once it is done with the whole transfer: for STORE that last
+//!   post is how the proxy learns that the entry is in.
+//! - The stream's length is the head's [`Stream`] (header block, then body); the reader
+//!   takes exactly that many bytes, whatever it asked for.
+//! - A message goes on the queue with `mq_send` priority 0, from a descriptor opened
+//!   `O_WRONLY`; a full queue is waited on, within the same timeout as any other wait.
+//!
 //! # When a transfer does not finish
 //!
-//! Both sides wait with a timeout (`--cache-timeout`), never forever. The proxy also
+//! Both sides wait with a timeout (`--cache-timeout`), never forever, on any clock
+//! (`sem_timedwait` takes CLOCK_REALTIME; the Rust side waits on CLOCK_MONOTONIC with
+//! `sem_clockwait`). The proxy also
 //! watches the cache's process ([`channel::Peer`]): every head carries the writer's pid, the
 //! proxy opens a pidfd on it, and a wait that has already lasted 50 ms checks after each
 //! further 50 ms slice whether that process has exited, so a dead cache ends a wait within
@@ -219,7 +299,9 @@
 //! The cache worker checks `cancelled` and the generation after every wait, so it stops at
 //! the next chunk; whatever it writes before that lands in the orphaned object, never in
 //! the next transfer. If the proxy dies, the cache worker's wait for `free` times out and
-//! it returns to the pool.
+//! it returns to the pool. An asker that does not reuse the segment (a one-shot client)
+//! does the same and then only unlinks it; it must unlink on every way out, signals
+//! included, or the object stays in /dev/shm until a proxy of the same NAME starts.
 //!
 //! # Shutdown
 //!
@@ -227,6 +309,12 @@
 //! 100 ms at a time and then look at the shutdown flag, so SIGINT or SIGTERM stops them
 //! within that time. Nothing is sent to wake them: a message sent by name could land in
 //! another process's queue.
+//!
+//! Either stop unlinks the queue's name first. A proxy's connector looks at the name every
+//! 200 ms: once it is gone, the proxy serves without the cache. A graceful stop (SIGQUIT)
+//! goes on receiving from the still-open queue, so calls sent just before are answered
+//! too, until no call has been in progress or arrived for a second (or `--drain-timeout`
+//! has passed).
 
 pub mod call;
 pub mod channel;
@@ -242,7 +330,10 @@ pub mod server;
 mod sys;
 pub mod wire;
 
-pub use call::{Call, ETAG_CAPACITY, Etag, Head, MAX_HEADER_BLOCK, Meta, unix_now};
+pub use call::{
+    Call, ETAG_CAPACITY, Etag, FileVersion, Head, Identity, Lifetime, MAX_HEADER_BLOCK, Meta, Op,
+    Stats, StoreHead, Stream, unix_now,
+};
 pub use channel::ChannelError;
 pub use conditions::{ByteRange, Conditions, IfRange, Outcome, TagList, Validators};
 pub use segment::min_segment_size;

@@ -39,6 +39,9 @@ struct PoolState {
     free: Vec<usize>,
     /// Segments that exist (free or leased); drops when a rebuild fails.
     alive: usize,
+    /// Checkouts waiting for a segment: a give-back wakes them only if there are any, as
+    /// a notify with nobody waiting is still a system call, on every hit.
+    waiting: usize,
 }
 
 /// One segment index: its name, its current object (`None` once a rebuild failed), and
@@ -89,6 +92,7 @@ impl SegmentPool {
             state: Mutex::new(PoolState {
                 free: (0..count).rev().collect(),
                 alive: count,
+                waiting: 0,
             }),
             available: Condvar::new(),
             places,
@@ -124,11 +128,13 @@ impl SegmentPool {
                 return Err(CheckoutError::TimedOut);
             }
             waited = true;
+            state.waiting += 1;
             state = self
                 .available
                 .wait_timeout(state, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            state.waiting -= 1;
         };
         drop(state);
         if waited {
@@ -221,9 +227,12 @@ impl SegmentPool {
         } else {
             state.alive -= 1;
         }
+        let waiting = state.waiting > 0;
         drop(state);
-        // notify_all on loss so that waiters can see `alive` reach zero.
-        self.available.notify_all();
+        if waiting {
+            // All, not one: on a loss every waiter must see whether `alive` reached zero.
+            self.available.notify_all();
+        }
     }
 
     /// Replaces the segment at `place` with a fresh object; false if that failed (the

@@ -28,7 +28,8 @@ use super::check_name;
 use super::sem::Semaphore;
 use super::wire::HEAD_CAPACITY;
 
-/// First word of every segment: "SHMS".
+/// First word of every segment: "SHMS" read as a big-endian number, stored in native
+/// byte order like every field (on x86-64 the bytes in memory are `SMHS`).
 pub const SEGMENT_MAGIC: u32 = u32::from_be_bytes(*b"SHMS");
 /// Layout version of the header; bumped whenever a field changes meaning or place.
 /// Version 7 holds the answer's head as bytes encoded by [`wire`](super::wire) instead of
@@ -66,8 +67,34 @@ struct Header {
 pub const HEADER_SIZE: usize = size_of::<Header>();
 const _: () = assert!(HEADER_SIZE.is_multiple_of(8) && align_of::<Header>() <= 64);
 
-/// Where the data area starts for a segment of `slots` slots (64-byte aligned).
-fn data_offset(slots: usize) -> usize {
+/// Where each field of the header lies, in bytes from the segment's start, for
+/// implementations in other languages: `examples/c/shmcache.h` states the same numbers,
+/// and a test (`tests/c_client.rs`) compares the two.
+pub mod layout {
+    use super::{Header, offset_of};
+
+    pub const MAGIC: usize = offset_of!(Header, magic);
+    pub const VERSION: usize = offset_of!(Header, version);
+    pub const SLOTS: usize = offset_of!(Header, slots);
+    pub const CANCELLED: usize = offset_of!(Header, cancelled);
+    pub const SLOT_CAPACITY: usize = offset_of!(Header, slot_capacity);
+    pub const GENERATION: usize = offset_of!(Header, generation);
+    pub const READY: usize = offset_of!(Header, ready);
+    pub const FREE: usize = offset_of!(Header, free);
+    pub const HEAD: usize = offset_of!(Header, head);
+    /// Bytes of one `sem_t`.
+    pub const SEM_SIZE: usize = size_of::<libc::sem_t>();
+    /// The slot-length table: one u64 per slot, right after the header.
+    pub const SLOT_LENS: usize = super::HEADER_SIZE;
+    /// The data area starts at a multiple of this.
+    pub const DATA_ALIGN: usize = 64;
+
+    use std::mem::size_of;
+}
+
+/// Where the data area starts for a segment of `slots` slots: after the header and the
+/// slot-length table, rounded up to a multiple of 64.
+pub fn data_offset(slots: usize) -> usize {
     (HEADER_SIZE + 8 * slots).next_multiple_of(64)
 }
 

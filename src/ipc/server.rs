@@ -1,7 +1,7 @@
 //! The cache's side of the protocol: the receive loop. Each message on the queue is decoded
 //! and checked (its segment inside this instance, mapped, on the generation it names) and
 //! served by a worker, which does what the [`Call`] asks through the segment, with the
-//! [`Store`] behind it deciding what is kept.
+//! [`Backend`] behind it deciding what is kept.
 //!
 //! Two ways to take calls off the queue ([`Dispatch`]): the classic boss and workers, where
 //! the main thread only receives and validates and a pool worker serves; or workers that
@@ -9,7 +9,6 @@
 //! long time on a slow proxy without holding up calls for other segments.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,19 +16,21 @@ use std::time::{Duration, Instant};
 
 use threadpool::ThreadPool;
 
-use super::call::{Call, Head, MAX_HEADER_BLOCK, Meta, valid_header_block};
-use super::channel::{self, ChannelError, Receiver, Sender};
+use super::call::{
+    Call, Head, Lifetime, MAX_HEADER_BLOCK, Meta, Op, Stats, StoreHead, valid_header_block,
+};
+use super::channel::{self, ChannelError, Receiver, Sender, stream_of};
 use super::conditions::Conditions;
 use super::lock::InstanceLock;
 use super::queue::MessageQueue;
 use super::segment::{OpenError, Segment};
-use super::wire::{MESSAGE_CAPACITY, Message};
+use super::wire::{self, MESSAGE_CAPACITY, Message};
 use super::{queue_name, segment_owner, sys};
-use crate::shutdown::{Shutdown, join_within};
+use crate::shutdown::{Shutdown, Stop, join_within};
 
-/// What the server asks of the store behind it: the cache's policy (what is kept, for how
+/// What the server asks of the cache behind it: the cache's policy (what is kept, for how
 /// long, what an expired entry becomes) lives there; the protocol lives here.
-pub trait Store: Send + Sync + 'static {
+pub trait Backend: Send + Sync + 'static {
     /// A stored response, kept alive while a transfer copies it out.
     type Entry: Stored + Send;
 
@@ -38,17 +39,17 @@ pub trait Store: Send + Sync + 'static {
     /// preloaded file).
     fn get(&self, key: &str, allow_stale: bool) -> Lookup<Self::Entry>;
 
-    /// RENEW: makes the entry for `key` fresh for `max_age` seconds from now.
-    fn renew(&self, key: &str, max_age: u64) -> Option<Self::Entry>;
+    /// RENEW: makes the entry for `key` fresh for `lifetime` from now.
+    fn renew(&self, key: &str, lifetime: Lifetime) -> Option<Self::Entry>;
 
-    /// STORE: keeps a response (a proxy's fill). `meta.source_version` 0: no file.
-    fn store(&self, key: &str, meta: Meta, headers: Box<[u8]>, body: Box<[u8]>);
+    /// STORE: keeps a response (a proxy's fill).
+    fn store(&self, key: &str, head: StoreHead, headers: Box<[u8]>, body: Box<[u8]>);
 
     /// PURGE: removes `key`; whether it was there.
     fn purge(&self, key: &str) -> bool;
 
-    /// The largest body a STORE may bring (0: none).
-    fn accept_len(&self) -> u64;
+    /// The largest body a STORE may bring; `None` when it takes none.
+    fn accept_len(&self) -> Option<u64>;
 
     /// The store's counters, for STATS.
     fn counters(&self) -> Vec<(&'static str, u64)>;
@@ -97,8 +98,11 @@ pub struct Config {
     /// Slow motion, slept before each chunk of an answer, so that a transfer can be
     /// watched slot by slot in the proxy's live view. Zero in normal use.
     pub chunk_delay: Duration,
-    /// How long a worker waits for the proxy to free a slot before it gives up.
+    /// How long a worker waits for the proxy to free a slot before it gives up; also how
+    /// long a fast stop lets transfers in flight finish.
     pub timeout: Duration,
+    /// How long a graceful stop (SIGQUIT) lets calls in flight and on the queue finish.
+    pub drain_timeout: Duration,
 }
 
 /// Messages the queue holds: the kernel's default (and unprivileged maximum) `msg_max`.
@@ -107,6 +111,11 @@ pub const QUEUE_DEPTH: usize = 10;
 /// The longest a receiving thread waits on the queue before it looks at the shutdown flag
 /// again: the bound on how long SIGINT or SIGTERM takes to stop it.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+
+/// A graceful stop ends once no call has been in progress or arrived for this long. The
+/// queue's name is gone by then, and a proxy notices that within its reconnect interval
+/// (200 ms), so no proxy still sends to it.
+const QUIET: Duration = Duration::from_secs(1);
 
 /// The serving side of an instance: holds the instance lock and owns the request queue,
 /// which it unlinks when it stops.
@@ -119,9 +128,9 @@ pub struct Server {
 }
 
 /// What the workers share.
-struct Shared<S> {
+struct Shared<B> {
     config: Config,
-    store: Arc<S>,
+    backend: Arc<B>,
     mappings: Mappings,
     started: Instant,
     dropped: AtomicU64,
@@ -129,7 +138,13 @@ struct Shared<S> {
     transfers_failed: AtomicU64,
     /// What each worker is doing: the call and its key, `None` when idle. Shown by STATS,
     /// for the proxy's live view.
-    workers: Vec<Mutex<Option<(&'static str, String)>>>,
+    workers: Vec<Mutex<Option<(Op, String)>>>,
+    /// Whether the receiving threads go on taking calls off the queue.
+    receiving: AtomicBool,
+    /// Calls received and not yet answered, and when that last changed (microseconds since
+    /// `started`): a graceful stop waits for these to settle.
+    in_progress: AtomicU64,
+    last_activity: AtomicU64,
 }
 
 /// A call checked and ready to answer: its segment mapped and on the call's generation.
@@ -141,7 +156,7 @@ struct Ready {
 }
 
 /// A worker's place in [`Shared::workers`], held for one call.
-struct Busy<'a>(&'a Mutex<Option<(&'static str, String)>>);
+struct Busy<'a>(&'a Mutex<Option<(Op, String)>>);
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
@@ -174,70 +189,97 @@ impl Server {
     }
 
     /// Serves calls until `shutdown` is triggered (noticed within `SHUTDOWN_POLL`), then
-    /// unlinks the queue and lets transfers in flight finish for at most the timeout.
-    /// Returns the number still running when it gave up waiting. The instance lock is
-    /// released last, when this returns.
-    pub fn run<S: Store>(self, store: Arc<S>, shutdown: &Shutdown) -> usize {
+    /// unlinks the queue and lets transfers in flight finish: for at most the timeout in a
+    /// fast stop; in a graceful one, calls already on the queue are answered too, until
+    /// nothing has moved for [`QUIET`] or the drain timeout has passed. Returns the number
+    /// of calls still running when it gave up waiting. The instance lock is released last,
+    /// when this returns.
+    pub fn run<B: Backend>(self, backend: Arc<B>, shutdown: &Shutdown) -> usize {
         let config = self.config.clone();
         let threads = config.threads.max(1);
         let workers = ThreadPool::with_name("cache-worker".into(), threads);
         let shared = Arc::new(Shared {
             mappings: Mappings::new(&config.name),
             config: config.clone(),
-            store,
+            backend,
             started: Instant::now(),
             dropped: AtomicU64::new(0),
             stores_aborted: AtomicU64::new(0),
             transfers_failed: AtomicU64::new(0),
             workers: (0..threads).map(|_| Mutex::new(None)).collect(),
+            receiving: AtomicBool::new(true),
+            in_progress: AtomicU64::new(0),
+            last_activity: AtomicU64::new(0),
         });
         let queue = Arc::new(self.queue);
+        let name = queue_name(&config.name);
         log::info!(
-            "serving on {} with {threads} threads ({:?} dispatch)",
-            queue_name(&config.name),
+            "serving on {name} with {threads} threads ({:?} dispatch)",
             config.dispatch
         );
         // Nothing wakes a receiver for a shutdown: a message sent to the queue by name could
         // reach another process's queue. So every wait on the queue is bounded and the
-        // flag checked after it.
-        match config.dispatch {
-            Dispatch::Boss => {
-                let mut buf = vec![0u8; MESSAGE_CAPACITY.max(queue.msg_size())];
-                while !shutdown.is_triggered() {
-                    if let Some(message) = shared.receive(&queue, &mut buf) {
-                        let shared = Arc::clone(&shared);
-                        workers.execute(move || shared.serve(message));
-                    }
-                }
+        // flag checked after it. In the boss's dispatch the main thread receives; in the
+        // workers' it only watches the flag.
+        let mut buf = vec![0u8; MESSAGE_CAPACITY.max(queue.msg_size())];
+        let boss = config.dispatch == Dispatch::Boss;
+        let mut step = || {
+            if !boss {
+                std::thread::sleep(SHUTDOWN_POLL);
+            } else if let Some(message) = shared.receive(&queue, &mut buf) {
+                let shared = Arc::clone(&shared);
+                workers.execute(move || shared.serve(message));
             }
-            Dispatch::Workers => {
-                for _ in 0..threads {
-                    let (shared, queue, shutdown) =
-                        (Arc::clone(&shared), Arc::clone(&queue), shutdown.clone());
-                    workers.execute(move || {
-                        let mut buf = vec![0u8; MESSAGE_CAPACITY.max(queue.msg_size())];
-                        while !shutdown.is_triggered() {
-                            if let Some(message) = shared.receive(&queue, &mut buf) {
-                                shared.serve(message);
-                            }
+        };
+        if !boss {
+            for _ in 0..threads {
+                let (shared, queue) = (Arc::clone(&shared), Arc::clone(&queue));
+                workers.execute(move || {
+                    let mut buf = vec![0u8; MESSAGE_CAPACITY.max(queue.msg_size())];
+                    while shared.receiving.load(Ordering::SeqCst) {
+                        if let Some(message) = shared.receive(&queue, &mut buf) {
+                            shared.serve(message);
                         }
-                    });
-                }
-                while !shutdown.is_triggered() {
-                    std::thread::sleep(SHUTDOWN_POLL);
-                }
+                    }
+                });
             }
         }
-        if let Err(e) = queue.unlink() {
-            log::warn!("unlinking {}: {e}", queue_name(&config.name));
+        while !shutdown.is_triggered() {
+            step();
         }
+        // The name goes first: no proxy connects any more, and connected ones notice that
+        // it is gone and serve without the cache. The queue itself lives on while we hold
+        // it, so calls already sent are still received.
+        if let Err(e) = queue.unlink() {
+            log::warn!("unlinking {name}: {e}");
+        }
+        let mut limit = config.timeout + SHUTDOWN_POLL;
+        if shutdown.stop() == Some(Stop::Graceful) {
+            let deadline = Instant::now() + config.drain_timeout;
+            // Proxies may still send for a moment after the unlink: the quiet time starts now.
+            shared.touch();
+            log::info!(
+                "{name} removed; answering the calls in flight (for at most {:?})",
+                config.drain_timeout
+            );
+            while shutdown.stop() == Some(Stop::Graceful)
+                && Instant::now() < deadline
+                && !shared.quiet()
+            {
+                step();
+            }
+            limit = deadline
+                .saturating_duration_since(Instant::now())
+                .max(SHUTDOWN_POLL);
+        }
+        shared.receiving.store(false, Ordering::SeqCst);
         // The descriptor closes when the last receiver lets go of it.
         drop(queue);
-        join_within(&workers, config.timeout + SHUTDOWN_POLL)
+        join_within(&workers, limit)
     }
 }
 
-impl<S: Store> Shared<S> {
+impl<B: Backend> Shared<B> {
     /// Waits at most [`SHUTDOWN_POLL`] for one message and checks it: a decoded call for a
     /// segment of this instance, or `None` (nothing came, or it was dropped and logged).
     fn receive(&self, queue: &MessageQueue, buf: &mut [u8]) -> Option<Message> {
@@ -251,7 +293,13 @@ impl<S: Store> Shared<S> {
             }
         };
         match Message::decode(&buf[..len]) {
-            Ok(m) if segment_owner(&self.config.name, &m.segment).is_some() => Some(m),
+            Ok(m) if segment_owner(&self.config.name, &m.segment).is_some() => {
+                // Counted from here, not when a worker starts on it, so that a graceful
+                // stop never sees a call between the boss and its worker as none at all.
+                self.in_progress.fetch_add(1, Ordering::SeqCst);
+                self.touch();
+                Some(m)
+            }
             Ok(m) => {
                 self.drop_message(&format!(
                     "a {} call: segment {:?} is outside this instance",
@@ -280,7 +328,7 @@ impl<S: Store> Shared<S> {
             if held.is_some() {
                 return None;
             }
-            *held = Some((call.name(), call.key().unwrap_or("").to_owned()));
+            *held = Some((call.op(), call.key().unwrap_or("").to_owned()));
             Some(Busy(place))
         })
     }
@@ -291,6 +339,21 @@ impl<S: Store> Shared<S> {
         if let Some(ready) = self.prepare(message) {
             self.answer(ready);
         }
+        self.in_progress.fetch_sub(1, Ordering::SeqCst);
+        self.touch();
+    }
+
+    /// Notes that a call arrived or ended now.
+    fn touch(&self) {
+        let now = self.started.elapsed().as_micros() as u64;
+        self.last_activity.fetch_max(now, Ordering::SeqCst);
+    }
+
+    /// Whether no call is in progress and none arrived or ended for [`QUIET`].
+    fn quiet(&self) -> bool {
+        let now = self.started.elapsed().as_micros() as u64;
+        let since = now.saturating_sub(self.last_activity.load(Ordering::SeqCst));
+        self.in_progress.load(Ordering::SeqCst) == 0 && since >= QUIET.as_micros() as u64
     }
 
     /// Maps the call's segment and checks it is on the call's generation: the call, ready
@@ -327,6 +390,8 @@ impl<S: Store> Shared<S> {
             return None;
         }
         if !self.config.delay.is_zero() {
+            // Said before the wait, so that a test can tell the call has arrived.
+            log::debug!("{} arrived; answering in {:?}", what(), self.config.delay);
             std::thread::sleep(self.config.delay);
         }
         Some(Ready {
@@ -345,7 +410,7 @@ impl<S: Store> Shared<S> {
             generation,
             call,
         } = ready;
-        let to = Transfer {
+        let to = Answerer {
             seg: &seg,
             generation,
             timeout: self.config.timeout,
@@ -360,17 +425,17 @@ impl<S: Store> Shared<S> {
             } => self.send_found(
                 &to,
                 key,
-                self.store.get(key, *allow_stale),
+                self.backend.get(key, *allow_stale),
                 conditions,
                 *head_only,
             ),
             Call::Renew {
                 key,
-                max_age,
+                lifetime,
                 conditions,
                 head_only,
             } => {
-                let found = match self.store.renew(key, *max_age) {
+                let found = match self.backend.renew(key, *lifetime) {
                     Some(entry) => Lookup::Found(entry),
                     None => Lookup::Missing,
                 };
@@ -378,16 +443,10 @@ impl<S: Store> Shared<S> {
             }
             Call::Store { key, len } => self.take_store(&to, key, *len),
             Call::Purge { key } => {
-                let existed = self.store.purge(key);
-                to.send(&Head::Purged { existed }, &[])
+                let existed = self.backend.purge(key);
+                to.send(&Head::Purged { existed }, &[], &[])
             }
-            Call::Stats => {
-                let text = self.stats_text();
-                let head = Head::Stats {
-                    len: text.len() as u64,
-                };
-                to.send(&head, &[text.as_bytes()])
-            }
+            Call::Stats => to.send(&Head::Stats, &[], &wire::encode_stats(&self.stats())),
         };
         match outcome {
             Ok(()) => {}
@@ -405,9 +464,9 @@ impl<S: Store> Shared<S> {
     /// Answers a GET or a RENEW with what the store found.
     fn send_found(
         &self,
-        to: &Transfer,
+        to: &Answerer,
         key: &str,
-        found: Lookup<S::Entry>,
+        found: Lookup<B::Entry>,
         conditions: &Conditions,
         head_only: bool,
     ) -> Result<(), ChannelError> {
@@ -416,37 +475,36 @@ impl<S: Store> Shared<S> {
             Lookup::Expired(entry) => {
                 let head = Head::Expired {
                     meta: entry.meta(),
-                    accept_len: self.store.accept_len(),
+                    accept_len: self.backend.accept_len(),
                 };
-                to.send(&head, &[entry.headers()])
+                to.send(&head, entry.headers(), &[])
             }
-            Lookup::Missing => to.missing(self.store.accept_len()),
+            Lookup::Missing => to.missing(self.backend.accept_len()),
         }
     }
 
     /// Receives a response the proxy fetched on a miss and stores it. The proxy learns that
     /// the entry is in when the last slot comes back (see `Sender::wait_drained`), so a
     /// request that waited for this fill finds it.
-    fn take_store(&self, to: &Transfer, key: &str, len: u64) -> Result<(), ChannelError> {
-        let (envelope, mut rx) = Receiver::recv_head(to.seg, to.generation, false, to.timeout)?;
-        let mut stream = Stream {
+    fn take_store(&self, to: &Answerer, key: &str, len: u64) -> Result<(), ChannelError> {
+        let (envelope, mut rx) =
+            Receiver::recv_head::<StoreHead>(to.seg, to.generation, to.timeout)?;
+        let mut stream = Incoming {
             seg: to.seg,
             rx: &mut rx,
         };
-        let meta = match envelope.head {
-            Head::Store { meta } if meta.total_len == len && len <= self.store.accept_len() => meta,
-            _ => {
-                // Not something we keep (the proxy should not have sent it): read it off
-                // so the proxy is not left waiting, and keep nothing.
-                io::copy(&mut stream, &mut io::sink()).map_err(ChannelError::from_io)?;
-                rx.finish(to.seg)?;
-                self.stores_aborted.fetch_add(1, Ordering::Relaxed);
-                log::warn!("refused a STORE of {key} ({len} bytes)");
-                return Ok(());
-            }
-        };
-        let mut headers = vec![0u8; meta.header_len as usize].into_boxed_slice();
-        let mut body = vec![0u8; meta.total_len as usize].into_boxed_slice();
+        let takes = self.backend.accept_len().is_some_and(|most| len <= most);
+        if envelope.stream.body_len != len || !takes {
+            // Not something we keep (the proxy should not have sent it): read it off so
+            // the proxy is not left waiting, and keep nothing.
+            io::copy(&mut stream, &mut io::sink()).map_err(ChannelError::from_io)?;
+            rx.finish(to.seg)?;
+            self.stores_aborted.fetch_add(1, Ordering::Relaxed);
+            log::warn!("refused a STORE of {key} ({len} bytes)");
+            return Ok(());
+        }
+        let mut headers = vec![0u8; envelope.stream.header_len as usize].into_boxed_slice();
+        let mut body = vec![0u8; len as usize].into_boxed_slice();
         let read = stream
             .read_exact(&mut headers)
             .and_then(|()| stream.read_exact(&mut body));
@@ -461,55 +519,55 @@ impl<S: Store> Shared<S> {
             return Err(ChannelError::Protocol("malformed header block"));
         }
         debug_assert!(headers.len() as u32 <= MAX_HEADER_BLOCK);
-        self.store.store(key, meta, headers, body);
+        self.backend.store(key, envelope.head, headers, body);
         rx.finish(to.seg)
     }
 
-    /// `name value` lines of counters, then one `worker I CALL KEY` line per worker
-    /// (`worker I idle` when it has nothing to do), which the proxy's live view shows.
-    fn stats_text(&self) -> String {
+    /// The cache's counters, then what each worker is doing, for STATS.
+    fn stats(&self) -> Stats {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut out = String::new();
         let own = [
-            ("pid", u64::from(std::process::id())),
             ("workers", self.workers.len() as u64),
             ("uptime_seconds", self.started.elapsed().as_secs()),
             ("stores_aborted", load(&self.stores_aborted)),
             ("messages_dropped", load(&self.dropped)),
             ("transfers_failed", load(&self.transfers_failed)),
         ];
-        for (name, value) in own.into_iter().chain(self.store.counters()) {
-            let _ = writeln!(out, "{name} {value}");
+        Stats {
+            pid: std::process::id(),
+            counters: own
+                .into_iter()
+                .chain(self.backend.counters())
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect(),
+            workers: self
+                .workers
+                .iter()
+                .map(|place| lock(place).clone())
+                .collect(),
         }
-        for (i, place) in self.workers.iter().enumerate() {
-            match &*lock(place) {
-                Some((call, key)) => writeln!(out, "worker {i} {call} {key}"),
-                None => writeln!(out, "worker {i} idle"),
-            }
-            .expect("writing to a String");
-        }
-        out
     }
 }
 
 /// One call's answer through one segment.
-struct Transfer<'a> {
+struct Answerer<'a> {
     seg: &'a Segment,
     generation: u64,
     timeout: Duration,
     chunk_delay: Duration,
 }
 
-impl Transfer<'_> {
-    fn send(&self, head: &Head, parts: &[&[u8]]) -> Result<(), ChannelError> {
+impl Answerer<'_> {
+    /// Sends `head`, then the stream: `headers` (a header block) and `body`.
+    fn send(&self, head: &Head, headers: &[u8], body: &[u8]) -> Result<(), ChannelError> {
         if self.chunk_delay.is_zero() {
-            return channel::send(self.seg, self.generation, head, parts, self.timeout);
+            return channel::send(self.seg, self.generation, head, headers, body, self.timeout);
         }
         // Slow motion: about one slot's worth at a time, with a pause before each.
-        let len = parts.iter().map(|p| p.len() as u64).sum();
-        let mut tx = Sender::start(self.seg, self.generation, head, len, self.timeout)?;
-        for piece in parts
-            .iter()
+        let stream = stream_of(headers, body);
+        let mut tx = Sender::start(self.seg, self.generation, head, stream, self.timeout)?;
+        for piece in [headers, body]
+            .into_iter()
             .flat_map(|p| p.chunks(self.seg.slot_capacity()))
         {
             std::thread::sleep(self.chunk_delay);
@@ -519,8 +577,8 @@ impl Transfer<'_> {
         tx.finish(self.seg)
     }
 
-    fn missing(&self, accept_len: u64) -> Result<(), ChannelError> {
-        self.send(&Head::Missing { accept_len }, &[])
+    fn missing(&self, accept_len: Option<u64>) -> Result<(), ChannelError> {
+        self.send(&Head::Missing { accept_len }, &[], &[])
     }
 
     /// Answers with `entry` as `conditions` decide: its header block, then the bytes the
@@ -534,10 +592,13 @@ impl Transfer<'_> {
     ) -> Result<(), ChannelError> {
         let meta = entry.meta();
         let outcome = conditions.evaluate(&meta.validators());
+        let (start, len) = match outcome.body_range(meta.total_len) {
+            Some(range) if !head_only => range,
+            _ => (0, 0),
+        };
         let head = Head::Found { meta, outcome };
-        let (start, len) = head.body_range(head_only);
         let body = &entry.body()[start as usize..(start + len) as usize];
-        self.send(&head, &[entry.headers(), body])?;
+        self.send(&head, entry.headers(), body)?;
         // Tests read this line to see how many bytes crossed the channel.
         log::debug!(
             "sent {key}: {len} bytes {start}..{} of {}",
@@ -549,12 +610,12 @@ impl Transfer<'_> {
 }
 
 /// A transfer's stream as `Read`, for the STORE side.
-struct Stream<'a> {
+struct Incoming<'a> {
     seg: &'a Segment,
     rx: &'a mut Receiver,
 }
 
-impl Read for Stream<'_> {
+impl Read for Incoming<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         Ok(self.rx.read(self.seg, buf)?)
     }
@@ -582,8 +643,13 @@ struct Kept {
     busy: AtomicBool,
 }
 
-/// How long a call waits for the previous user of its mapping to let go.
-const BUSY_WAIT: Duration = Duration::from_millis(100);
+/// How long a call waits for the previous user of its mapping to let go. That worker has
+/// posted its last chunk and is on its way out; the proxy may have read the answer, taken
+/// the segment back and sent the next call before it returns, and on a loaded machine a
+/// preempted thread can take a good part of a second to run again (100 ms was seen too
+/// short under a benchmark: the call was dropped and its request waited out the cache
+/// timeout). A duplicate call waits this long too, then finds its generation stale.
+const BUSY_WAIT: Duration = Duration::from_secs(1);
 
 /// Exclusive use of a kept mapping for one call; released when dropped.
 struct InUse(Arc<Kept>);

@@ -61,7 +61,10 @@ pub(super) fn timespec(at: Duration) -> libc::timespec {
     }
 }
 
-/// Whether a process with this pid exists (EPERM means it exists but is not ours).
+/// Whether a process with this pid is alive: it exists (EPERM means it exists but is not
+/// ours) and is not a zombie. A zombie has exited, only its parent has not reaped it yet
+/// (a proxy killed in a container without an init, say): `kill(pid, 0)` still succeeds
+/// on it, so its state is read from `/proc/PID/stat` too.
 pub fn process_alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
@@ -71,7 +74,22 @@ pub fn process_alive(pid: u32) -> bool {
     }
     // SAFETY: signal 0 performs only the existence and permission check.
     let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !matches!(process_state(pid), Some('Z' | 'X'))
+}
+
+/// A process's state letter from `/proc/PID/stat` (`R`, `S`, `Z` …), if /proc can say.
+fn process_state(pid: libc::pid_t) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_state(&stat)
+}
+
+/// The state field of a `/proc/PID/stat` line: the first field after the command name,
+/// which is in parentheses and may itself hold spaces and parentheses, so the last `)`
+/// ends it.
+fn stat_state(stat: &str) -> Option<char> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.trim_start().chars().next()
 }
 
 /// A handle on one process that, unlike its pid, cannot come to mean another process once
@@ -114,5 +132,39 @@ impl ProcessHandle {
         // timeout makes the call return at once.
         let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
         rc > 0 && pfd.revents & libc::POLLIN != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_of_a_stat_line() {
+        assert_eq!(stat_state("42 (webproxy) S 1 42 42 0"), Some('S'));
+        assert_eq!(stat_state("42 (a) b) (c) Z 1 42"), Some('Z'));
+        assert_eq!(stat_state("garbage"), None);
+    }
+
+    #[test]
+    fn this_process_is_alive() {
+        assert!(process_alive(std::process::id()));
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not reaped: it stays a zombie until `wait`.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while process_state(pid as libc::pid_t) != Some('Z') {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never became a zombie"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!process_alive(pid));
+        child.wait().unwrap();
     }
 }

@@ -82,9 +82,14 @@ pub struct Proc {
 
 impl Proc {
     fn start(what: &'static str, exe: &str, args: &[&str]) -> Proc {
+        Proc::start_logged(what, exe, args, "debug")
+    }
+
+    /// Starts `exe` with `RUST_LOG` set to `rust_log`, without waiting for it to be ready.
+    pub fn start_logged(what: &'static str, exe: &str, args: &[&str], rust_log: &str) -> Proc {
         let mut child = Command::new(exe)
             .args(args)
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

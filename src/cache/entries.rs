@@ -1,15 +1,13 @@
-//! The cache's contents: whole objects in memory within a byte budget, the least recently
+//! The cache's entries: whole objects in memory within a byte budget, the least recently
 //! used going first when an insert would pass it.
 
 use std::collections::HashMap;
-use std::fs::Metadata;
-use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use super::preload::Source;
-use crate::ipc::{Etag, Meta, unix_now};
+use crate::ipc::{Etag, Identity, Lifetime, Meta, StoreHead, unix_now};
 
 /// One cached response: status, header block, validators and freshness beside the body.
 /// Shared by `Arc` so that a transfer in progress keeps its bytes alive even if the entry
@@ -22,30 +20,55 @@ pub struct Entry {
     pub headers: Box<[u8]>,
     pub body: Box<[u8]>,
     pub modified: Option<SystemTime>,
-    /// Entity tag, quotes included (see [`file_etag`]); `None` for an origin's object that
-    /// came without one, so that hits and misses carry the same validators.
+    /// Entity tag, quotes included (see [`crate::file::etag`]); `None` for an origin's
+    /// object that came without one, so that hits and misses carry the same validators.
     pub etag: Option<Etag>,
-    /// The identity of these bytes: of the file they came from ([`file_version`]), or,
-    /// when there is no file (an origin's object), a number no other entry has had (see
-    /// [`unique_version`]). A response paused half-way compares it before it takes the
+    /// Which bytes these are: the version of the file they came from, or, when there is no
+    /// file (an origin's object), a number no other entry has had (see
+    /// `unique_identity`). A response paused half-way compares it before it takes the
     /// rest, so it can never splice two versions of an object together.
-    pub source_version: u64,
+    pub identity: Identity,
     /// For a preloaded entry, the file it was read from: the cache checks that file itself
     /// once the entry expires (see [`preload::check`](super::preload::check)). `None` for
     /// what the proxy stored.
-    pub(super) source: Option<Source>,
+    pub(super) preloaded: Option<Preloaded>,
     /// When it was stored or last found unchanged, seconds since the Unix epoch; renewed in
     /// place, so it is an atomic.
     stored_at: AtomicU64,
-    /// Freshness lifetime in seconds from `stored_at` (`u64::MAX`: forever).
-    max_age: AtomicU64,
+    /// Freshness lifetime from `stored_at` in seconds, 0 for must-validate (see
+    /// [`Lifetime::secs`]); renewed in place, so it is an atomic.
+    lifetime: AtomicU64,
 }
 
-/// A version for bytes that came from no file: unique within this process (a counter)
+/// Where a preloaded entry came from, kept with it.
+#[derive(Debug)]
+pub(super) struct Preloaded {
+    pub(super) path: PathBuf,
+    /// The preload's lifetime, given again each time the file is found unchanged or read
+    /// again.
+    pub(super) lifetime: Lifetime,
+    /// Held while the file is checked, so that concurrent requests for one expired entry
+    /// make one check (and read a changed file once), like the proxy's coalescing.
+    pub(super) checking: Mutex<()>,
+}
+
+impl Preloaded {
+    pub(super) fn new(path: PathBuf, lifetime: Lifetime) -> Preloaded {
+        Preloaded {
+            path,
+            lifetime,
+            checking: Mutex::new(()),
+        }
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// An identity for bytes that came from no file: unique within this process (a counter)
 /// and, with overwhelming likelihood, across restarts (it starts from the clock and pid).
-/// The top bit is set; [`file_version`]'s values may have it too, but they are hashes, so
-/// a collision is as likely as any other 64-bit one.
-fn unique_version() -> u64 {
+fn unique_identity() -> Identity {
     static NEXT: std::sync::OnceLock<AtomicU64> = std::sync::OnceLock::new();
     let next = NEXT.get_or_init(|| {
         let now = std::time::SystemTime::now()
@@ -54,27 +77,22 @@ fn unique_version() -> u64 {
         let seed = (now.as_nanos() as u64) ^ (u64::from(std::process::id()) << 40);
         AtomicU64::new(seed)
     });
-    next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) | 1 << 63
+    Identity::Unique(next.fetch_add(1, Ordering::Relaxed))
 }
 
 impl Entry {
-    /// A new entry for the response `meta` describes, fresh from now for `meta.max_age`
-    /// seconds (`meta.stored_at` is not taken: the clock of this store counts).
-    pub fn new(meta: &Meta, headers: Box<[u8]>, body: Box<[u8]>) -> Entry {
-        debug_assert_eq!(meta.total_len, body.len() as u64);
+    /// A new entry for the response `head` describes, fresh from now for its lifetime.
+    pub fn new(head: &StoreHead, headers: Box<[u8]>, body: Box<[u8]>) -> Entry {
         Entry {
-            status: meta.status,
+            status: head.status,
             headers,
             body,
-            modified: meta.modified,
-            etag: meta.etag,
-            source_version: match meta.source_version {
-                0 => unique_version(),
-                version => version,
-            },
-            source: None,
+            modified: head.modified,
+            etag: head.etag,
+            identity: head.file.map_or_else(unique_identity, Identity::File),
+            preloaded: None,
             stored_at: AtomicU64::new(unix_now()),
-            max_age: AtomicU64::new(meta.max_age),
+            lifetime: AtomicU64::new(head.lifetime.secs()),
         }
     }
 
@@ -83,19 +101,18 @@ impl Entry {
         Meta {
             status: self.status,
             total_len: self.body.len() as u64,
-            header_len: self.headers.len() as u32,
             modified: self.modified,
             etag: self.etag,
             stored_at: self.stored_at(),
-            max_age: self.max_age(),
-            source_version: self.source_version,
+            lifetime: self.lifetime(),
+            identity: self.identity,
         }
     }
 
-    /// The same entry, marked as read from `source`.
-    pub(super) fn with_source(self, source: Source) -> Entry {
+    /// The same entry, marked as read from the file `preloaded` names.
+    pub(super) fn with_source(self, preloaded: Preloaded) -> Entry {
         Entry {
-            source: Some(source),
+            preloaded: Some(preloaded),
             ..self
         }
     }
@@ -104,83 +121,21 @@ impl Entry {
         self.stored_at.load(Ordering::Relaxed)
     }
 
-    pub fn max_age(&self) -> u64 {
-        self.max_age.load(Ordering::Relaxed)
+    pub fn lifetime(&self) -> Lifetime {
+        Lifetime::from_secs(self.lifetime.load(Ordering::Relaxed))
     }
 
     /// Whether its lifetime has not yet passed.
     pub fn is_fresh(&self) -> bool {
-        unix_now().saturating_sub(self.stored_at()) < self.max_age()
+        self.lifetime()
+            .covers(unix_now().saturating_sub(self.stored_at()))
     }
 
-    /// Makes it fresh again for `max_age` seconds from now (it was found unchanged).
-    pub fn renew(&self, max_age: u64) {
-        self.max_age.store(max_age, Ordering::Relaxed);
+    /// Makes it fresh again for `lifetime` from now (it was found unchanged).
+    pub fn renew(&self, lifetime: Lifetime) {
+        self.lifetime.store(lifetime.secs(), Ordering::Relaxed);
         self.stored_at.store(unix_now(), Ordering::Relaxed);
     }
-}
-
-/// The entity tag of a file, in nginx's format: `"<mtime hex>-<length hex>"`. Computed from
-/// metadata alone, so the cache and secondary storage give one file the same tag without
-/// reading it; it changes whenever the file's length or modification second does.
-pub fn file_etag(modified: Option<SystemTime>, len: u64) -> String {
-    let secs = modified
-        .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs());
-    format!("\"{secs:x}-{len:x}\"")
-}
-
-/// The header block a file is served with, by the cache and by the proxy alike: its type
-/// (from the key's extension), entity tag and modification time.
-pub fn file_headers(key: &str, modified: Option<SystemTime>, etag: Option<&str>) -> Vec<u8> {
-    let mut block = String::new();
-    if let Some(modified) = modified {
-        block.push_str(&format!(
-            "Last-Modified: {}\r\n",
-            httpdate::fmt_http_date(modified)
-        ));
-    }
-    if let Some(etag) = etag {
-        block.push_str(&format!("ETag: {etag}\r\n"));
-    }
-    let content_type = mime_guess::from_path(key)
-        .first_raw()
-        .unwrap_or("application/octet-stream");
-    block.push_str(&format!("Content-Type: {content_type}\r\n"));
-    block.into_bytes()
-}
-
-/// An opaque 64-bit identity of a file's contents as `stat` sees them: device, inode,
-/// length, and modification and change times to the nanosecond. The entity tag (nginx's
-/// format, kept for clients) shows only the length and the modification second, so a
-/// rewrite of the same length within one second, a file replaced by another (a new inode)
-/// or one whose mtime was set back (the change time still moves) keep their tag but not
-/// this. Never 0, which means "unknown".
-pub fn file_version(meta: &Metadata) -> u64 {
-    stat_version([
-        meta.dev(),
-        meta.ino(),
-        meta.size(),
-        meta.mtime() as u64,
-        meta.mtime_nsec() as u64,
-        meta.ctime() as u64,
-        meta.ctime_nsec() as u64,
-    ])
-}
-
-/// Folds the fields through a bijective mixer (splitmix64's finaliser), one after the
-/// other: with the others fixed, each step is a bijection of the field it takes in, so two
-/// stats that differ in any one field never get the same version.
-fn stat_version(fields: [u64; 7]) -> u64 {
-    let mix = |mut z: u64| {
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
-    let version = fields
-        .iter()
-        .fold(0x9e37_79b9_7f4a_7c15, |h, &field| mix(h ^ field));
-    version.max(1)
 }
 
 /// Bytes charged per entry on top of its body and key: the slot, the map bucket, the `Arc`
@@ -194,9 +149,9 @@ pub enum Refused {
     TooLarge,
 }
 
-/// Counters the store keeps about itself.
+/// Counters the entries keep about themselves.
 #[derive(Debug, Default)]
-pub struct StoreStats {
+pub struct Counters {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     pub inserts: AtomicU64,
@@ -208,11 +163,11 @@ pub struct StoreStats {
 /// slab of nodes that form a doubly linked recency list. One mutex guards it; it is held
 /// for pointer updates only, never while bytes are copied.
 #[derive(Debug)]
-pub struct Store {
+pub struct Entries {
     lru: Mutex<Lru>,
     capacity: u64,
     max_object: u64,
-    pub stats: StoreStats,
+    pub stats: Counters,
 }
 
 const NIL: usize = usize::MAX;
@@ -239,9 +194,9 @@ struct Node {
 
 fn cost(key: &str, entry: &Entry) -> u64 {
     let source = entry
-        .source
+        .preloaded
         .as_ref()
-        .map_or(0, |s| s.path().as_os_str().len());
+        .map_or(0, |p| p.path().as_os_str().len());
     let bytes = entry.body.len() + entry.headers.len() + key.len() + source;
     bytes as u64 + ENTRY_OVERHEAD
 }
@@ -320,15 +275,15 @@ impl Lru {
     }
 }
 
-impl Store {
+impl Entries {
     /// A store holding at most `capacity` bytes (see [`ENTRY_OVERHEAD`]) and no single
     /// object over `max_object` bytes.
-    pub fn new(capacity: u64, max_object: u64) -> Store {
-        Store {
+    pub fn new(capacity: u64, max_object: u64) -> Entries {
+        Entries {
             lru: Mutex::new(Lru::new()),
             capacity,
             max_object,
-            stats: StoreStats::default(),
+            stats: Counters::default(),
         }
     }
 
@@ -463,87 +418,24 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn meta(len: usize, max_age: u64) -> Meta {
-        Meta {
+    fn head(lifetime: Lifetime) -> StoreHead {
+        StoreHead {
             status: 200,
-            total_len: len as u64,
-            header_len: 0,
             modified: None,
             etag: None,
-            stored_at: 0,
-            max_age,
-            source_version: 0,
+            lifetime,
+            file: None,
         }
     }
 
     fn entry(len: usize) -> Entry {
         let body = vec![7; len].into_boxed_slice();
-        Entry::new(&meta(len, u64::MAX), Box::new([]), body)
-    }
-
-    #[test]
-    fn a_change_to_any_one_stat_field_changes_the_version() {
-        let base = [64769, 1234567, 21, 1_700_000_000, 5, 1_700_000_000, 7];
-        assert_eq!(stat_version(base), stat_version(base), "deterministic");
-        for field in 0..base.len() {
-            for delta in [1, 1 << 32, u64::MAX] {
-                let mut changed = base;
-                changed[field] = changed[field].wrapping_add(delta);
-                assert_ne!(stat_version(changed), stat_version(base), "field {field}");
-            }
-        }
-        assert_ne!(stat_version([0; 7]), 0, "0 is kept for unknown");
-    }
-
-    #[test]
-    fn same_length_same_second_rewrites_get_another_version_and_the_same_etag() {
-        use std::fs::{self, File};
-        use std::time::Duration;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f.txt");
-        fs::write(&path, b"one").unwrap();
-        let second = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(second)
-            .unwrap();
-        let first = fs::metadata(&path).unwrap();
-        assert_eq!(
-            file_version(&first),
-            file_version(&fs::metadata(&path).unwrap())
-        );
-
-        // Rewritten in place, the same length, the mtime 1 ns later in the same second.
-        fs::write(&path, b"two").unwrap();
-        let f = File::options().write(true).open(&path).unwrap();
-        f.set_modified(second + Duration::from_nanos(1)).unwrap();
-        let rewritten = fs::metadata(&path).unwrap();
-        assert_eq!(rewritten.ino(), first.ino());
-        assert_ne!(file_version(&rewritten), file_version(&first));
-        let etag = |m: &Metadata| file_etag(m.modified().ok(), m.len());
-        assert_eq!(etag(&rewritten), etag(&first), "nginx's tag cannot tell");
-
-        // Replaced by another file (another inode) with the same length and mtime.
-        let other = dir.path().join("g.txt");
-        fs::write(&other, b"new").unwrap();
-        File::options()
-            .write(true)
-            .open(&other)
-            .unwrap()
-            .set_modified(second + Duration::from_nanos(1))
-            .unwrap();
-        fs::rename(&other, &path).unwrap();
-        let replaced = fs::metadata(&path).unwrap();
-        assert_ne!(replaced.ino(), rewritten.ino());
-        assert_eq!(replaced.mtime_nsec(), rewritten.mtime_nsec());
-        assert_ne!(file_version(&replaced), file_version(&rewritten));
+        Entry::new(&head(Lifetime::from_secs(3600)), Box::new([]), body)
     }
 
     #[test]
     fn replace_and_remove_only_touch_the_entry_they_were_given() {
-        let store = Store::new(room_for(3, 100), 1000);
+        let store = Entries::new(room_for(3, 100), 1000);
         store.insert("a", entry(10)).unwrap();
         let old = store.get("a").unwrap();
         assert_eq!(
@@ -563,11 +455,26 @@ mod tests {
 
     #[test]
     fn freshness_and_renewal() {
-        let e = Entry::new(&meta(0, 0), Box::new([]), Box::new([]));
-        assert!(!e.is_fresh(), "a zero lifetime is stale at once (no-cache)");
-        e.renew(60);
+        let e = Entry::new(&head(Lifetime::MustValidate), Box::new([]), Box::new([]));
+        assert!(!e.is_fresh(), "stale at once (no-cache)");
+        assert_eq!(e.meta().lifetime, Lifetime::MustValidate);
+        e.renew(Lifetime::from_secs(60));
         assert!(e.is_fresh());
-        assert!(entry(1).is_fresh(), "forever");
+        assert_eq!(e.meta().lifetime, Lifetime::from_secs(60));
+    }
+
+    #[test]
+    fn an_entry_from_no_file_gets_an_identity_of_its_own() {
+        let (a, b) = (entry(1), entry(1));
+        assert!(matches!(a.identity, Identity::Unique(_)));
+        assert_ne!(a.identity, b.identity);
+        let file = crate::ipc::FileVersion(7);
+        let from_file = StoreHead {
+            file: Some(file),
+            ..head(Lifetime::MustValidate)
+        };
+        let e = Entry::new(&from_file, Box::new([]), Box::new([]));
+        assert_eq!(e.identity, Identity::File(file));
     }
 
     /// Capacity for exactly `n` entries of `len` bytes under one-letter keys.
@@ -577,7 +484,7 @@ mod tests {
 
     #[test]
     fn evicts_least_recently_used_first() {
-        let store = Store::new(room_for(3, 100), 1000);
+        let store = Entries::new(room_for(3, 100), 1000);
         for k in ["a", "b", "c"] {
             assert_eq!(store.insert(k, entry(100)), Ok(0));
         }
@@ -594,7 +501,7 @@ mod tests {
     #[test]
     fn never_holds_more_than_its_capacity() {
         let cap = room_for(5, 1000);
-        let store = Store::new(cap, cap);
+        let store = Entries::new(cap, cap);
         for i in 0..200usize {
             let key = format!("{}", (b'a' + (i % 26) as u8) as char);
             let _ = store.insert(&key, entry((i * 37) % 3000));
@@ -604,7 +511,7 @@ mod tests {
 
     #[test]
     fn replacing_reaccounts_and_large_objects_are_refused() {
-        let store = Store::new(room_for(2, 100), 150);
+        let store = Entries::new(room_for(2, 100), 150);
         store.insert("a", entry(100)).unwrap();
         store.insert("a", entry(50)).unwrap();
         assert_eq!(store.size(), (1, 50 + 1 + ENTRY_OVERHEAD));
@@ -617,7 +524,7 @@ mod tests {
 
     #[test]
     fn an_evicted_entry_stays_alive_while_in_use() {
-        let store = Store::new(room_for(1, 10), 10);
+        let store = Entries::new(room_for(1, 10), 10);
         store.insert("a", entry(10)).unwrap();
         let held = store.get("a").unwrap();
         store.insert("b", entry(10)).unwrap();
