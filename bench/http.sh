@@ -9,13 +9,19 @@
 #   bench/http.sh                                   # REPEAT=3 DURATION=5: about 6 minutes
 #   REPEAT=1 DURATION=2 bench/http.sh               # a smoke run, about 1 minute
 #   PROXY_ARGS="-z 256K -k 4" bench/http.sh         # extra webproxy flags
+#   MODE=origin bench/http.sh                       # caches in front of an HTTP origin:
+#                                                   # webproxy -s, nginx proxy_cache and
+#                                                   # Varnish; hits and misses (see
+#                                                   # origin_mode below), about 4 minutes
 #
 # Needs wrk and curl; nginx is optional:   apt-get install -y wrk curl nginx-light
+# MODE=origin needs nginx and Varnish:     apt-get install -y nginx-light varnish
 #
 # Environment:
 #   REPEAT      runs of each case; the table shows the median run (default 3)
 #   DURATION    seconds of each wrk run (default 5)
-#   CONNS       connection counts to try (default "1 16"); wrk uses 1 thread for 1
+#   MODE        "origin" for the origin mode; otherwise webproxy serves a directory
+#   CONNS       connection counts to try (default "1 16", origin mode 16); wrk uses 1 thread for 1
 #               connection and 2 threads (the machine's 2 cores) otherwise
 #   PROXY_ARGS  extra flags for webproxy, e.g. "-z 1M -n 16 -k 4" (default: none, so
 #               webproxy's defaults: 8 threads, 8 segments of 256K, 4 slots)
@@ -28,7 +34,8 @@
 #               its own, not by webproxy's --spawn-cache; BASELINE_CACHE_ARGS the same for
 #               the baseline's cache. With BASELINE set to this build's own directory, this
 #               compares two settings of the cache in one run.
-#   FILES       which of the files to try (default "1KiB.bin 64KiB.bin 1MiB.bin 16MiB.bin")
+#   FILES       which of the files to try (default "1KiB.bin 64KiB.bin 1MiB.bin 16MiB.bin";
+#               origin mode "1KiB.bin 1MiB.bin")
 #
 # What it does: builds webproxy, shmcached and the memserve example in release mode; writes
 # 1 KiB, 64 KiB, 1 MiB and 16 MiB files of random bytes into a fresh temporary directory;
@@ -62,7 +69,11 @@ set -euo pipefail
 
 REPEAT=${REPEAT:-3}
 DURATION=${DURATION:-5}
-CONNS=${CONNS:-"1 16"}
+if [ "${MODE:-}" = origin ]; then
+    CONNS=${CONNS:-16}
+else
+    CONNS=${CONNS:-"1 16"}
+fi
 PROXY_ARGS=${PROXY_ARGS:-}
 KEEP=${KEEP:-0}
 
@@ -107,7 +118,11 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # The files: name and size in bytes, smallest first.
-read -r -a files <<<"${FILES:-1KiB.bin 64KiB.bin 1MiB.bin 16MiB.bin}"
+if [ "${MODE:-}" = origin ]; then
+    read -r -a files <<<"${FILES:-1KiB.bin 1MiB.bin}"
+else
+    read -r -a files <<<"${FILES:-1KiB.bin 64KiB.bin 1MiB.bin 16MiB.bin}"
+fi
 declare -A size=([1KiB.bin]=1024 [64KiB.bin]=65536 [1MiB.bin]=1048576 [16MiB.bin]=16777216)
 for f in "${files[@]}"; do
     head -c "${size[$f]}" /dev/urandom >"$www/$f"
@@ -116,6 +131,261 @@ done
 
 # What our servers log once they listen.
 LISTENING='listening on http://127\.0\.0\.1:[0-9]+'
+
+# Origin mode (MODE=origin): caches in front of one HTTP origin, measured in one
+# interleaved run. The origin is nginx serving the files of $www, under /hit/ with
+# `Cache-Control: max-age=3600` and under /miss/ with `Cache-Control: no-store`, with
+# keep-alive. In front of it, each with an empty cache:
+#   webproxy  --spawn-cache EMPTY-DIR -s http://127.0.0.1:ORIGIN $PROXY_ARGS
+#   nginx     proxy_cache (keys_zone 10m, max 1g), upstream keepalive 16, HTTP/1.1 upstream
+#   varnish   varnishd -a … -b 127.0.0.1:ORIGIN -s malloc,256m -p thread_pools=1
+#   baseline  (with BASELINE=DIR) the webproxy of another build, same flags
+#   origin    the origin itself, for reference
+# Cases: hits (`/hit/FILE`, fetched once before measuring, so every request counted is a
+# fresh hit) and misses (`/miss/FILE?UNIQUE`: a wrk script gives every request its own
+# key, so nothing is coalesced or stored; each one crosses the cache to the origin).
+origin_mode() {
+    local s f kind c t url out r e key n total
+    for tool in varnishd nginx; do
+        if ! command -v "$tool" >/dev/null 2>&1; then
+            echo "http.sh: MODE=origin needs $tool (apt-get install -y nginx-light varnish)" >&2
+            exit 1
+        fi
+    done
+    local servers=(webproxy nginx varnish)
+    declare -A port
+
+    # The origin.
+    port[origin]=$(free_port)
+    mkdir -p "$tmp/origin"
+    cat >"$tmp/origin/nginx.conf" <<NGINX
+daemon off;
+worker_processes auto;
+pid $tmp/origin/nginx.pid;
+error_log $tmp/origin/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 1000000000;
+    keepalive_timeout 65s;
+    open_file_cache max=64 inactive=60s;
+    client_body_temp_path $tmp/origin/body;
+    proxy_temp_path $tmp/origin/proxy;
+    fastcgi_temp_path $tmp/origin/fastcgi;
+    uwsgi_temp_path $tmp/origin/uwsgi;
+    scgi_temp_path $tmp/origin/scgi;
+    server {
+        listen 127.0.0.1:${port[origin]};
+        location /hit/ { alias $www/; add_header Cache-Control "max-age=3600"; }
+        location /miss/ { alias $www/; add_header Cache-Control "no-store"; }
+    }
+}
+NGINX
+    nginx -p "$tmp/origin" -c "$tmp/origin/nginx.conf" -e "$tmp/origin/error.log" \
+        2>>"$tmp/origin/error.log" &
+    pids+=($!)
+    local origin_url=http://127.0.0.1:${port[origin]}
+
+    # webproxy (and the baseline build), each with an empty cache of its own.
+    mkdir -p "$tmp/empty"
+    start_webproxy() { # key, build dir, instance
+        # shellcheck disable=SC2086 # PROXY_ARGS is a list of flags
+        RUST_LOG=info,access=off "$2/webproxy" --name "$3" --port 0 \
+            --spawn-cache "$tmp/empty" -s "$origin_url" $PROXY_ARGS 2>"$tmp/$1.log" &
+        pids+=($!)
+        port[$1]=$(wait_port "$!" "$tmp/$1.log" "$LISTENING")
+    }
+    start_webproxy webproxy "$bin" "$name"
+    if [ -n "${BASELINE:-}" ]; then
+        start_webproxy baseline "$BASELINE" "${name}b"
+        servers+=(baseline)
+    fi
+
+    # nginx proxy_cache, as one would deploy it in front of this origin.
+    port[nginx]=$(free_port)
+    mkdir -p "$tmp/nginx"
+    cat >"$tmp/nginx/nginx.conf" <<NGINX
+daemon off;
+worker_processes auto;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    tcp_nodelay on;
+    keepalive_requests 1000000000;
+    keepalive_timeout 65s;
+    client_body_temp_path $tmp/nginx/body;
+    proxy_temp_path $tmp/nginx/proxy;
+    fastcgi_temp_path $tmp/nginx/fastcgi;
+    uwsgi_temp_path $tmp/nginx/uwsgi;
+    scgi_temp_path $tmp/nginx/scgi;
+    proxy_cache_path $tmp/nginx/cache levels=1:2 keys_zone=bench:10m max_size=1g;
+    upstream origin {
+        server 127.0.0.1:${port[origin]};
+        keepalive 16;
+    }
+    server {
+        listen 127.0.0.1:${port[nginx]};
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache bench;
+            add_header X-Cache \$upstream_cache_status;
+        }
+    }
+}
+NGINX
+    nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" -e "$tmp/nginx/error.log" \
+        2>>"$tmp/nginx/error.log" &
+    pids+=($!)
+
+    # Varnish, as NOTES.md starts it: its own work folder, one thread pool, memory storage.
+    port[varnish]=$(free_port)
+    mkdir -m 755 "$tmp/varnish"
+    varnishd -F -a "127.0.0.1:${port[varnish]}" -b "127.0.0.1:${port[origin]}" \
+        -s malloc,256m -n "$tmp/varnish" -p thread_pools=1 >"$tmp/varnish.log" 2>&1 &
+    pids+=($!)
+
+    # Every server must serve every file whole; a cache's second answer must be a hit.
+    local hit_header
+    for s in origin "${servers[@]}"; do
+        for f in "${files[@]}"; do
+            for i in $(seq 100); do
+                curl -sf -o "$tmp/body" "http://127.0.0.1:${port[$s]}/hit/$f" && break
+                sleep 0.1
+            done
+            if ! cmp -s "$tmp/body" "$www/$f"; then
+                echo "http.sh: $s does not serve /hit/$f correctly" >&2
+                exit 1
+            fi
+            [ "$s" != origin ] || continue
+            hit_header=$(curl -sf -o "$tmp/body" -D - "http://127.0.0.1:${port[$s]}/hit/$f")
+            case $s in
+                varnish) grep -qiE '^X-Varnish: [0-9]+ [0-9]+' <<<"$hit_header" ;;
+                *) grep -qi '^X-Cache: HIT' <<<"$hit_header" ;;
+            esac || { echo "http.sh: $s did not answer /hit/$f from its cache" >&2; exit 1; }
+            curl -sf -o "$tmp/body" "http://127.0.0.1:${port[$s]}/miss/$f?check" &&
+                cmp -s "$tmp/body" "$www/$f" ||
+                { echo "http.sh: $s does not serve /miss/$f correctly" >&2; exit 1; }
+        done
+    done
+    rm -f "$tmp/body"
+    servers+=(origin)
+
+    # Misses: a key of its own for every request (thread number and count).
+    cat >"$tmp/unique.lua" <<'LUA'
+local threads = 0
+function setup(thread)
+    threads = threads + 1
+    thread:set("tid", threads)
+end
+local n = 0
+function request()
+    n = n + 1
+    return wrk.format(nil, wrk.path .. "?" .. tid .. "-" .. n)
+end
+LUA
+
+    declare -A rps errors
+    local kinds=(hit miss)
+    total=$((REPEAT * ${#files[@]} * ${#kinds[@]} * $(wc -w <<<"$CONNS") * ${#servers[@]}))
+    echo "http.sh: $total wrk runs of ${DURATION}s each; servers: ${servers[*]}" >&2
+    n=0
+    for rep in $(seq "$REPEAT"); do
+        for kind in "${kinds[@]}"; do
+            for f in "${files[@]}"; do
+                for c in $CONNS; do
+                    t=$((c < 2 ? 1 : 2))
+                    for s in "${servers[@]}"; do
+                        n=$((n + 1))
+                        url=http://127.0.0.1:${port[$s]}/$kind/$f
+                        out=$tmp/wrk.$s.$kind.$f.c$c.$rep.txt
+                        script=()
+                        [ "$kind" = hit ] || script=(-s "$tmp/unique.lua")
+                        wrk -t"$t" -c"$c" -d"${DURATION}s" --timeout 10s "${script[@]}" "$url" \
+                            >"$out" 2>&1 || true
+                        r=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+                        e=$(awk '/Non-2xx or 3xx responses:/ {n += $NF}
+                                 /Socket errors:/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10}
+                                 END {print n + 0}' "$out")
+                        [ -n "$r" ] || { r=0; e=$((e + 1)); }
+                        key="$s $kind $f $c"
+                        rps[$key]="${rps[$key]:-} $r"
+                        errors[$key]=$((${errors[$key]:-0} + e))
+                        printf 'http.sh: [%d/%d] run %d %-8s %-4s %-10s c%-3s %10.1f req/s%s\n' \
+                            "$n" "$total" "$rep" "$s" "$kind" "$f" "$c" "$r" \
+                            "$([ "$e" = 0 ] || echo "  ($e errors)")" >&2
+                    done
+                done
+            done
+        done
+    done
+
+    echo
+    echo "shmcache origin-mode HTTP benchmark ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs)"
+    echo "median of $REPEAT run(s) of wrk -d${DURATION}s on 127.0.0.1, requests/s"
+    echo "origin:   $(nginx -v 2>&1 | sed 's/.*: //') serving files; /hit/ max-age=3600, /miss/ no-store"
+    echo "webproxy: --spawn-cache EMPTY -s ORIGIN${PROXY_ARGS:+ $PROXY_ARGS}"
+    echo "nginx:    proxy_cache, upstream keepalive 16"
+    echo "varnish:  $(varnishd -V 2>&1 | head -1 | sed 's/ revision.*//;s/[()]//g'), -s malloc,256m -p thread_pools=1"
+    [ -z "${BASELINE:-}" ] || echo "baseline: $BASELINE"
+    echo "misses: every request has its own key (a wrk script), so each one reaches the origin"
+    echo
+    local header="case            conns"
+    for s in "${servers[@]}"; do header+=$(printf ' %12s' "$s"); done
+    header+=$(printf ' %14s' "/best-other")
+    [ -z "${BASELINE:-}" ] || header+=$(printf ' %10s' "/baseline")
+    echo "$header"
+    local marked=0 line best
+    for kind in "${kinds[@]}"; do
+        for f in "${files[@]}"; do
+            for c in $CONNS; do
+                line=$(printf '%-4s %-10s %5s' "$kind" "${f%.bin}" "$c")
+                declare -A med=()
+                for s in "${servers[@]}"; do
+                    key="$s $kind $f $c"
+                    med[$s]=$(median "${rps[$key]}")
+                    mark=" "
+                    if [ "${errors[$key]}" != 0 ]; then
+                        mark="!"
+                        marked=1
+                    fi
+                    line+=$(awk -v r="${med[$s]}" -v m="$mark" 'BEGIN {printf " %11.1f%s", r, m}')
+                done
+                best=$(awk -v a="${med[nginx]}" -v b="${med[varnish]}" 'BEGIN {print (a > b ? a : b)}')
+                line+=$(awk -v a="${med[webproxy]}" -v b="$best" \
+                    'BEGIN {if (b > 0) printf " %13.2fx", a / b; else printf " %14s", "-"}')
+                if [ -n "${BASELINE:-}" ]; then
+                    line+=$(awk -v a="${med[webproxy]}" -v b="${med[baseline]}" \
+                        'BEGIN {if (b > 0) printf " %9.2fx", a / b; else printf " %10s", "-"}')
+                fi
+                unset med
+                echo "$line"
+            done
+        done
+    done
+    echo
+    echo "/best-other: webproxy's requests/s divided by the better of nginx and varnish."
+    [ -z "${BASELINE:-}" ] || echo "/baseline: webproxy's requests/s divided by the baseline build's."
+    if [ "$marked" = 1 ]; then
+        echo "!: errors (non-2xx, socket errors or timeouts) in at least one run; KEEP=1 keeps wrk's output."
+    fi
+}
+
+median() {
+    tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'
+}
+
+if [ "${MODE:-}" = origin ]; then
+    origin_mode
+    exit 0
+fi
 
 declare -A port
 servers=(webproxy memserve)
@@ -257,10 +527,6 @@ for rep in $(seq "$REPEAT"); do
         done
     done
 done
-
-median() {
-    tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'
-}
 
 echo
 echo "shmcache end-to-end HTTP benchmark ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs)"

@@ -66,10 +66,13 @@ wait_port() {
     return 1
 }
 
-# A port nobody listens on (nginx needs one in its config).
+# A port nobody listens on (nginx and varnishd need one on their command lines). It is
+# taken below the kernel's ephemeral range (32768 and up by default), where a port can
+# also be the local end of some outgoing connection, which a listener then cannot bind.
 free_port() {
-    local p
-    for p in $(shuf -i 20000-60000 -n 100); do
+    local p low
+    read -r low _ </proc/sys/net/ipv4/ip_local_port_range
+    for p in $(shuf -i 20000-$((low > 20100 ? low - 1 : 32767)) -n 100); do
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             echo "$p"
             return 0

@@ -113,6 +113,12 @@ pub struct Webproxy {
     /// Seconds an origin may stay silent while it sends.
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
     pub origin_read_timeout: Duration,
+    /// Idle connections kept open to the origin for reuse (0: a connection per request).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub origin_keepalive: usize,
+    /// Seconds an idle origin connection is kept.
+    #[arg(long, value_name = "SECONDS", default_value = "4", value_parser = parse_seconds)]
+    pub origin_idle_timeout: Duration,
     /// Seconds a miss waits for another request's fetch of the same key before fetching
     /// on its own.
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]

@@ -508,3 +508,364 @@ fn stale_while_revalidate_serves_at_once_and_validates_behind() {
     assert_eq!(asked(&origin, "/s"), 2);
     stop_and_check_clean(&name, vec![proxy, cache]);
 }
+
+#[test]
+fn origin_connections_are_kept_and_a_failed_reuse_is_retried_only_when_idempotent() {
+    // Each connection answers its first request and is closed by the origin when a second
+    // one arrives on it: the race of an origin closing an idle connection, every time.
+    let origin = Scripted::start(|seen, n| {
+        if seen.nth_on_connection > 1 {
+            return Answer::disconnect();
+        }
+        let body = format!("{} {} #{n}", seen.method, seen.target);
+        Answer::new(200, &[("Cache-Control", "no-store")], body.as_bytes())
+    });
+    let (name, cache, proxy, addr) = start("o-retry", &origin);
+
+    assert_eq!(get(addr, "/a").body, b"GET /a #1");
+    // On the kept connection, then again on a new one; the client sees only the answer.
+    let r = get(addr, "/b");
+    assert_eq!((r.status, &r.body[..]), (200, &b"GET /b #3"[..]));
+    let b: Vec<(usize, usize)> = origin
+        .seen()
+        .iter()
+        .filter(|s| s.target == "/b")
+        .map(|s| (s.connection, s.nth_on_connection))
+        .collect();
+    assert_eq!(
+        b,
+        [(0, 2), (1, 1)],
+        "sent on the kept connection, then once more"
+    );
+
+    // A POST never meets a kept connection, so it is never sent twice.
+    let before = origin.count();
+    let r = request_with_body(addr, "POST", "/c", &[], b"once");
+    assert_eq!((r.status, &r.body[..]), (200, &b"POST /c #4"[..]));
+    let posts: Vec<Seen> = origin.seen().into_iter().skip(before).collect();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert_eq!(
+        (posts[0].nth_on_connection, &posts[0].body[..]),
+        (1, &b"once"[..])
+    );
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn misses_share_one_origin_connection_unless_keepalive_is_off() {
+    let origin = Scripted::start(|seen, _| {
+        Answer::new(
+            200,
+            &[("Cache-Control", "no-store")],
+            seen.target.as_bytes(),
+        )
+    });
+    let (name, cache, proxy, addr) = start("o-keep", &origin);
+    for path in ["/1", "/2", "/3"] {
+        assert_eq!(get(addr, path).body, path.as_bytes());
+    }
+    let seen = origin.seen();
+    assert!(seen.iter().all(|s| s.connection == 0), "{seen:?}");
+    assert_eq!(seen.last().unwrap().nth_on_connection, 3);
+    assert_eq!(seen[0].header("connection"), None);
+    stop_and_check_clean(&name, vec![proxy, cache]);
+
+    let origin = Scripted::start(|seen, _| {
+        Answer::new(
+            200,
+            &[("Cache-Control", "no-store")],
+            seen.target.as_bytes(),
+        )
+    });
+    let name = instance("o-nokeep");
+    let cache = Proc::cache(&name, &[]);
+    let (proxy, addr) = Proc::proxy(&name, &["-s", &origin.url(), "--origin-keepalive", "0"]);
+    for path in ["/1", "/2"] {
+        assert_eq!(get(addr, path).body, path.as_bytes());
+    }
+    let seen = origin.seen();
+    let connections: Vec<usize> = seen.iter().map(|s| s.connection).collect();
+    assert_eq!(connections, [0, 1]);
+    assert_eq!(seen[0].header("connection"), Some("close"));
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn an_origin_that_closes_gets_504_for_what_must_be_revalidated_and_stale_for_the_rest() {
+    // RFC 9111 §5.2.2.2: "if a cache is disconnected, the cache MUST generate an error
+    // response rather than reuse the stale response … SHOULD be 504".
+    let origin = Scripted::start(|seen, _| {
+        let cc = match seen.target.as_str() {
+            "/must" => "max-age=1, must-revalidate",
+            "/s" => "s-maxage=1",
+            _ => "max-age=1",
+        };
+        if seen.header("if-none-match").is_some() {
+            return Answer::disconnect();
+        }
+        Answer::new(200, &[("Cache-Control", cc), ("ETag", "\"v\"")], b"stored")
+    });
+    let (name, cache, proxy, addr) = start("o-close", &origin);
+    for path in ["/must", "/s", "/plain"] {
+        assert_eq!(get(addr, path).body, b"stored");
+    }
+    let validated = |path: &str| {
+        origin
+            .seen()
+            .iter()
+            .any(|s| s.target == path && s.header("if-none-match").is_some())
+    };
+    for path in ["/must", "/s", "/plain"] {
+        let deadline = Instant::now() + Duration::from_secs(6);
+        let r = loop {
+            let r = get(addr, path);
+            if validated(path) {
+                break r;
+            }
+            assert_eq!(r.body, b"stored", "{path} before it expired");
+            assert!(Instant::now() < deadline, "{path} never expired");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        if path == "/plain" {
+            assert_eq!((r.status, &r.body[..]), (200, &b"stored"[..]), "{path}");
+        } else {
+            assert_eq!(r.status, 504, "{path}");
+            assert_ne!(r.body, b"stored", "{path}");
+        }
+    }
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn a_post_response_with_freshness_and_its_own_content_location_answers_later_gets() {
+    // RFC 9110 §9.3.3; the cache test suite's method-POST.
+    let origin = Scripted::start(|seen, n| {
+        let location = match seen.target.as_str() {
+            "/elsewhere" => "/other",
+            target => target,
+        };
+        let cc = if seen.target == "/heuristic" {
+            "public"
+        } else {
+            "max-age=60"
+        };
+        let body = format!("{} {} #{n}", seen.method, seen.target);
+        Answer::new(
+            200,
+            &[("Cache-Control", cc), ("Content-Location", location)],
+            body.as_bytes(),
+        )
+    });
+    let (name, cache, proxy, addr) = start("o-post", &origin);
+    for path in ["/post", "/elsewhere", "/heuristic"] {
+        let posted = request_with_body(addr, "POST", path, &[], b"form");
+        assert_eq!(posted.header("x-cache"), Some("MISS"));
+        let r = get(addr, path);
+        if path == "/post" {
+            assert_eq!(r.header("x-cache"), Some("HIT"), "{path}");
+            assert_eq!(r.body, posted.body, "the POST's response, byte for byte");
+        } else {
+            assert_eq!(r.header("x-cache"), Some("MISS"), "{path}");
+            assert_eq!(r.body, format!("GET {path} #{}", origin.count()).as_bytes());
+        }
+    }
+    // A POST is still forwarded every time, and replaces what it stored.
+    let again = request_with_body(addr, "POST", "/post", &[], b"form");
+    let r = get(addr, "/post");
+    assert_eq!((r.header("x-cache"), &r.body), (Some("HIT"), &again.body));
+    assert_eq!(
+        origin.seen().iter().filter(|s| s.method == "POST").count(),
+        4
+    );
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn a_variant_in_the_language_a_request_prefers_most_answers_it() {
+    // The cache test suite's vary-normalise-lang-select.
+    let origin = Scripted::start(|seen, n| {
+        let language = match seen.header("accept-language") {
+            Some(l) if l.starts_with("fr") && !l.contains("de") => "fr",
+            _ => "de",
+        };
+        Answer::new(
+            200,
+            &[
+                ("Cache-Control", "max-age=60"),
+                ("Vary", "Accept-Language"),
+                ("Content-Language", language),
+            ],
+            format!("{language} #{n}").as_bytes(),
+        )
+    });
+    let (name, cache, proxy, addr) = start("o-lang", &origin);
+    let ask = |value: &str| request(addr, "GET", "/doc", &[("Accept-Language", value)]);
+    assert_eq!(ask("en, de").body, b"de #1");
+    let r = ask("fr;q=0.5, de;q=1.0");
+    assert_eq!(
+        (r.header("x-cache"), &r.body[..]),
+        (Some("HIT"), &b"de #1"[..])
+    );
+    // Nothing stored in fr; a tie between fr and de selects nothing stored either.
+    assert_eq!(ask("fr").body, b"fr #2");
+    assert_eq!(ask("fr, de").header("x-cache"), Some("MISS"));
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn request_field_values_reach_the_origin_as_the_bytes_sent() {
+    // Issue 21: obs-text (Latin-1 é) and UTF-8 (é as two bytes) are octets to pass on,
+    // not text to re-encode (RFC 9110 §5.5).
+    let origin = Scripted::start(|_, _| Answer::new(200, &[("Cache-Control", "no-store")], b"ok"));
+    let (name, cache, proxy, addr) = start("o-bytes", &origin);
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    use std::io::Write;
+    s.write_all(
+        b"GET /x HTTP/1.1\r\nHost: t\r\nX-Obs: caf\xe9\r\nX-Utf8: caf\xc3\xa9\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let (status, _) = read_head(&mut std::io::BufReader::new(&s));
+    assert_eq!(status, 200);
+    // The origin reads each byte as one char.
+    let seen = origin.last();
+    assert_eq!(seen.header("x-obs"), Some("caf\u{e9}"));
+    assert_eq!(seen.header("x-utf8"), Some("caf\u{c3}\u{a9}"));
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+/// The bytes `range` (`bytes=a-b`, `a-` or `-n`) selects of `body`, as (start, end).
+fn byte_range(range: &str, len: usize) -> (usize, usize) {
+    let spec = range.strip_prefix("bytes=").unwrap();
+    let (a, b) = spec.split_once('-').unwrap();
+    match (a.parse::<usize>(), b.parse::<usize>()) {
+        (Ok(a), Ok(b)) => (a, b.min(len - 1)),
+        (Ok(a), Err(_)) => (a, len - 1),
+        (Err(_), Ok(n)) => (len - n, len - 1),
+        _ => panic!("{range}"),
+    }
+}
+
+#[test]
+fn partial_responses_are_stored_answer_ranges_within_them_and_are_completed() {
+    // RFC 9111 §3.3 and §3.4; the cache test suite's partial-store-partial-* tests.
+    const BODY: &[u8] = b"0123456789";
+    let origin = Scripted::start(|seen, _| {
+        let tagged = seen.target == "/r";
+        let mut headers = vec![("Cache-Control", "max-age=60")];
+        if tagged {
+            headers.push(("ETag", "\"r1\""));
+        }
+        if seen.target == "/bad" {
+            // A Content-Range that promises a byte more than the body has.
+            headers.push(("Content-Range", "bytes 4-9/10"));
+            return Answer::new(206, &headers, b"01234");
+        }
+        let if_range_fails = seen.header("if-range").is_some_and(|t| t != "\"r1\"");
+        match seen.header("range") {
+            Some(range) if !if_range_fails => {
+                let (a, b) = byte_range(range, BODY.len());
+                let content_range = format!("bytes {a}-{b}/{}", BODY.len());
+                headers.push(("Content-Range", &content_range));
+                Answer::new(206, &headers, &BODY[a..=b])
+            }
+            _ => Answer::new(200, &headers, BODY),
+        }
+    });
+    let (name, cache, proxy, addr) = start("o-partial", &origin);
+    let ranged = |path: &str, range: &str| request(addr, "GET", path, &[("Range", range)]);
+
+    let r = ranged("/r", "bytes=0-3");
+    assert_eq!((r.status, &r.body[..]), (206, &b"0123"[..]));
+    for (range, part, content_range) in [
+        ("bytes=1-2", &b"12"[..], "bytes 1-2/10"),
+        ("bytes=0-3", b"0123", "bytes 0-3/10"),
+        ("bytes=2-", b"23", "bytes 2-3/10"),
+    ] {
+        let r = ranged("/r", range);
+        if range == "bytes=2-" {
+            // Past the part: the origin's.
+            assert_eq!(r.header("x-cache"), Some("MISS"));
+            assert_eq!(r.body, b"23456789");
+            break;
+        }
+        assert_eq!((r.status, &r.body[..]), (206, part), "{range}");
+        assert_eq!(r.header("x-cache"), Some("HIT"), "{range}");
+        assert_eq!(r.header("content-range"), Some(content_range), "{range}");
+    }
+    assert_eq!(asked(&origin, "/r"), 2);
+
+    // The part stored now is bytes 2-9; a range inside it is a hit.
+    let r = ranged("/r", "bytes=-3");
+    assert_eq!(
+        (r.header("x-cache"), &r.body[..]),
+        (Some("HIT"), &b"789"[..])
+    );
+    // A part that is not the beginning is not completed: a GET is a plain miss.
+    let r = get(addr, "/r");
+    assert_eq!((r.status, &r.body[..]), (200, BODY));
+    assert_eq!(origin.last().header("range"), None);
+    assert_eq!(get(addr, "/r").header("x-cache"), Some("HIT"));
+
+    // A beginning is completed with a request for the rest, and the whole is stored.
+    assert_eq!(ranged("/c", "bytes=0-3").body, b"0123");
+    let r = get(addr, "/c");
+    assert_eq!((r.status, &r.body[..]), (200, BODY));
+    let asks: Vec<Option<String>> = origin
+        .seen()
+        .iter()
+        .filter(|s| s.target == "/c")
+        .map(|s| s.header("range").map(str::to_owned))
+        .collect();
+    // The rest was asked for, but without a strong validator the two cannot be combined
+    // (§3.4): fetched whole.
+    assert_eq!(
+        asks,
+        [
+            Some("bytes=0-3".to_owned()),
+            Some("bytes=4-".to_owned()),
+            None
+        ]
+    );
+    let r = get(addr, "/c");
+    assert_eq!((r.header("x-cache"), &r.body[..]), (Some("HIT"), BODY));
+
+    // A 206 whose body is shorter than its Content-Range says is passed on, not stored.
+    for _ in 0..2 {
+        assert_eq!(ranged("/bad", "bytes=-5").header("x-cache"), Some("MISS"));
+    }
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
+#[test]
+fn a_stored_beginning_and_the_rest_with_the_same_strong_etag_are_combined() {
+    const BODY: &[u8] = b"0123456789";
+    let origin = Scripted::start(|seen, _| {
+        let mut headers = vec![("Cache-Control", "max-age=60"), ("ETag", "\"r1\"")];
+        match seen.header("range") {
+            Some(range) if seen.header("if-range").is_none_or(|t| t == "\"r1\"") => {
+                let (a, b) = byte_range(range, BODY.len());
+                let content_range = format!("bytes {a}-{b}/{}", BODY.len());
+                headers.push(("Content-Range", &content_range));
+                Answer::new(206, &headers, &BODY[a..=b])
+            }
+            _ => Answer::new(200, &headers, BODY),
+        }
+    });
+    let (name, cache, proxy, addr) = start("o-combine", &origin);
+    let r = request(addr, "GET", "/r", &[("Range", "bytes=0-3")]);
+    assert_eq!(r.body, b"0123");
+    let r = get(addr, "/r");
+    assert_eq!((r.status, &r.body[..]), (200, BODY));
+    assert_eq!(r.header("content-range"), None);
+    let rest = origin.last();
+    assert_eq!(
+        (rest.header("range"), rest.header("if-range")),
+        (Some("bytes=4-"), Some("\"r1\""))
+    );
+    assert_eq!(origin.count(), 2, "combined, not fetched again");
+    let r = get(addr, "/r");
+    assert_eq!((r.header("x-cache"), &r.body[..]), (Some("HIT"), BODY));
+    assert_eq!(origin.count(), 2);
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}

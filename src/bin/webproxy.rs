@@ -133,6 +133,8 @@ fn run(args: Args) -> Result<(), String> {
         storage: args.server,
         origin_connect_timeout: args.origin_connect_timeout,
         origin_read_timeout: args.origin_read_timeout,
+        origin_keepalive: args.origin_keepalive,
+        origin_idle_timeout: args.origin_idle_timeout,
         coalesce_timeout: args.coalesce_timeout,
         ttl: args.ttl,
         stale_if_error: args.stale_if_error,

@@ -83,12 +83,13 @@ pub(crate) fn heuristically_cacheable(status: u16) -> bool {
 
 /// The status codes whose caching rules this cache follows (RFC 9111 §3: a 206, a 304, or
 /// a response with `must-understand` may only be stored when the status is understood).
-/// These are RFC 9110's final codes less 206, whose combining of partial content (§3.4)
-/// this cache does not do, and 304, which only ever freshens a stored response (§4.3.4).
+/// These are RFC 9110's final codes less 304, which only ever freshens a stored response
+/// (§4.3.4). A 206 is stored as a part (§3.3), which answers ranges within it and, with
+/// the rest, completes the response (§3.4).
 pub(crate) fn status_understood(status: u16) -> bool {
     matches!(
         status,
-        200..=205 | 300..=303 | 305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
+        200..=206 | 300..=303 | 305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
     )
 }
 
@@ -406,6 +407,13 @@ fn stale_forbidden(cc: &ResponseDirectives) -> bool {
         || cc.s_maxage.is_some()
 }
 
+/// Whether the stored response forbids being served stale (see `stale_forbidden`): when
+/// the origin cannot be reached to validate it, the cache must answer an error, which
+/// RFC 9111 §5.2.2.2 says "SHOULD be 504 (Gateway Timeout)".
+pub(crate) fn never_stale(meta: &ResponseMeta) -> bool {
+    stale_forbidden(&ResponseDirectives::from_headers(&meta.headers))
+}
+
 /// Whether the stored response may be served when validating it failed (the origin is
 /// unreachable, timed out, or answered 500, 502, 503 or 504: RFC 5861 §4), at `now`.
 ///
@@ -489,6 +497,76 @@ fn normalize_languages(value: &str) -> String {
     let mut members: Vec<String> = value.split(',').map(str::to_ascii_lowercase).collect();
     members.sort();
     members.join(",")
+}
+
+/// Whether a `Vary` value nominates Accept-Language and nothing else: then a stored
+/// response's Content-Language says what it was selected for.
+pub(crate) fn varies_by_language_only(vary: &str) -> bool {
+    let mut members = vary
+        .split(',')
+        .map(|m| m.trim_matches([' ', '\t']))
+        .filter(|m| !m.is_empty());
+    members
+        .next()
+        .is_some_and(|m| m.eq_ignore_ascii_case("accept-language"))
+        && members.all(|m| m.eq_ignore_ascii_case("accept-language"))
+}
+
+/// The language a request prefers above all others (RFC 9110 §12.5.4): the one language
+/// range of its Accept-Language with the highest weight, lower-cased; `None` when the
+/// field is absent or invalid, when two ranges share the highest weight, or when that
+/// range is `*` or weighs 0. A stored response in exactly that language is the one an
+/// origin selects for the request, whatever else the request lists (the cache test
+/// suite's `vary-normalise-lang-select`: `fr;q=0.5, de;q=1.0` is answered by the `de`
+/// response stored for `en, de`).
+pub(crate) fn preferred_language(request_headers: &[(String, String)]) -> Option<String> {
+    let value = field_value(request_headers, "accept-language")?;
+    let mut best: Option<(u16, String)> = None;
+    let mut tied = false;
+    for member in value.split(',') {
+        let mut parts = member.split(';').map(|p| p.trim_matches([' ', '\t']));
+        let range = parts.next().unwrap_or("");
+        if range.is_empty() {
+            continue;
+        }
+        if !range
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*')
+        {
+            return None;
+        }
+        let mut weight = 1000;
+        for param in parts {
+            let (name, q) = param.split_once('=')?;
+            if name.trim_matches([' ', '\t']).eq_ignore_ascii_case("q") {
+                weight = qvalue(q.trim_matches([' ', '\t']))?;
+            }
+        }
+        match &best {
+            Some((top, _)) if weight < *top => {}
+            Some((top, _)) if weight == *top => tied = true,
+            _ => {
+                best = Some((weight, range.to_ascii_lowercase()));
+                tied = false;
+            }
+        }
+    }
+    let (weight, range) = best?;
+    (!tied && weight > 0 && range != "*").then_some(range)
+}
+
+/// A qvalue (RFC 9110 §12.4.2: `0[.ddd]` or `1[.000]`) in thousandths.
+fn qvalue(q: &str) -> Option<u16> {
+    let (int, frac) = q.split_once('.').unwrap_or((q, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let frac: u16 = format!("{frac:0<3}").parse().ok()?;
+    match int {
+        "0" => Some(frac),
+        "1" if frac == 0 => Some(1000),
+        _ => None,
+    }
 }
 
 /// The secondary cache key of a request under a response's `Vary` value (RFC 9111 §4.1):
@@ -657,6 +735,36 @@ pub(crate) fn invalidation_targets(
         }
     }
     targets
+}
+
+/// Whether a response to a POST may be stored to answer later GET and HEAD requests for
+/// the target (RFC 9110 §9.3.3: "only cacheable when they include explicit freshness
+/// information … and a Content-Location header field that has the same value as the
+/// POST's target URI"), as a shared cache stores any response (§3). `content_location`
+/// is the response's Content-Location resolved against the target (see
+/// [`content_location`]); the caller compares it with the target as keys compare.
+pub(crate) fn post_response_storable(
+    request_headers: &[(String, String)],
+    status: u16,
+    response_headers: &[(String, String)],
+) -> bool {
+    let cc = ResponseDirectives::from_headers(response_headers);
+    let explicit =
+        cc.max_age.is_some() || cc.s_maxage.is_some() || has_field(response_headers, "expires");
+    explicit && status != 206 && storable("GET", request_headers, status, response_headers)
+}
+
+/// A response's Content-Location resolved against the request's origin-form `target`,
+/// when it names a URI of the same origin (see [`invalidation_targets`] for
+/// `authorities`).
+pub(crate) fn content_location(
+    target: &str,
+    authorities: &[&str],
+    response_headers: &[(String, String)],
+) -> Option<String> {
+    let target = target.split('#').next().unwrap_or(target);
+    first_line(response_headers, "content-location")
+        .and_then(|reference| resolve(target, reference, authorities))
 }
 
 /// `host[:port]` compared as URIs compare authorities for http (RFC 3986 §6.2.2.1,
@@ -862,14 +970,10 @@ mod tests {
         for status in [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501] {
             assert!(heuristically_cacheable(status), "{status}");
         }
-        // 206 is heuristically cacheable but not stored: this cache does not combine
-        // partial content, so it does not understand it (RFC 9111 §3, §3.4).
-        for status in [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501] {
+        for status in [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501] {
             assert!(storable("GET", &[], status, &[]), "{status}");
         }
-        for status in [
-            201, 202, 206, 302, 303, 307, 400, 403, 500, 502, 503, 504, 599,
-        ] {
+        for status in [201, 202, 302, 303, 307, 400, 403, 500, 502, 503, 504, 599] {
             assert!(!storable("GET", &[], status, &[]), "{status}");
         }
     }
@@ -920,9 +1024,9 @@ mod tests {
     }
 
     #[test]
-    fn storable_never_206_or_304() {
+    fn storable_206_but_never_304() {
         let fresh = h(&[("Cache-Control", "max-age=60, public")]);
-        assert!(!storable("GET", &[], 206, &fresh));
+        assert!(storable("GET", &[], 206, &fresh));
         assert!(!storable("GET", &[], 304, &fresh));
     }
 
@@ -941,7 +1045,7 @@ mod tests {
         assert!(!s("max-age=60, must-understand", 599));
         assert!(!s("max-age=60, must-understand, no-store", 599));
         assert!(status_understood(308));
-        assert!(!status_understood(206));
+        assert!(status_understood(206));
         assert!(!status_understood(304));
         assert!(!status_understood(299));
     }
@@ -1366,6 +1470,25 @@ mod tests {
     }
 
     #[test]
+    fn the_preferred_language_is_the_one_range_weighted_highest() {
+        let top = |value: &str| preferred_language(&h(&[("Accept-Language", value)]));
+        assert_eq!(top("fr;q=0.5, de;q=1.0").as_deref(), Some("de"));
+        assert_eq!(top("DE").as_deref(), Some("de"));
+        assert_eq!(top("en-GB;q=0.9, fr;Q=0.95").as_deref(), Some("fr"));
+        assert_eq!(top("en, de"), None, "a tie");
+        assert_eq!(top("*, de;q=0.5"), None);
+        assert_eq!(top("de;q=0"), None);
+        assert_eq!(top("de;q=2"), None, "invalid");
+        assert_eq!(top("de;q=0.1234"), None, "invalid");
+        assert_eq!(top("d e"), None, "invalid");
+        assert_eq!(preferred_language(&[]), None);
+        assert!(varies_by_language_only(" accept-language"));
+        assert!(varies_by_language_only("Accept-Language, accept-language"));
+        assert!(!varies_by_language_only("Accept-Language, Accept-Encoding"));
+        assert!(!varies_by_language_only(""));
+    }
+
+    #[test]
     fn vary_star_or_garbage_never_matches() {
         let request = h(&[("Foo", "1")]);
         for vary in ["*", "*, *", ", *", "*, Foo", "Foo, *", "Fo o", "\"Foo\""] {
@@ -1584,6 +1707,38 @@ mod tests {
             &h(&[("Location", "/b"), ("Location", "/c")]),
         );
         assert_eq!(two, ["/a", "/b"]);
+    }
+
+    #[test]
+    fn post_responses_with_freshness_and_their_own_content_location_may_answer_gets() {
+        let ok = |headers: &[(&str, &str)]| post_response_storable(&[], 200, &h(headers));
+        assert!(ok(&[("Cache-Control", "max-age=60")]));
+        assert!(ok(&[("Expires", &date(60))]));
+        assert!(ok(&[("Cache-Control", "s-maxage=60")]));
+        assert!(!ok(&[]), "heuristic freshness is not enough");
+        assert!(!ok(&[("Cache-Control", "max-age=60, no-store")]));
+        assert!(!ok(&[("Cache-Control", "max-age=60, private")]));
+        let auth = h(&[("Authorization", "x")]);
+        assert!(!post_response_storable(
+            &auth,
+            200,
+            &h(&[("Cache-Control", "max-age=60")])
+        ));
+        let location = |value: &str| {
+            content_location(
+                "/a/b?q",
+                &["example.com"],
+                &h(&[("Content-Location", value)]),
+            )
+        };
+        assert_eq!(location("").as_deref(), Some("/a/b?q"));
+        assert_eq!(location("b?q").as_deref(), Some("/a/b?q"));
+        assert_eq!(
+            location("http://example.com/a/b?q").as_deref(),
+            Some("/a/b?q")
+        );
+        assert_eq!(location("http://other.example/a/b?q"), None);
+        assert_eq!(content_location("/a", &[], &[]), None);
     }
 
     #[test]

@@ -24,7 +24,7 @@
 //!   header block changes). Within `stale-while-revalidate` the stale response is served
 //!   at once and validated on a thread of its own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,7 +44,7 @@ use super::response::{Headers, Reply, Value};
 use super::server::{Method, Request, Version};
 use super::stats::bump;
 use super::storage::Source as Stream;
-use super::upstream::{Response, Upstream};
+use super::upstream::{Response, Upstream, latin1, push_latin1};
 use crate::ipc::client::{Answer, Found};
 use crate::ipc::{
     Conditions, Etag, Lifetime, MAX_HEADER_BLOCK, MAX_KEY_LEN, Meta, Outcome, StoreHead, Validators,
@@ -67,9 +67,24 @@ const VARIANTS_MAX: usize = 100_000;
 /// full) makes every variant stored before unreachable, and they age out of the cache's
 /// LRU. Generations start from the clock, so a restarted proxy never reuses one.
 pub struct Variants {
-    known: Mutex<HashMap<String, (String, u64)>>,
+    known: Mutex<HashMap<String, Known>>,
     next: AtomicU64,
+    /// Primary keys with a stored partial response (a 206, under [`piece_key`]), so that
+    /// only their misses ask the cache for it.
+    pieces: Mutex<HashSet<String>>,
 }
+
+/// What [`Variants`] knows of one primary key.
+struct Known {
+    vary: String,
+    generation: u64,
+    /// With a `Vary: Accept-Language`, the variants stored in one language
+    /// (`Content-Language`, lower-cased) and their keys, at most [`LANGUAGES_MAX`].
+    languages: Vec<(String, String)>,
+}
+
+/// How many languages of one primary key [`Variants`] remembers.
+const LANGUAGES_MAX: usize = 16;
 
 impl Default for Variants {
     fn default() -> Variants {
@@ -79,22 +94,63 @@ impl Default for Variants {
         Variants {
             known: Mutex::default(),
             next: AtomicU64::new(now),
+            pieces: Mutex::default(),
         }
     }
 }
 
 impl Variants {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, u64)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
         self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The key to ask the cache for; `None` when the response varies on `*` (it is never
     /// reused) or the variant key would be too long for the wire.
+    ///
+    /// Under `Vary: Accept-Language`, a request whose own variant is not known to be
+    /// stored, and which prefers one language above all
+    /// ([`preferred_language`](freshness::preferred_language)), asks for the variant
+    /// stored in that language: the one the origin would select (RFC 9111 §4.1 lets a
+    /// cache use its knowledge of a field's semantics to match).
     fn lookup_key(&self, primary: &str, request_headers: &[(String, String)]) -> Option<String> {
-        match self.lock().get(primary) {
-            None => Some(primary.to_owned()),
-            Some((vary, generation)) => variant_key(primary, vary, *generation, request_headers),
+        let known = self.lock();
+        let Some(known) = known.get(primary) else {
+            return Some(primary.to_owned());
+        };
+        let key = variant_key(primary, &known.vary, known.generation, request_headers)?;
+        if known.languages.is_empty() || known.languages.iter().any(|(_, k)| *k == key) {
+            return Some(key);
         }
+        let in_language = freshness::preferred_language(request_headers).and_then(|top| {
+            known
+                .languages
+                .iter()
+                .find(|(language, _)| *language == top)
+        });
+        Some(in_language.map_or(key, |(_, k)| k.clone()))
+    }
+
+    /// Remembers that the variant stored under `key` is in `content_language`, when the
+    /// primary key varies by Accept-Language only and that is one language tag.
+    fn learn_language(&self, primary: &str, key: &str, content_language: Option<&str>) {
+        let Some(language) = content_language
+            .map(|l| l.trim_matches([' ', '\t']).to_ascii_lowercase())
+            .filter(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        else {
+            return;
+        };
+        let mut known = self.lock();
+        let Some(known) = known.get_mut(primary) else {
+            return;
+        };
+        if !freshness::varies_by_language_only(&known.vary) {
+            return;
+        }
+        known.languages.retain(|(l, k)| *l != language && k != key);
+        if known.languages.len() >= LANGUAGES_MAX {
+            known.languages.remove(0);
+        }
+        known.languages.push((language, key.to_owned()));
     }
 
     /// Records the `Vary` of a response about to be stored and gives the key to store it
@@ -111,25 +167,56 @@ impl Variants {
             known.remove(primary);
             return (Some(primary.to_owned()), false);
         };
-        let generation = match known.get(primary) {
-            Some((old, generation)) if old == vary => *generation,
-            _ => self.next.fetch_add(1, Ordering::Relaxed),
-        };
+        if let Some(same) = known.get(primary).filter(|k| k.vary == vary) {
+            let key = variant_key(primary, vary, same.generation, request_headers);
+            return (key, false);
+        }
+        let generation = self.next.fetch_add(1, Ordering::Relaxed);
         if known.len() >= VARIANTS_MAX {
             known.clear();
         }
-        let learned = known
-            .insert(primary.to_owned(), (vary.to_owned(), generation))
-            .is_none();
+        let entry = Known {
+            vary: vary.to_owned(),
+            generation,
+            languages: Vec::new(),
+        };
+        let learned = known.insert(primary.to_owned(), entry).is_none();
         (
             variant_key(primary, vary, generation, request_headers),
             learned,
         )
     }
 
-    /// Forgets `primary`'s variants: a new generation starts when it is stored again.
+    /// Forgets `primary`'s variants (a new generation starts when it is stored again) and
+    /// its partial response.
     pub fn forget(&self, primary: &str) {
         self.lock().remove(primary);
+        self.lock_pieces().remove(primary);
+    }
+
+    fn lock_pieces(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.pieces.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn has_piece(&self, primary: &str) -> bool {
+        self.lock_pieces().contains(primary)
+    }
+
+    fn add_piece(&self, primary: &str) {
+        let mut pieces = self.lock_pieces();
+        if pieces.len() >= VARIANTS_MAX {
+            pieces.clear();
+        }
+        pieces.insert(primary.to_owned());
+    }
+
+    fn forget_piece(&self, primary: &str) {
+        self.lock_pieces().remove(primary);
+    }
+
+    /// Whether `primary` stores its responses under itself (no `Vary` known for it).
+    fn plain(&self, primary: &str) -> bool {
+        !self.lock().contains_key(primary)
     }
 }
 
@@ -144,6 +231,29 @@ fn variant_key(
     let selecting = freshness::vary_key(vary, request_headers)?;
     let key = format!("{primary}\n{generation:x}\n{selecting}");
     (key.len() <= MAX_KEY_LEN).then_some(key)
+}
+
+/// Where a partial response (206) for a primary key is stored: a line no variant key
+/// has in that place (theirs is a hexadecimal generation).
+fn piece_key(primary: &str) -> String {
+    format!("{primary}\n~206")
+}
+
+/// A stored or received partial response's `Content-Range: bytes a-b/total` (RFC 9110
+/// §14.4), with `a <= b < total`; `None` for anything else (several ranges, an unknown
+/// total, an unsatisfied range).
+fn content_range(headers: &[(String, String)]) -> Option<(u64, u64, u64)> {
+    let value = field_value(headers, "content-range")?;
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    let number = |n: &str| {
+        (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| n.parse::<u64>().ok())
+            .flatten()
+    };
+    let (a, b, total) = (number(a)?, number(b)?, number(total)?);
+    (a <= b && b < total).then_some((a, b, total))
 }
 
 /// The primary cache key of a request target: the normalised path and the query as sent.
@@ -272,6 +382,12 @@ impl Ask<'_> {
                 accept_len,
             }) => (Stored::new(meta, &headers), accept_len),
             Ok(Answer::Missing { accept_len }) if !directives.only_if_cached => {
+                if key == self.primary
+                    && ctx.variants.has_piece(&key)
+                    && let Some(answer) = self.answer_from_piece(accept_len, asked_at)
+                {
+                    return answer;
+                }
                 return self.fill_or_wait(&key, accept_len, may_wait, asked_at);
             }
             Err(e) if !directives.only_if_cached => {
@@ -282,8 +398,10 @@ impl Ask<'_> {
         };
         let now = SystemTime::now();
         match freshness::reuse(&stored.freshness(), &request.headers, now) {
-            Reuse::Validate => self.validate(&key, stored, accept_len, may_wait),
-            Reuse::ServeAndRevalidate => self.serve_and_revalidate(&key, stored, accept_len),
+            Reuse::Validate => self.validate(&key, stored, accept_len, may_wait, asked_at),
+            Reuse::ServeAndRevalidate => {
+                self.serve_and_revalidate(&key, stored, accept_len, asked_at)
+            }
             Reuse::Serve => self.serve_again(&key),
             Reuse::Forward => self.fill_or_wait(&key, accept_len, may_wait, asked_at),
             Reuse::GatewayTimeout => gateway_timeout(),
@@ -333,6 +451,192 @@ impl Ask<'_> {
         let mut found = found;
         found.headers = to_block(stored.headers.iter().filter(|(n, _)| !is(n, "age")));
         (hit(key, found, age), Source::Hit)
+    }
+
+    /// A miss of the whole response while a fresh part of it is stored (RFC 9111 §3.3,
+    /// §3.4): a range within the part is answered from it; a GET of the whole, when the
+    /// part is its beginning, asks the origin for the rest only. `None`: neither applies,
+    /// and the request is a miss like any other.
+    fn answer_from_piece(
+        &self,
+        accept_len: Option<u64>,
+        asked: Instant,
+    ) -> Option<(Reply, Source)> {
+        // Ranges are GET's only (RFC 9110 §14.2), and so is completing.
+        if self.head_only() {
+            return None;
+        }
+        let ctx = self.ctx;
+        let found = match ctx.cache.get(
+            &piece_key(self.primary),
+            &Conditions::default(),
+            false,
+            false,
+        ) {
+            Ok(Answer::Found(found)) => found,
+            Ok(Answer::Missing { .. }) => {
+                ctx.variants.forget_piece(self.primary);
+                return None;
+            }
+            _ => return None,
+        };
+        let stored = Stored::new(found.meta.clone(), &found.headers);
+        let (first, last, total) = content_range(&stored.headers)?;
+        let now = SystemTime::now();
+        if freshness::reuse(&stored.freshness(), &self.request.headers, now) != Reuse::Serve {
+            return None;
+        }
+        let conditions = self.conditions();
+        if conditions.if_none_match.is_some()
+            || conditions.if_modified_since.is_some()
+            || conditions.if_range.is_some()
+        {
+            return None;
+        }
+        let mut body = found.body;
+        match conditions.range {
+            Some(range) => {
+                let (start, len) = crate::ipc::conditions::resolve(range, total)?;
+                if start < first || start + len - 1 > last {
+                    return None;
+                }
+                let skip = start - first;
+                let skipped = std::io::copy(&mut (&mut body).take(skip), &mut std::io::sink());
+                let mut part = vec![0; len as usize];
+                if skipped.ok() != Some(skip) || body.read_exact(&mut part).is_err() {
+                    return None;
+                }
+                let validators = Validators {
+                    len: Some(total),
+                    modified: found.meta.modified,
+                    etag: found.meta.etag.as_ref().map(Etag::as_str),
+                };
+                let block = to_block(
+                    stored
+                        .headers
+                        .iter()
+                        .filter(|(n, _)| !is(n, "age") && !is(n, "content-range")),
+                );
+                let outcome = Outcome::Partial { start, len };
+                let sent = Body::Memory(std::io::Cursor::new(part.into()));
+                let mut reply = response(&validators, 200, block, outcome, sent, Source::Hit);
+                let age = freshness::current_age(&stored.freshness(), now);
+                reply.headers.push("Age", Value::Number(age));
+                Some((reply, Source::Hit))
+            }
+            None if first == 0 => {
+                // Completing stores the whole: only when the cache would take it.
+                let accept_len = accept_len?;
+                let mut part = Vec::with_capacity((last + 1) as usize);
+                (&mut body).take(last + 1).read_to_end(&mut part).ok()?;
+                if part.len() as u64 != last + 1 {
+                    return None;
+                }
+                drop(body);
+                let Role::Leader(ticket) = ctx.coalescer.join_miss(self.primary, asked) else {
+                    return None;
+                };
+                Some(self.complete(&stored, part, total, accept_len, ticket))
+            }
+            None => None,
+        }
+    }
+
+    /// Asks the origin for the rest of a stored beginning `part` of a `total`-byte
+    /// response (`Range: bytes=N-`, with `If-Range` and the part's strong ETag when it has
+    /// one) and answers with the whole. A 206 with the rest and the same strong validator
+    /// is combined with the part (§3.4: only then may they be), stored and served; any
+    /// other answer is handled as a fetch's, and a 206 that cannot be combined is dropped
+    /// for a fetch of the whole.
+    fn complete(
+        &self,
+        stored: &Stored,
+        part: Vec<u8>,
+        total: u64,
+        accept_len: u64,
+        ticket: Ticket,
+    ) -> (Reply, Source) {
+        let ctx = self.ctx;
+        let strong = |headers: &[(String, String)]| {
+            field_value(headers, "etag").filter(|tag| !tag.starts_with("W/"))
+        };
+        let have = part.len() as u64;
+        let mut headers = self.forwarded(false);
+        headers.push(("Range".to_owned(), format!("bytes={have}-")));
+        if let Some(tag) = strong(&stored.headers) {
+            headers.push(("If-Range".to_owned(), tag));
+        }
+        let sent_at = SystemTime::now();
+        let mut answer = match self.origin.send("GET", &self.request.target, &headers, b"") {
+            Ok(answer) => answer,
+            Err(e) => return bad_gateway(self.primary, &e),
+        };
+        if answer.status != 206 {
+            let fill = Some((accept_len, ticket));
+            return (self.answer_from(answer, sent_at, fill), Source::Secondary);
+        }
+        let combinable = content_range(&answer.headers) == Some((have, total - 1, total))
+            && strong(&answer.headers).is_some_and(|tag| Some(tag) == strong(&stored.headers))
+            && total <= accept_len.min(REFRESH_MAX);
+        let mut whole = part;
+        let rest = total - have;
+        let read = combinable
+            && (&mut answer.body)
+                .take(rest)
+                .read_to_end(&mut whole)
+                .is_ok_and(|n| n as u64 == rest);
+        if !read {
+            drop(answer);
+            return self.fetch(Some(accept_len), Some(ticket));
+        }
+        let received_at = SystemTime::now();
+        // The combined response has the new response's fields (§3.4), as a 200 would.
+        let fields: Vec<(String, String)> = freshness::storable_headers(&answer.headers)
+            .into_iter()
+            .filter(|(n, _)| !is(n, "content-length") && !is(n, "content-range"))
+            .collect();
+        let block = to_block(fields.iter());
+        let fresh = ResponseMeta {
+            status: 200,
+            headers: fields,
+            request_time: sent_at,
+            response_time: received_at,
+        };
+        let head = entry_head(&fresh, received_at);
+        let storable = freshness::storable("GET", &self.request.headers, 200, &fresh.headers)
+            && block.len() <= MAX_HEADER_BLOCK as usize
+            && complete_block(&block, &fresh.headers);
+        if storable {
+            let stored = ctx
+                .cache
+                .store(self.primary, head.clone(), &block, total)
+                .map_err(|e| e.to_string())
+                .and_then(|mut fill| fill.write(&whole).map_err(|e| e.to_string()));
+            if let Err(e) = stored {
+                log::debug!("{}: not storing the completed response: {e}", self.primary);
+            }
+        }
+        drop(ticket);
+        let validators = Validators {
+            len: Some(total),
+            modified: head.modified,
+            etag: head.etag.as_ref().map(Etag::as_str),
+        };
+        let body = Body::Memory(std::io::Cursor::new(whole.into()));
+        let block = to_block(
+            freshness::strip_hop_by_hop(&answer.headers)
+                .iter()
+                .filter(|(n, _)| !is(n, "content-range")),
+        );
+        let reply = response(
+            &validators,
+            200,
+            block,
+            Outcome::Full,
+            body,
+            Source::Secondary,
+        );
+        (reply, Source::Secondary)
     }
 
     /// A miss: one request per key fetches and fills, the others wait for it and ask the
@@ -404,6 +708,7 @@ impl Ask<'_> {
     fn forward_other(&self) -> (Reply, Source) {
         let request = self.request;
         let method = request.method.as_str();
+        let sent_at = SystemTime::now();
         let response = match self.origin.send(
             method,
             &request.target,
@@ -426,7 +731,49 @@ impl Ask<'_> {
                 self.invalidate(&key);
             }
         }
+        if method == "POST"
+            && let Some(fill) = self.post_fill(&authorities, &response)
+        {
+            return (
+                self.answer_from(response, sent_at, Some(fill)),
+                Source::Secondary,
+            );
+        }
         (pass_through(response), Source::Secondary)
+    }
+
+    /// Whether a POST's response is to be stored as the target's response to GET (RFC
+    /// 9110 §9.3.3: explicit freshness, and a Content-Location that is the target), and
+    /// the room and ticket to store it with; [`answer_from`](Self::answer_from) checks
+    /// the rest of §3.
+    fn post_fill(&self, authorities: &[&str], response: &Response) -> Option<(u64, Ticket)> {
+        let same =
+            freshness::content_location(&self.request.target, authorities, &response.headers)
+                .and_then(|uri| cache_key(&uri).ok())
+                .is_some_and(|key| key == self.primary);
+        if !same
+            || !freshness::post_response_storable(
+                &self.request.headers,
+                response.status,
+                &response.headers,
+            )
+        {
+            return None;
+        }
+        let Role::Leader(ticket) = self.ctx.coalescer.join(self.primary) else {
+            return None;
+        };
+        // The invalidation just removed what was stored; the cache says how much it takes.
+        match self
+            .ctx
+            .cache
+            .get(self.primary, &Conditions::default(), false, true)
+        {
+            Ok(Answer::Missing {
+                accept_len: Some(accept_len),
+            }) if accept_len > 0 => Some((accept_len, ticket)),
+            _ => None,
+        }
     }
 
     fn invalidate(&self, primary: &str) {
@@ -452,12 +799,12 @@ impl Ask<'_> {
             return pass_through(response);
         };
         let status = response.status;
-        let storable = freshness::storable(
-            request.method.as_str(),
-            &request.headers,
-            status,
-            &response.headers,
-        );
+        // A POST gets here only when its response may answer GETs (`post_fill`).
+        let method = match request.method.as_str() {
+            "POST" => "GET",
+            method => method,
+        };
+        let storable = freshness::storable(method, &request.headers, status, &response.headers);
         let stored_headers: Vec<(String, String)> = freshness::storable_headers(&response.headers)
             .into_iter()
             .filter(|(name, _)| !is(name, "content-length"))
@@ -495,17 +842,40 @@ impl Ask<'_> {
             None => return pass_through(response),
         };
         let vary = field_value(&response.headers, "vary");
-        let (key, learned) =
-            self.ctx
-                .variants
-                .store_key(self.primary, vary.as_deref(), &request.headers);
-        let Some(key) = key else {
-            return pass_through(response);
+        let key = if status == 206 {
+            // A part of the representation (RFC 9111 §3.3), kept beside the whole one to
+            // answer ranges within it: one range, of a known total, that its body fills
+            // exactly (a Content-Range that disagrees with the body is not trusted), read
+            // into memory to serve (so at most REFRESH_MAX).
+            let exact = content_range(&fresh.headers).is_some_and(|(a, b, _)| b - a + 1 == len);
+            if !exact
+                || len > REFRESH_MAX
+                || vary.is_some()
+                || !self.ctx.variants.plain(self.primary)
+            {
+                return pass_through(response);
+            }
+            self.ctx.variants.add_piece(self.primary);
+            piece_key(self.primary)
+        } else {
+            let (key, learned) =
+                self.ctx
+                    .variants
+                    .store_key(self.primary, vary.as_deref(), &request.headers);
+            let Some(key) = key else {
+                return pass_through(response);
+            };
+            if learned {
+                // Responses stored before the key started varying are not variants.
+                self.invalidate_primary_only();
+            }
+            self.ctx.variants.learn_language(
+                self.primary,
+                &key,
+                field_value(&response.headers, "content-language").as_deref(),
+            );
+            key
         };
-        if learned {
-            // Responses stored before the key started varying are not variants.
-            self.invalidate_primary_only();
-        }
         let head = entry_head(&fresh, received_at);
         let mut reply = pass_through_head(status, &response.headers, Some(len));
         let stored = self.ctx.cache.store(&key, head, &block, len);
@@ -545,15 +915,20 @@ impl Ask<'_> {
     /// they were received. A 304 (or for HEAD a 200 with the same validators, §4.3.5)
     /// updates and serves the stored response; a failure serves it stale where allowed
     /// (RFC 5861 §4, `--stale-if-error`); anything else replaces it.
+    ///
+    /// `asked`: when the cache said "expired". A validation of the key that landed since
+    /// then makes this request ask again rather than validate a second time: it was told
+    /// "expired" before that validation renewed the entry, and only joins now.
     fn validate(
         &self,
         key: &str,
         stored: Stored,
         accept_len: Option<u64>,
         may_wait: bool,
+        asked: Instant,
     ) -> (Reply, Source) {
         let ctx = self.ctx;
-        let ticket = match ctx.coalescer.join(key) {
+        let ticket = match ctx.coalescer.join_miss(key, asked) {
             Role::Leader(ticket) => ticket,
             Role::Follower(flight) if may_wait => {
                 bump(&ctx.stats.coalesced_waits);
@@ -569,13 +944,15 @@ impl Ask<'_> {
 
     /// Serves a stale response at once and validates it on a thread of its own (RFC 5861
     /// §3, `stale-while-revalidate`), unless another request is validating it already.
+    /// (`asked`: as for [`validate`](Self::validate).)
     fn serve_and_revalidate(
         &self,
         key: &str,
         stored: Stored,
         accept_len: Option<u64>,
+        asked: Instant,
     ) -> (Reply, Source) {
-        if let Role::Leader(ticket) = self.ctx.coalescer.join(key) {
+        if let Role::Leader(ticket) = self.ctx.coalescer.join_miss(key, asked) {
             let ctx = Arc::clone(self.ctx);
             let request = self.request.clone();
             let (key, primary) = (key.to_owned(), self.primary.to_owned());
@@ -643,6 +1020,11 @@ impl Ask<'_> {
                 drop(ticket);
                 bump(&ctx.stats.stale_served);
                 return self.serve_again(key);
+            }
+            // §5.2.2.2: disconnected, with a response that must be revalidated.
+            Err(e) if freshness::never_stale(&stored.freshness()) => {
+                log::warn!("{key}: cannot revalidate ({e}), and it may not be served stale");
+                return gateway_timeout();
             }
             Err(e) => return bad_gateway(key, &e),
         };
@@ -810,18 +1192,24 @@ fn is(name: &str, lower: &str) -> bool {
     name.eq_ignore_ascii_case(lower)
 }
 
-/// Header lines as a block (`Name: value\r\n`), leaving out Content-Length (the
-/// connection writes the length it sends) and any line that could not go into a response
-/// as it is (a value with bytes outside visible ASCII).
+/// Header lines as a block (`Name: value\r\n`), each value as the bytes received
+/// ([`push_latin1`]), leaving out Content-Length (the connection writes the length it
+/// sends) and any line the channel's header block does not take (today: a value with
+/// bytes outside visible ASCII).
 fn to_block<'a>(headers: impl Iterator<Item = &'a (String, String)>) -> Vec<u8> {
     let mut block = Vec::new();
+    let mut line = Vec::new();
     for (name, value) in headers {
         if is(name, "content-length") {
             continue;
         }
-        let line = format!("{name}: {value}\r\n");
-        if crate::ipc::call::valid_header_block(line.as_bytes()) {
-            block.extend_from_slice(line.as_bytes());
+        line.clear();
+        line.extend_from_slice(name.as_bytes());
+        line.extend_from_slice(b": ");
+        push_latin1(&mut line, value);
+        line.extend_from_slice(b"\r\n");
+        if crate::ipc::call::valid_header_block(&line) {
+            block.extend_from_slice(&line);
         }
     }
     block
@@ -838,9 +1226,10 @@ fn complete_block(block: &[u8], headers: &[(String, String)]) -> bool {
             .count()
 }
 
-/// A header block read back from the cache, as lines.
+/// A header block read back from the cache, as lines (values one char per byte, as
+/// [`latin1`] reads them off the wire).
 fn parse_block(block: &[u8]) -> Vec<(String, String)> {
-    String::from_utf8_lossy(block)
+    latin1(block)
         .split_terminator("\r\n")
         .filter_map(|line| line.split_once(':'))
         .map(|(n, v)| (n.to_owned(), v.trim_matches([' ', '\t']).to_owned()))
@@ -879,8 +1268,10 @@ fn pass_through(response: Response) -> Reply {
     reply
 }
 
+/// A 504 of the proxy's own: for `only-if-cached` with nothing usable stored (§5.2.1.7),
+/// and for a response that must be revalidated when the origin cannot be reached
+/// (§5.2.2.2).
 fn gateway_timeout() -> (Reply, Source) {
-    // §5.2.1.7: only-if-cached with nothing usable stored.
     (Reply::text(504, "504 Gateway Timeout\n"), Source::Proxy)
 }
 
@@ -930,11 +1321,43 @@ mod tests {
     }
 
     #[test]
+    fn a_request_that_prefers_a_stored_language_gets_that_variant() {
+        let v = Variants::default();
+        let lang = |value: &str| h(&[("Accept-Language", value)]);
+        let (de, _) = v.store_key("/a", Some("Accept-Language"), &lang("en, de"));
+        let de = de.unwrap();
+        v.learn_language("/a", &de, Some("DE"));
+        assert_eq!(
+            v.lookup_key("/a", &lang("fr;q=0.5, de;q=1.0")),
+            Some(de.clone())
+        );
+        assert_eq!(v.lookup_key("/a", &lang("en, de")), Some(de.clone()));
+        let fr = v.lookup_key("/a", &lang("fr, de;q=0.5")).unwrap();
+        assert_ne!(fr, de, "no variant in fr is known");
+        // A request's own variant, once known, is its answer.
+        let (own, _) = v.store_key("/a", Some("Accept-Language"), &lang("de;q=0.9, en;q=0.1"));
+        let own = own.unwrap();
+        v.learn_language("/a", &own, Some("en"));
+        assert_eq!(v.lookup_key("/a", &lang("de;q=0.9, en;q=0.1")), Some(own));
+        assert_eq!(v.lookup_key("/a", &lang("de")), Some(de));
+        // Only for a Vary of Accept-Language alone.
+        let both = Some("Accept-Language, Accept-Encoding");
+        let (k, _) = v.store_key("/b", both, &lang("en, de"));
+        v.learn_language("/b", &k.unwrap(), Some("de"));
+        assert_ne!(
+            v.lookup_key("/b", &lang("de")),
+            v.lookup_key("/b", &lang("en, de"))
+        );
+    }
+
+    #[test]
     fn blocks_keep_what_can_be_sent() {
         let headers = h(&[("A", "1"), ("Content-Length", "5"), ("B", "caf\u{e9}")]);
         let block = to_block(headers.iter());
         assert_eq!(block, b"A: 1\r\n");
         assert!(!complete_block(&block, &headers));
         assert_eq!(parse_block(&block), h(&[("A", "1")]));
+        // Bytes beyond ASCII read back one char each, as the wire's bytes were read.
+        assert_eq!(parse_block(b"X: caf\xe9\r\n"), h(&[("X", "caf\u{e9}")]));
     }
 }

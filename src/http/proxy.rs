@@ -10,6 +10,7 @@ use super::coalesce::Coalescer;
 use super::context::Context;
 use super::server::{Budget, Server, ServerConfig};
 use super::storage::Storage;
+use super::upstream::OriginOptions;
 use crate::ipc::client::{Client, Segments};
 use crate::shutdown::Shutdown;
 
@@ -27,6 +28,9 @@ pub struct ProxyConfig {
     /// Connect and per-read timeouts for an HTTP origin.
     pub origin_connect_timeout: Duration,
     pub origin_read_timeout: Duration,
+    /// Idle connections kept per HTTP origin, and for how long.
+    pub origin_keepalive: usize,
+    pub origin_idle_timeout: Duration,
     /// How long a miss waits for another request's fetch of the same key.
     pub coalesce_timeout: Duration,
     /// Freshness lifetime of what secondary storage serves, unless an origin says otherwise.
@@ -64,13 +68,14 @@ impl Proxy {
             .storage
             .as_deref()
             .map(|spec| {
-                Storage::open(
-                    spec,
-                    config.origin_connect_timeout,
-                    config.origin_read_timeout,
-                    config.ttl,
-                )
-                .map_err(|e| io::Error::new(e.kind(), format!("secondary storage {spec}: {e}")))
+                let origin = OriginOptions {
+                    connect_timeout: config.origin_connect_timeout,
+                    read_timeout: config.origin_read_timeout,
+                    keepalive: config.origin_keepalive,
+                    idle_timeout: config.origin_idle_timeout,
+                };
+                Storage::open(spec, origin, config.ttl)
+                    .map_err(|e| io::Error::new(e.kind(), format!("secondary storage {spec}: {e}")))
             })
             .transpose()?;
         let server = Server::bind(SocketAddr::from((config.bind, config.port)))?;

@@ -5,9 +5,9 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use super::upstream::{ResponseBody, Upstream};
+use super::upstream::{OriginOptions, ResponseBody, Upstream};
 use crate::file;
 use crate::ipc::{FileVersion, Identity, Lifetime};
 
@@ -109,14 +109,9 @@ impl Storage {
     ///
     /// # Errors
     /// A directory that does not exist; a URL that is not `http://host:port[/prefix]`.
-    pub fn open(
-        spec: &str,
-        connect_timeout: Duration,
-        read_timeout: Duration,
-        ttl: u64,
-    ) -> io::Result<Storage> {
+    pub fn open(spec: &str, origin: OriginOptions, ttl: u64) -> io::Result<Storage> {
         if spec.starts_with("http://") {
-            Upstream::new(spec, connect_timeout, read_timeout).map(Storage::Origin)
+            Upstream::new(spec, origin).map(Storage::Origin)
         } else if spec.contains("://") {
             Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
