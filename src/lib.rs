@@ -14,16 +14,15 @@
 //!   poll) in `http::server::socket`.
 //! - [`cache`]: the `shmcached` process's entries ([`cache::entries`]), its preloading
 //!   ([`cache::preload`]) and what it does for each call ([`cache::service`]).
-//! - [`http`]: the `webproxy` process: a plain HTTP/1.1 server ([`http::server`]: the
-//!   acceptor, the epoll waiter, the pool threads that each carry one request, request
-//!   parsing and response writing; it knows nothing of caches), the proxy's replies
-//!   ([`http::response`]), one request's decision ([`http::handler`], with [`http::conditional`], [`http::path`],
-//!   [`http::coalesce`]), secondary storage ([`http::storage`]), in front of an HTTP origin
-//!   the shared cache of RFC 9111 ([`http::origin`], deciding with [`http::freshness`] and
-//!   [`http::cache_control`], forwarding with [`http::upstream`]), bodies ([`http::body`]),
-//!   counters ([`http::stats`]), the access log ([`http::access`]), the live view of the
-//!   channel at `/-/` (`http::live`), the whole proxy ([`http::proxy`]) and
-//!   `--spawn-cache` ([`http::spawn`]).
+//! - [`http`]: the `webproxy` process, in rooms: [`http::server`] (a plain HTTP/1.1
+//!   server: acceptor, epoll waiter, pool threads that each carry one request; it knows
+//!   nothing of caches), [`http::origin`] (the RFC 9111 cache in front of an origin, its
+//!   policy and its upstream client), [`http::admin`] (the `/-/` pages and the live view),
+//!   and at the top the proxy's own handling, one idea a file: [`http::handler`] (the
+//!   router), [`http::context`], [`http::hit`], [`http::read_through`], [`http::purge`],
+//!   [`http::response`], with [`http::path`], [`http::conditional`], [`http::coalesce`],
+//!   [`http::storage`], [`http::body`], [`http::stats`], [`http::access`],
+//!   [`http::proxy`] and [`http::spawn`]. Its module page says what each room may import.
 //! - [`file`]: a file as both processes serve it (its header block, entity tag and
 //!   version), so that neither process imports the other.
 //! - [`shutdown`]: signals to actions (fast and graceful stops, reload, reopening logs),

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::coalesce::Coalescer;
+use super::origin::upstream::Upstream;
 use super::response::{Reply, Source};
 use super::server::Budget;
 use super::stats::ProxyStats;
 use super::storage::{DirStorage, Storage};
-use super::upstream::Upstream;
 use crate::ipc::client::Client;
 
 /// What every request handler shares.
@@ -31,7 +31,7 @@ pub struct Context {
     /// Memory for responses waiting for their clients, shared with the server.
     pub budget: Arc<Budget>,
     /// In front of an origin: the `Vary` of each key's stored responses.
-    pub variants: super::origin::Variants,
+    pub variants: super::origin::variants::Variants,
 }
 
 pub(super) const UNAVAILABLE: &str = "503 Service Unavailable: the cache is not answering\n";

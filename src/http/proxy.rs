@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use super::coalesce::Coalescer;
 use super::context::Context;
+use super::origin::upstream::OriginOptions;
 use super::server::{Budget, Server, ServerConfig};
 use super::storage::Storage;
-use super::upstream::OriginOptions;
 use crate::ipc::client::{Client, Segments};
 use crate::shutdown::Shutdown;
 

@@ -7,7 +7,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use super::upstream::{OriginOptions, ResponseBody, Upstream};
+use super::origin::upstream::{OriginOptions, ResponseBody, Upstream};
 use crate::file;
 use crate::ipc::{FileVersion, Identity, Lifetime};
 

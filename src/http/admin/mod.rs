@@ -1,5 +1,5 @@
 //! The proxy's own pages under `/-/`: the counters (`/-/stats` as JSON, `/-/metrics` for
-//! Prometheus) and the live view of the channel ([`live`]: `/-/`, `/-/segments`,
+//! Prometheus) and the live view of the channel (`live`: `/-/`, `/-/segments`,
 //! `/-/segments.txt`), answered only to loopback and `--admin-allow` addresses.
 //!
 //! May import: `std`, `serde_json`, [`crate::ipc`]'s plain types and the client's views of

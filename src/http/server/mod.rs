@@ -21,12 +21,12 @@
 //!                             goes on with it
 //! ```
 //!
-//! - The **acceptor** ([`pool::accept`]) takes each connection and parks it in the
+//! - The **acceptor** (`pool::accept`) takes each connection and parks it in the
 //!   waiter, or refuses it with 503 past `--max-connections`, before anything is made
 //!   for it.
-//! - The **waiter** ([`waiter`]) holds every connection that waits for its client: an
+//! - The **waiter** (`waiter`) holds every connection that waits for its client: an
 //!   entry in a table and a one-shot epoll registration. No thread waits for a client.
-//! - A **pool thread** ([`pool`]) waits for readiness itself (a follower on the shared
+//! - A **pool thread** (`pool`) waits for readiness itself (a follower on the shared
 //!   epoll instance), takes the connection, reads what has arrived ([`request`]), and
 //!   answers each whole request through the service, writing the answer itself
 //!   ([`output`]) as long as every write finds room within [`output::LAG`]. At the first
