@@ -429,6 +429,17 @@ fn hostile_http_is_refused_and_the_server_keeps_serving() {
         "HTTP/1.1 400"
     );
     ok();
+    // Chunk-size lines exactly as RFC 9112 §7.1 writes them (issue 21): spaces after a
+    // size with no extension, a control character in an unterminated quoted extension,
+    // and `chunked` twice are refused, where a lenient reader would guess.
+    for bad in [
+        &b"POST /f.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5  \r\nhello\r\n0\r\n\r\n"[..],
+        b"POST /f.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;a=\"\x01\r\nhello\r\n0\r\n\r\n",
+        b"POST /f.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        assert_eq!(status_of(&raw(bad)), "HTTP/1.1 400", "{}", String::from_utf8_lossy(bad));
+        ok();
+    }
     // A small body on GET is read and ignored; the connection goes on.
     let mut c = TcpStream::connect(addr).unwrap();
     c.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -505,7 +516,7 @@ fn fake_cache_answer(
     tamper: impl Fn(&str),
 ) {
     let mut buf = vec![0u8; MESSAGE_CAPACITY];
-    let n = queue.receive(&mut buf).unwrap();
+    let n = queue.receive_timeout(&mut buf, PATIENCE).unwrap();
     let message = Message::decode(&buf[..n]).unwrap();
     let seg = Segment::open(&message.segment).unwrap();
     seg.free().wait_timeout(PATIENCE).unwrap();

@@ -869,3 +869,76 @@ fn a_stored_beginning_and_the_rest_with_the_same_strong_etag_are_combined() {
     assert_eq!(origin.count(), 2);
     stop_and_check_clean(&name, vec![proxy, cache]);
 }
+
+/// The raw head of the answer to `GET target` (up to and without the blank line).
+fn raw_head(addr: std::net::SocketAddr, target: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a whole head");
+    all.truncate(end + 2);
+    all
+}
+
+fn has_line(head: &[u8], line: &[u8]) -> bool {
+    head.windows(line.len() + 2)
+        .any(|w| w[..line.len()] == *line && &w[line.len()..] == b"\r\n")
+}
+
+#[test]
+fn response_field_values_reach_the_client_as_the_origin_sent_them() {
+    // Issue 21: obs-text and UTF-8 in an origin's fields are passed on, stored and served
+    // as the bytes received: on a miss, on a fresh hit, and after a 304 updated them.
+    let origin = Scripted::start(|seen, _| {
+        let cc = if seen.target == "/fresh" {
+            "max-age=60"
+        } else {
+            "no-cache"
+        };
+        let validating = seen.header("if-none-match").is_some();
+        let mut a = Answer::new(
+            if validating { 304 } else { 200 },
+            &[("ETag", "\"v1\""), ("Cache-Control", cc)],
+            if validating { b"" } else { b"body" },
+        );
+        if validating {
+            a.raw_headers.push(b"X-Obs: \xe9t\xe9".to_vec());
+        } else {
+            a.raw_headers.push(b"X-Obs: caf\xe9".to_vec());
+        }
+        a.raw_headers.push(b"X-Utf8: caf\xc3\xa9".to_vec());
+        a
+    });
+    let (name, cache, proxy, addr) = start("o-rbytes", &origin);
+    for (round, want_cache) in [(1, "MISS"), (2, "HIT")] {
+        let head = raw_head(addr, "/fresh");
+        let text = String::from_utf8_lossy(&head);
+        assert!(has_line(&head, b"X-Obs: caf\xe9"), "round {round}: {text}");
+        assert!(
+            has_line(&head, b"X-Utf8: caf\xc3\xa9"),
+            "round {round}: {text}"
+        );
+        assert!(
+            has_line(&head, format!("X-Cache: {want_cache}").as_bytes()),
+            "round {round}: {text}"
+        );
+    }
+    // Stored, then validated at the next request: the 304's new value replaces the old.
+    assert!(has_line(&raw_head(addr, "/validated"), b"X-Obs: caf\xe9"));
+    let head = raw_head(addr, "/validated");
+    let text = String::from_utf8_lossy(&head);
+    assert!(has_line(&head, b"X-Obs: \xe9t\xe9"), "{text}");
+    assert!(has_line(&head, b"X-Utf8: caf\xc3\xa9"), "{text}");
+    assert!(has_line(&head, b"X-Cache: HIT"), "{text}");
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}

@@ -107,22 +107,12 @@ impl Headers {
         }
     }
 
-    /// The stored block's lines, without their line ends.
-    fn stored_lines(&self) -> impl Iterator<Item = &str> {
-        // Checked printable ASCII, so this never fails.
-        std::str::from_utf8(&self.stored)
-            .unwrap_or("")
-            .split_terminator("\r\n")
-    }
-
     /// Appends every field in its wire form, each line ending in CRLF: the stored
     /// block's first, as stored.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         use std::io::Write as _;
-        for line in self.stored_lines() {
-            out.extend_from_slice(line.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
+        // Byte for byte: a value may hold obs-text, which is not UTF-8.
+        out.extend_from_slice(&self.stored);
         for (name, value) in self.iter() {
             // Writing into a Vec cannot fail.
             let _ = write!(out, "{name}: {value}\r\n");

@@ -369,11 +369,14 @@ pub(super) fn to_secs(t: Option<SystemTime>) -> u64 {
 }
 
 /// Checks a header block a peer sent: lines of `name: value` ending in CRLF, a token for
-/// a name, visible ASCII, spaces and tabs for a value. Anything else could split the
+/// a name, visible ASCII, spaces, tabs and obs-text (0x80 to 0xFF) for a value. A CR, an
+/// LF or another control character could split the
 /// response the proxy writes from it, so the whole answer is refused.
 pub fn valid_header_block(block: &[u8]) -> bool {
     let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    let is_vchar = |b: u8| (0x20..0x7f).contains(&b) || b == b'\t';
+    // A field value's octets (RFC 9110 §5.5): visible ASCII, space, tab, and obs-text
+    // (0x80 to 0xFF), which an intermediary passes on as it came.
+    let is_vchar = |b: u8| (0x20..0x7f).contains(&b) || b == b'\t' || b >= 0x80;
     let mut rest = block;
     while !rest.is_empty() {
         let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
@@ -405,13 +408,18 @@ mod tests {
         assert!(valid_header_block(
             b"Content-Type: text/html\r\nETag: \"1-2\"\r\n"
         ));
+        // obs-text is a field value's too, and goes on as it came.
+        assert!(valid_header_block(
+            b"X-Obs: caf\xe9\r\nX-Utf8: caf\xc3\xa9\r\n"
+        ));
         for bad in [
             &b"Content-Type: text/html"[..],
             b"X: a\rb\r\n",
             b"X: a\nb\r\n",
             b": empty name\r\n",
             b"Bad Name: x\r\n",
-            b"X: \x80\r\n",
+            b"X: \x00\r\n",
+            b"X: \x7f\r\n",
             b"X: \r\n\r\nHTTP/1.1 200 OK\r\n",
         ] {
             assert!(

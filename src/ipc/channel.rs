@@ -578,14 +578,11 @@ impl Receiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipc::segment::Segment;
+    use crate::ipc::segment::unlinked_for_test;
 
     #[test]
     fn a_wait_on_a_peer_that_exits_ends_within_a_check() {
-        let name = format!("/chantest.seg.{}.0", std::process::id());
-        let seg = Segment::create(&name, 4096, 1).unwrap();
-        // Unlinked at once: the mapping lives on, and nothing is left if the test fails.
-        crate::ipc::segment::unlink_segment(&name).unwrap();
+        let seg = unlinked_for_test("chantest0", 1);
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
@@ -616,10 +613,7 @@ mod tests {
 
     #[test]
     fn a_wait_that_runs_out_counts_a_stall() {
-        let name = format!("/chantest.seg.{}.1", std::process::id());
-        let seg = Segment::create(&name, 4096, 1).unwrap();
-        // Unlinked at once: the mapping lives on, and nothing is left if the test fails.
-        crate::ipc::segment::unlink_segment(&name).unwrap();
+        let seg = unlinked_for_test("chantest1", 1);
         let peer = Arc::new(Peer::default());
         peer.learn(std::process::id());
         let patience = Patience::watching(Duration::from_millis(80), Arc::clone(&peer));

@@ -168,27 +168,6 @@ impl MessageQueue {
         })
     }
 
-    /// Receives one message into `buf`, waiting until one arrives. Returns its length.
-    /// For tests that play the cache; the cache itself uses
-    /// [`receive_timeout`](Self::receive_timeout) so that it can notice a shutdown.
-    ///
-    /// # Errors
-    /// As [`receive_timeout`](Self::receive_timeout), without the timeout.
-    pub fn receive(&self, buf: &mut [u8]) -> io::Result<usize> {
-        retry_interrupted(|| {
-            // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes for the call;
-            // `self.mqd` is open.
-            unsafe {
-                libc::mq_receive(
-                    self.mqd,
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    std::ptr::null_mut(),
-                )
-            }
-        })
-    }
-
     /// Removes the queue's name, if it still leads to this queue: someone may have unlinked
     /// it and another process created a queue under the same name, which is not ours to
     /// remove. The queue itself lives on until its last descriptor is closed. Returns

@@ -496,6 +496,17 @@ impl Segment {
     }
 }
 
+/// A 4 KiB segment of `slots` slots for a unit test, its name already unlinked: the
+/// mapping lives on, and nothing is left in /dev/shm even if the test fails. `tag` keeps
+/// the tests of one process apart.
+#[cfg(test)]
+pub(crate) fn unlinked_for_test(tag: &str, slots: usize) -> Segment {
+    let name = format!("/{tag}.seg.{}.0", std::process::id());
+    let seg = Segment::create(&name, 4096, slots).unwrap();
+    unlink_segment(&name).unwrap();
+    seg
+}
+
 /// Removes the shared-memory object `name`: the proxy's explicit step when it rebuilds a
 /// segment or shuts down (a [`Segment`] only unmaps when dropped). Mappings of the object
 /// stay valid until they are dropped. Returns whether it existed.

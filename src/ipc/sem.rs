@@ -167,14 +167,11 @@ impl From<io::Error> for WaitError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipc::segment::Segment;
+    use crate::ipc::segment::unlinked_for_test;
 
     #[test]
     fn waits_time_out_and_posts_are_taken() {
-        let name = format!("/semtest.seg.{}.0", std::process::id());
-        let seg = Segment::create(&name, 4096, 2).unwrap();
-        // Unlinked at once: the mapping lives on, and nothing is left if the test fails.
-        crate::ipc::segment::unlink_segment(&name).unwrap();
+        let seg = unlinked_for_test("semtest0", 2);
         let started = std::time::Instant::now();
         assert_eq!(
             seg.ready().wait_timeout(Duration::from_millis(30)),
@@ -195,10 +192,7 @@ mod tests {
 
     #[test]
     fn long_waits_check_between_slices() {
-        let name = format!("/semtest.seg.{}.1", std::process::id());
-        let seg = Segment::create(&name, 4096, 1).unwrap();
-        // Unlinked at once: the mapping lives on, and nothing is left if the test fails.
-        crate::ipc::segment::unlink_segment(&name).unwrap();
+        let seg = unlinked_for_test("semtest1", 1);
         let (slice, long) = (Duration::from_millis(20), Duration::from_secs(5));
         let mut asked = 0;
         // A unit that is there is taken without asking.

@@ -245,34 +245,21 @@ fn spaced(value: &Value) -> String {
     String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
-/// serde_json's compact layout, but for `": "` and `", "`.
+/// serde_json's compact layout, but for `": "` and, between an object's members, `", "`.
 struct Spaced;
 
 impl serde_json::ser::Formatter for Spaced {
-    fn begin_array_value<W: ?Sized + io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> io::Result<()> {
-        comma(w, first)
-    }
-
     fn begin_object_key<W: ?Sized + io::Write>(
         &mut self,
         w: &mut W,
         first: bool,
     ) -> io::Result<()> {
-        comma(w, first)
+        if first { Ok(()) } else { w.write_all(b", ") }
     }
 
     fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
         w.write_all(b": ")
     }
-}
-
-/// The separator before an array's value or an object's key, but the first.
-fn comma<W: ?Sized + io::Write>(w: &mut W, first: bool) -> io::Result<()> {
-    if first { Ok(()) } else { w.write_all(b", ") }
 }
 
 /// How a column of the table lines up. Numbers align right and, when too wide, keep

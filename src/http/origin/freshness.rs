@@ -694,6 +694,15 @@ pub(crate) fn update_from_304(
     storable_headers(&updated)
 }
 
+/// Header lines from string pairs, to keep the origin room's test cases short.
+#[cfg(test)]
+pub(crate) fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -727,14 +736,6 @@ mod tests {
     /// `t(s)` as an HTTP-date.
     fn date(seconds: u64) -> String {
         httpdate::fmt_http_date(t(seconds))
-    }
-
-    /// Header lines from string pairs, to keep the cases short.
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect()
     }
 
     /// A 200 requested at `t(1000)` and received at once, with `Date: t(1000)`.

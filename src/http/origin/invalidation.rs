@@ -200,19 +200,13 @@ fn remove_dot_segments(path: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::freshness::h;
     use super::*;
 
     /// An HTTP-date `seconds` after a fixed moment.
     fn date(seconds: u64) -> String {
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000 + seconds);
         httpdate::fmt_http_date(at)
-    }
-
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect()
     }
 
     #[test]

@@ -514,16 +514,11 @@ impl Ask<'_> {
         }
     }
 }
+
 #[cfg(test)]
 mod tests {
+    use super::freshness::h;
     use super::*;
-
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect()
-    }
 
     #[test]
     fn keys_keep_the_query() {
@@ -586,10 +581,16 @@ mod tests {
 
     #[test]
     fn blocks_keep_what_can_be_sent() {
+        // obs-text goes into the block as the byte it came as (issue 21); a control
+        // character cannot, and the block is then not complete.
         let headers = h(&[("A", "1"), ("Content-Length", "5"), ("B", "caf\u{e9}")]);
         let block = to_block(headers.iter());
+        assert_eq!(block, b"A: 1\r\nB: caf\xe9\r\n");
+        assert!(complete_block(&block, &headers));
+        let with_control = h(&[("A", "1"), ("C", "a\u{1}b")]);
+        let block = to_block(with_control.iter());
         assert_eq!(block, b"A: 1\r\n");
-        assert!(!complete_block(&block, &headers));
+        assert!(!complete_block(&block, &with_control));
         assert_eq!(parse_block(&block), h(&[("A", "1")]));
         // Bytes beyond ASCII read back one char each, as the wire's bytes were read.
         assert_eq!(parse_block(b"X: caf\xe9\r\n"), h(&[("X", "caf\u{e9}")]));

@@ -824,6 +824,16 @@ mod tests {
     }
 
     #[test]
+    fn field_values_may_hold_obs_text_and_keep_each_byte() {
+        // RFC 9110 §5.5: obs-text (0x80 to 0xFF) is a field value's octets. Each byte is
+        // kept as the char of the same number, so that it can be written back unchanged.
+        let r = read(b"GET / HTTP/1.1\r\nHost: h\r\nX-Obs: caf\xe9\r\nX-Utf8: caf\xc3\xa9\r\n\r\n")
+            .unwrap();
+        assert_eq!(r.header("x-obs"), Some("caf\u{e9}"));
+        assert_eq!(r.header("x-utf8"), Some("caf\u{c3}\u{a9}"));
+    }
+
+    #[test]
     fn pipelined_requests_are_read_one_at_a_time() {
         let limits = Limits {
             max_line: 100,
