@@ -158,26 +158,7 @@ origin_mode() {
     # The origin.
     port[origin]=$(free_port)
     mkdir -p "$tmp/origin"
-    cat >"$tmp/origin/nginx.conf" <<NGINX
-daemon off;
-worker_processes auto;
-pid $tmp/origin/nginx.pid;
-error_log $tmp/origin/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    keepalive_requests 1000000000;
-    keepalive_timeout 65s;
-    open_file_cache max=64 inactive=60s;
-    client_body_temp_path $tmp/origin/body;
-    proxy_temp_path $tmp/origin/proxy;
-    fastcgi_temp_path $tmp/origin/fastcgi;
-    uwsgi_temp_path $tmp/origin/uwsgi;
-    scgi_temp_path $tmp/origin/scgi;
+    { nginx_conf_head "$tmp/origin" 4096 files; cat <<NGINX; } >"$tmp/origin/nginx.conf"
     server {
         listen 127.0.0.1:${port[origin]};
         location /hit/ { alias $www/; add_header Cache-Control "max-age=3600"; }
@@ -208,22 +189,7 @@ NGINX
     # nginx proxy_cache, as one would deploy it in front of this origin.
     port[nginx]=$(free_port)
     mkdir -p "$tmp/nginx"
-    cat >"$tmp/nginx/nginx.conf" <<NGINX
-daemon off;
-worker_processes auto;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    tcp_nodelay on;
-    keepalive_requests 1000000000;
-    keepalive_timeout 65s;
-    client_body_temp_path $tmp/nginx/body;
-    proxy_temp_path $tmp/nginx/proxy;
-    fastcgi_temp_path $tmp/nginx/fastcgi;
-    uwsgi_temp_path $tmp/nginx/uwsgi;
-    scgi_temp_path $tmp/nginx/scgi;
+    { nginx_conf_head "$tmp/nginx" 4096 proxy; cat <<NGINX; } >"$tmp/nginx/nginx.conf"
     proxy_cache_path $tmp/nginx/cache levels=1:2 keys_zone=bench:10m max_size=1g;
     upstream origin {
         server 127.0.0.1:${port[origin]};
@@ -434,26 +400,7 @@ servers+=(tinyserve)
 if [ "$have_nginx" = 1 ]; then
     port[nginx]=$(free_port)
     mkdir -p "$tmp/nginx"
-    cat >"$tmp/nginx/nginx.conf" <<EOF
-daemon off;
-worker_processes auto;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    keepalive_requests 1000000000;
-    keepalive_timeout 65s;
-    open_file_cache max=64 inactive=60s;
-    client_body_temp_path $tmp/nginx/body;
-    proxy_temp_path $tmp/nginx/proxy;
-    fastcgi_temp_path $tmp/nginx/fastcgi;
-    uwsgi_temp_path $tmp/nginx/uwsgi;
-    scgi_temp_path $tmp/nginx/scgi;
+    { nginx_conf_head "$tmp/nginx" 1024 files; cat <<EOF; } >"$tmp/nginx/nginx.conf"
     server {
         listen 127.0.0.1:${port[nginx]};
         root $www;

@@ -80,3 +80,33 @@ free_port() {
     done
     return 1
 }
+
+# The head of an nginx configuration of the benchmark's own in folder $1: no daemon, its
+# pid, logs and temporary paths in that folder, no access log, keep-alive without a
+# request limit, TCP_NODELAY; $2 worker connections; $3 `files` for a server of files
+# (sendfile, tcp_nopush, an open-file cache) or `proxy`. The caller writes the rest of
+# the `http` block (its server blocks) and closes it.
+nginx_conf_head() {
+    local dir=$1 conns=$2 kind=$3
+    cat <<NGINX
+daemon off;
+worker_processes auto;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections $conns; }
+http {
+    access_log off;
+    tcp_nodelay on;
+    keepalive_requests 1000000000;
+    keepalive_timeout 65s;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+NGINX
+    if [ "$kind" = files ]; then
+        printf '    default_type application/octet-stream;\n    sendfile on;\n'
+        printf '    tcp_nopush on;\n    open_file_cache max=64 inactive=60s;\n'
+    fi
+}
