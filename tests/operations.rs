@@ -313,13 +313,7 @@ fn usr1_reopens_the_access_log_and_admin_pages_stay_out_of_it() {
         line.contains("WARN"),
         "the address is logged at warn: {line}"
     );
-    let addr: SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr: SocketAddr = listening_addr(&line);
     let mut c = Connection::open(addr);
     assert_eq!(c.get("/-/stats").0, 200);
     let ua = "curl/8.0 \"quoted\"";

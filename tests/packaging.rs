@@ -169,13 +169,7 @@ fn an_installed_webproxy_finds_shmcached_beside_it() {
     ];
     let proxy = Proc::launch("proxy", webproxy.to_str().unwrap(), &args);
     let line = proxy.wait_log("listening on http://");
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = listening_addr(&line);
     let r = get(addr, "/a.txt");
     assert_eq!((r.status, &r.body[..]), (200, &b"installed"[..]));
     assert_eq!(

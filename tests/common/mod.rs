@@ -262,7 +262,7 @@ pub fn shm_objects(name: &str) -> Vec<String> {
         .collect()
 }
 
-fn listening_addr(line: &str) -> SocketAddr {
+pub fn listening_addr(line: &str) -> SocketAddr {
     line.split("http://")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
