@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -42,20 +42,6 @@ fn wait_refused(addr: SocketAddr) {
     eventually("the listener to close", || {
         TcpStream::connect(addr).is_err()
     });
-}
-
-/// Reads the rest of a response's body until `len` bytes are in, or the connection ends.
-fn read_rest(mut s: TcpStream, mut got: Vec<u8>, len: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; 1 << 16];
-    while got.len() < len {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-            Err(e) => panic!("reading the body: {e}"),
-        }
-    }
-    got
 }
 
 /// A directory holding `big.bin`, for `-c` and `-s`.

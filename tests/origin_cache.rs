@@ -942,3 +942,79 @@ fn response_field_values_reach_the_client_as_the_origin_sent_them() {
     assert!(has_line(&head, b"X-Cache: HIT"), "{text}");
     stop_and_check_clean(&name, vec![proxy, cache]);
 }
+
+/// A 16 MiB hit whose cache stops while its client pauses; the origin's ETag is `"v1"`
+/// while the first answer fills the cache and `etag_after` from then on. Returns the
+/// instance's name, what the client got, the whole body, the origin and the proxy.
+fn hit_cut_by_a_stopped_cache(
+    tag: &str,
+    etag_after: &'static str,
+) -> (String, Vec<u8>, Vec<u8>, Scripted, Proc) {
+    const LEN: usize = 16 << 20;
+    let body = pattern(LEN, 20);
+    let served = body.clone();
+    let origin = Scripted::start(move |seen, n| {
+        let etag = if n == 1 { "\"v1\"" } else { etag_after };
+        let headers = [("ETag", etag), ("Cache-Control", "max-age=3600")];
+        let range = seen.header("range").and_then(|r| r.strip_prefix("bytes="));
+        match range.and_then(|r| r.split_once('-')) {
+            // If-Range: the range only if the version is the one named (RFC 9110 §13.1.5).
+            Some((a, b)) if seen.header("if-range") == Some(etag) => {
+                let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
+                let mut answer = Answer::new(206, &headers, &served[a..=b]);
+                let content_range = format!("bytes {a}-{b}/{LEN}");
+                answer
+                    .headers
+                    .push(("Content-Range".to_owned(), content_range));
+                answer
+            }
+            _ => Answer::new(200, &headers, &served),
+        }
+    });
+    let (name, cache, proxy, addr) = start(tag, &origin);
+    assert!(
+        get(addr, "/big").body == body,
+        "the first answer fills the cache"
+    );
+    eventually("the cache to hold it", || {
+        get(addr, "/-/stats")
+            .body
+            .windows(12)
+            .any(|w| w == b"\"objects\": 1")
+    });
+    let (s, len, first) = start_download(addr, "/big", 1 << 20);
+    assert_eq!(len, LEN);
+    // Stopped while the response is paused: the rest cannot come from the cache.
+    assert!(cache.terminate().success());
+    let got = read_rest(s, first, len);
+    (name, got, body, origin, proxy)
+}
+
+#[test]
+fn a_hit_cut_by_a_stopped_cache_is_finished_from_the_origin_when_it_holds_that_version() {
+    // Issue 20 in front of an origin: the rest is asked for as a range, with If-Range and
+    // the stored strong ETag, so that it can only be the same version's bytes.
+    let (name, got, body, origin, proxy) = hit_cut_by_a_stopped_cache("o-resume", "\"v1\"");
+    assert!(got == body, "every byte, the rest from the origin");
+    proxy.wait_log("sending the rest from secondary storage");
+    let asked = origin.last();
+    assert_eq!(asked.header("if-range"), Some("\"v1\""));
+    assert!(
+        asked
+            .header("range")
+            .is_some_and(|r| r.starts_with("bytes="))
+    );
+    stop_and_check_clean(&name, vec![proxy]);
+}
+
+#[test]
+fn a_hit_is_still_cut_when_the_origin_has_another_version_meanwhile() {
+    let (name, got, body, _origin, proxy) = hit_cut_by_a_stopped_cache("o-resume2", "\"v2\"");
+    assert!(got.len() < body.len(), "cut short");
+    assert!(
+        got[..] == body[..got.len()],
+        "what arrived is a true prefix"
+    );
+    proxy.wait_log("does not hold the same version");
+    stop_and_check_clean(&name, vec![proxy]);
+}

@@ -49,6 +49,16 @@ pub struct HitRange {
     pub etag: Option<Etag>,
     /// Which bytes the entry held (see [`Meta::identity`](crate::ipc::Meta::identity)).
     pub identity: crate::ipc::Identity,
+    /// In front of an origin: the target and fields to ask it for the rest with, should
+    /// the cache break off mid-body.
+    pub origin_request: Option<OriginRequest>,
+}
+
+/// A request as it would go to the origin: its target and end-to-end fields.
+#[derive(Debug, Clone)]
+pub struct OriginRequest {
+    pub target: String,
+    pub fields: Vec<(String, String)>,
 }
 
 /// A body from secondary storage that also fills the cache: every byte read for the client

@@ -72,20 +72,27 @@ pub(super) fn deliver_hit(
 
 /// The rest of a hit, from `next` to its end, from secondary storage: when the cache broke
 /// off (`why`) and storage holds the very version the response began with. `None` when
-/// it does not (or there is no directory behind the cache: an origin would have to be
-/// asked with the original request's fields), and the response is to be cut.
+/// it does not, and the response is to be cut. A directory is checked as a revalidation
+/// would check it; an origin is asked for the range with `If-Range` and the entry's strong
+/// ETag, with the original request's fields, and its answer is taken only when it is
+/// that very range of that very version (RFC 9110 §13.1.5, §14.4).
 fn storage_rest(
     ctx: &Context,
     hit: &HitRange,
     next: u64,
     why: &io::Error,
 ) -> Option<io::Take<super::storage::Source>> {
-    let cached = StoredValidators {
-        modified: hit.modified,
-        etag: hit.etag.as_ref().map(Etag::as_str),
-        identity: hit.identity,
+    let rest = match (&hit.origin_request, ctx.origin()) {
+        (Some(request), Some(origin)) => origin_rest(origin, request, hit, next),
+        _ => {
+            let cached = StoredValidators {
+                modified: hit.modified,
+                etag: hit.etag.as_ref().map(Etag::as_str),
+                identity: hit.identity,
+            };
+            dir(ctx)?.rest_of(&hit.key, &cached, hit.total_len, (next, hit.end))
+        }
     };
-    let rest = dir(ctx)?.rest_of(&hit.key, &cached, hit.total_len, (next, hit.end));
     match &rest {
         Some(_) => {
             bump(&ctx.stats.hits_resumed);
@@ -102,6 +109,38 @@ fn storage_rest(
         ),
     }
     rest
+}
+
+/// Asks `origin` for bytes `next..` to the hit's end, only if it still holds the version
+/// the response began with (see [`storage_rest`]).
+fn origin_rest(
+    origin: &super::origin::upstream::Upstream,
+    request: &super::body::OriginRequest,
+    hit: &HitRange,
+    next: u64,
+) -> Option<io::Take<super::storage::Source>> {
+    let etag = hit
+        .etag
+        .as_ref()
+        .map(Etag::as_str)
+        .filter(|t| !t.starts_with("W/"))?;
+    let last = hit.end.checked_sub(1).filter(|&last| last >= next)?;
+    let mut fields = request.fields.clone();
+    fields.push(("Range".to_owned(), format!("bytes={next}-{last}")));
+    fields.push(("If-Range".to_owned(), etag.to_owned()));
+    let answer = origin.send("GET", &request.target, &fields, b"").ok()?;
+    let field = |name: &str| {
+        answer
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+    };
+    let range = format!("bytes {next}-{last}/{}", hit.total_len);
+    let same = answer.status == 206
+        && field("content-range") == Some(range.as_str())
+        && field("etag") == Some(etag);
+    same.then(|| super::storage::Source::Origin(answer.body).take(hit.end - next))
 }
 
 /// Where the bytes of a held hit come from.
@@ -322,6 +361,7 @@ pub(super) fn hit(key: &str, found: Found, age: u64) -> Reply {
         modified: meta.modified,
         etag: meta.etag,
         identity: meta.identity,
+        origin_request: None,
     };
     let body = match body.remaining() {
         0 => Body::Text(b""),

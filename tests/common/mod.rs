@@ -468,6 +468,20 @@ pub fn start_download(
     (s, len, first)
 }
 
+/// Reads the rest of a response's body until `len` bytes are in, or the connection ends.
+pub fn read_rest(mut s: TcpStream, mut got: Vec<u8>, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; 1 << 16];
+    while got.len() < len {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("reading the body: {e}"),
+        }
+    }
+    got
+}
+
 /// Reads until EOF or a reset, whichever comes first; returns what arrived.
 pub fn read_until_closed(mut s: TcpStream, mut got: Vec<u8>) -> Vec<u8> {
     let mut buf = [0u8; 65536];

@@ -47,7 +47,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use super::body::{Body, FillBody};
+use super::body::{Body, FillBody, OriginRequest};
 use super::coalesce::{Role, Ticket};
 use super::conditional;
 use super::context::Context;
@@ -239,7 +239,16 @@ impl Ask<'_> {
         // The Age the origin sent is part of the age computed: it is replaced.
         let mut found = found;
         found.headers = to_block(stored.headers.iter().filter(|(n, _)| !is(n, "age")));
-        (hit(key, found, age), Source::Hit)
+        let mut reply = hit(key, found, age);
+        if let Body::Cache(_, range) = &mut reply.body {
+            // Should the cache break off mid-body, the rest can be asked of the origin as
+            // this request would have asked it, its own conditions and range aside.
+            range.origin_request = Some(OriginRequest {
+                target: self.request.target.clone(),
+                fields: self.forwarded(true),
+            });
+        }
+        (reply, Source::Hit)
     }
 
     /// A miss: one request per key fetches and fills, the others wait for it and ask the
