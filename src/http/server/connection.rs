@@ -151,7 +151,7 @@ impl<T: Send + 'static> Conn<T> {
 
     /// Reads (when `from_socket`) and parses until a request is whole: `Ok(None)` when
     /// more bytes are needed, `Err` when the connection is to end.
-    pub fn read_request<S: Service<Tag = T>>(
+    fn read_request<S: Service<Tag = T>>(
         &mut self,
         shared: &Shared<S>,
         buffer: &mut [u8],

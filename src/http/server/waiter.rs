@@ -12,7 +12,7 @@
 //! the entry is freed. A readiness report for a connection closed meanwhile (and whose
 //! index now names another) carries the old generation and is ignored.
 //!
-//! The waiter's clock (see `pool::clock`) visits the table a few times a second for the
+//! The waiter's clock (see `pool::run_clock`) visits the table a few times a second for the
 //! deadlines: an idle connection closed, a request that took too long answered 408, a
 //! parked answer whose client reads too slowly cut.
 
