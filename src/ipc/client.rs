@@ -1,4 +1,4 @@
-//! The proxy's side of the protocol: what a proxy worker calls ([`Client::get`],
+//! The proxy's side of the protocol: what its pool thread calls ([`Client::get`],
 //! [`store`](Client::store), [`renew`](Client::renew), [`purge`](Client::purge),
 //! [`stats`](Client::stats)). It owns everything between a call and its answer: checking
 //! out a segment, its generation, the message on the queue, the waits and their timeouts,

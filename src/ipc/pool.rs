@@ -278,7 +278,7 @@ pub enum SegmentState {
     Idle = 0,
     /// A call went out; no head has come back yet.
     Waiting = 1,
-    /// The cache is writing an answer and a proxy worker reads it.
+    /// The cache is writing an answer and the proxy's pool thread reads it.
     Receiving = 2,
     /// A connection sends an answer from the segment straight to its client.
     Sending = 3,
