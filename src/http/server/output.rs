@@ -109,7 +109,8 @@ impl Budget {
     }
 
     /// Bytes taken now.
-    pub fn used(&self) -> u64 {
+    #[cfg(test)]
+    fn used(&self) -> u64 {
         self.used.load(Ordering::Acquire)
     }
 }
