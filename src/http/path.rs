@@ -17,36 +17,34 @@ pub enum PathError {
     TooLong,
 }
 
-/// A key, held inline: by construction it is at most [`MAX_KEY_LEN`] bytes, so making one
-/// for every request allocates nothing.
+/// A key: a decoded, normalised path of at most [`MAX_KEY_LEN`] bytes. Built in one
+/// allocation the size of the request target's path (a key is never longer than the path
+/// it comes from, but for a directory's `index.html`).
 pub struct Key {
-    bytes: [u8; MAX_KEY_LEN],
-    len: usize,
+    path: String,
 }
 
 impl Key {
-    fn new() -> Key {
+    fn with_capacity(capacity: usize) -> Key {
         Key {
-            bytes: [0; MAX_KEY_LEN],
-            len: 0,
+            path: String::with_capacity(capacity),
         }
     }
 
-    fn push(&mut self, s: &[u8]) -> Result<(), PathError> {
-        let end = self.len + s.len();
-        self.bytes
-            .get_mut(self.len..end)
-            .ok_or(PathError::TooLong)?
-            .copy_from_slice(s);
-        self.len = end;
+    /// Appends `s`, UTF-8 by construction (a segment of checked UTF-8, or ASCII).
+    fn push(&mut self, s: &str) -> Result<(), PathError> {
+        if self.path.len() + s.len() > MAX_KEY_LEN {
+            return Err(PathError::TooLong);
+        }
+        self.path.push_str(s);
         Ok(())
     }
 
     /// Drops the last segment (`/name`); false when there is none.
     fn pop(&mut self) -> bool {
-        match self.bytes[..self.len].iter().rposition(|&b| b == b'/') {
+        match self.path.rfind('/') {
             Some(slash) => {
-                self.len = slash;
+                self.path.truncate(slash);
                 true
             }
             None => false,
@@ -54,7 +52,7 @@ impl Key {
     }
 
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..self.len]).expect("built from checked UTF-8")
+        &self.path
     }
 }
 
@@ -86,7 +84,7 @@ impl PartialEq for Key {
 
 /// The longest decoded path considered; `..` segments could shorten a longer one, but no
 /// client needs that.
-const DECODED_CAPACITY: usize = 2 * MAX_KEY_LEN;
+const MAX_DECODED_LEN: usize = 2 * MAX_KEY_LEN;
 
 /// Turns a request target (`/a/b%20c?x=1`) into a key (`/a/b c`). A trailing `/` is kept,
 /// because it asks for a directory's index.
@@ -95,27 +93,26 @@ pub fn key_from_target(target: &str) -> Result<Key, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::Bad("the request target is not a path"));
     }
-    let mut buf = [0u8; DECODED_CAPACITY];
-    let decoded = percent_decode(path, &mut buf)?;
-    let mut key = Key::new();
-    for segment in decoded.split(|&b| b == b'/') {
+    let decoded = percent_decode(path)?;
+    let mut key = Key::with_capacity(decoded.len() + "index.html".len() + 1);
+    for segment in decoded.split('/') {
         match segment {
-            b"" | b"." => {}
-            b".." => {
+            "" | "." => {}
+            ".." => {
                 if !key.pop() {
                     return Err(PathError::Bad("the path climbs above the root"));
                 }
             }
             s => {
-                key.push(b"/")?;
+                key.push("/")?;
                 key.push(s)?;
             }
         }
     }
     let wants_directory =
-        decoded.ends_with(b"/") || decoded.ends_with(b"/.") || decoded.ends_with(b"/..");
-    if key.len == 0 || wants_directory {
-        key.push(b"/")?;
+        decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    if key.path.is_empty() || wants_directory {
+        key.push("/")?;
     }
     Ok(key)
 }
@@ -153,15 +150,15 @@ pub fn percent_encode(path: &str) -> String {
 pub fn object_key(target: &str) -> Result<Key, PathError> {
     let mut key = key_from_target(target)?;
     if key.ends_with('/') {
-        key.push(b"index.html")?;
+        key.push("index.html")?;
     }
     Ok(key)
 }
 
-/// Decodes `%XX` escapes into `buf` (the decoding is `percent-encoding`'s). Stricter than
-/// that crate, which leaves a malformed escape as it is: here it is refused, as is an
-/// encoded NUL, and a result that is not UTF-8.
-fn percent_decode<'a>(s: &str, buf: &'a mut [u8]) -> Result<&'a [u8], PathError> {
+/// Decodes `%XX` escapes (the decoding is `percent-encoding`'s). Stricter than that
+/// crate, which leaves a malformed escape as it is: here it is refused, as is an encoded
+/// NUL, and a result that is not UTF-8.
+fn percent_decode(s: &str) -> Result<std::borrow::Cow<'_, str>, PathError> {
     let bytes = s.as_bytes();
     for (i, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b'%') {
         match bytes.get(i + 1..i + 3) {
@@ -169,16 +166,16 @@ fn percent_decode<'a>(s: &str, buf: &'a mut [u8]) -> Result<&'a [u8], PathError>
             _ => return Err(PathError::Bad("invalid percent-encoding")),
         }
     }
-    let mut n = 0;
-    for b in percent_encoding::percent_decode(bytes) {
-        if b == 0 {
-            return Err(PathError::Bad("encoded NUL"));
-        }
-        *buf.get_mut(n).ok_or(PathError::TooLong)? = b;
-        n += 1;
+    let decoded = percent_encoding::percent_decode(bytes)
+        .decode_utf8()
+        .map_err(|_| PathError::Bad("the path is not UTF-8"))?;
+    if decoded.contains('\0') {
+        return Err(PathError::Bad("encoded NUL"));
     }
-    std::str::from_utf8(&buf[..n]).map_err(|_| PathError::Bad("the path is not UTF-8"))?;
-    Ok(&buf[..n])
+    if decoded.len() > MAX_DECODED_LEN {
+        return Err(PathError::TooLong);
+    }
+    Ok(decoded)
 }
 
 #[cfg(test)]
