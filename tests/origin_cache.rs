@@ -943,6 +943,54 @@ fn response_field_values_reach_the_client_as_the_origin_sent_them() {
     stop_and_check_clean(&name, vec![proxy, cache]);
 }
 
+/// How many lines of `head` are named `name` (any case).
+fn lines_named(head: &[u8], name: &str) -> usize {
+    head.split(|&b| b == b'\n')
+        .filter(|line| {
+            line.len() > name.len()
+                && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+                && line[name.len()] == b':'
+        })
+        .count()
+}
+
+#[test]
+fn a_hit_carries_the_stored_fields_once_with_its_own_age() {
+    // The origin says Accept-Ranges and Age itself: a hit answers ranges too and computes
+    // its age (RFC 9111 §4.2.3, from the Age received), and each goes out once.
+    let origin = Scripted::start(|_, _| {
+        let mut a = Answer::new(
+            200,
+            &[("Cache-Control", "max-age=600"), ("Accept-Ranges", "bytes")],
+            b"body",
+        );
+        a.raw_headers.push(b"Age: 100".to_vec());
+        a.raw_headers.push(b"X-Spaced: a  b".to_vec());
+        a
+    });
+    let (name, cache, proxy, addr) = start("o-once", &origin);
+    for want in ["MISS", "HIT", "HIT"] {
+        let head = raw_head(addr, "/x");
+        let text = String::from_utf8_lossy(&head);
+        assert!(
+            has_line(&head, format!("X-Cache: {want}").as_bytes()),
+            "{text}"
+        );
+        assert_eq!(lines_named(&head, "accept-ranges"), 1, "{text}");
+        assert_eq!(lines_named(&head, "age"), 1, "{text}");
+        assert!(has_line(&head, b"X-Spaced: a  b"), "{text}");
+        if want == "HIT" {
+            let age = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Age: "))
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            assert!(age.is_some_and(|a| (100..200).contains(&a)), "{text}");
+        }
+    }
+    assert_eq!(origin.count(), 1);
+    stop_and_check_clean(&name, vec![proxy, cache]);
+}
+
 /// A 16 MiB hit whose cache stops while its client pauses; the origin's ETag is `"v1"`
 /// while the first answer fills the cache and `etag_after` from then on. Returns the
 /// instance's name, what the client got, the whole body, the origin and the proxy.

@@ -206,6 +206,9 @@ pub(super) fn response(
                 .with_header("Content-Range", Value::Unsatisfiable(total));
         }
     };
+    // Ranges of it are answered; an origin's own Accept-Ranges, stored, already says so
+    // (or says what the origin wants said), and a second line would make it a list.
+    let says_ranges = status != 304 && !names_field(&stored, "accept-ranges");
     let mut headers = Headers::stored(stored);
     headers.push(
         "X-Cache",
@@ -216,7 +219,7 @@ pub(super) fn response(
         let end = start + len - 1;
         headers.push("Content-Range", Value::Range { start, end, total });
     }
-    if status != 304 {
+    if says_ranges {
         headers.push("Accept-Ranges", "bytes");
     }
     Reply {
@@ -225,6 +228,20 @@ pub(super) fn response(
         length,
         body,
     }
+}
+
+/// A header block's lines, each with its field name: the way to read a stored block
+/// without parsing it.
+pub(super) fn field_lines(block: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    block.split_inclusive(|&b| b == b'\n').map(|line| {
+        let name = line.split(|&b| b == b':').next().unwrap_or_default();
+        (name, line)
+    })
+}
+
+/// Whether a header block has a line named `name` (lowercase).
+fn names_field(block: &[u8], name: &str) -> bool {
+    field_lines(block).any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// The stored headers a 304 carries: those that would update a client's cached copy
@@ -239,8 +256,7 @@ fn not_modified_headers(stored: &[u8]) -> Vec<u8> {
         "vary",
     ];
     let mut kept = Vec::new();
-    for line in stored.split_inclusive(|&b| b == b'\n') {
-        let name = line.split(|&b| b == b':').next().unwrap_or_default();
+    for (name, line) in field_lines(stored) {
         if KEPT.iter().any(|k| k.as_bytes().eq_ignore_ascii_case(name)) {
             kept.extend_from_slice(line);
         }

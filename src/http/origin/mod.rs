@@ -234,11 +234,9 @@ impl Ask<'_> {
                 _ => self.fetch(None, None),
             };
         }
-        let stored = Stored::new(found.meta.clone(), &found.headers);
-        let age = freshness::current_age(&stored.freshness(), SystemTime::now());
-        // The Age the origin sent is part of the age computed: it is replaced.
+        let (block, age) = hit_block(&found.meta, &found.headers, SystemTime::now());
         let mut found = found;
-        found.headers = to_block(stored.headers.iter().filter(|(n, _)| !is(n, "age")));
+        found.headers = block;
         let mut reply = hit(key, found, age);
         if let Body::Cache(_, range) = &mut reply.body {
             // Should the cache break off mid-body, the rest can be asked of the origin as
