@@ -144,6 +144,8 @@ LISTENING='listening on http://127\.0\.0\.1:[0-9]+'
 # Cases: hits (`/hit/FILE`, fetched once before measuring, so every request counted is a
 # fresh hit) and misses (`/miss/FILE?UNIQUE`: a wrk script gives every request its own
 # key, so nothing is coalesced or stored; each one crosses the cache to the origin).
+# Besides requests/s, a second table has the CPU time webproxy and its cache spent per
+# request (from /proc/PID/stat), which moves far less with the machine's load.
 origin_mode() {
     local s f kind c t url out r e key n total
     for tool in varnishd nginx; do
@@ -153,7 +155,7 @@ origin_mode() {
         fi
     done
     local servers=(webproxy nginx varnish)
-    declare -A port
+    declare -A port proc
 
     # The origin.
     port[origin]=$(free_port)
@@ -178,6 +180,7 @@ NGINX
         RUST_LOG=info,access=off "$2/webproxy" --name "$3" --port 0 \
             --spawn-cache "$tmp/empty" -s "$origin_url" $PROXY_ARGS 2>"$tmp/$1.log" &
         pids+=($!)
+        proc[$1]=$!
         port[$1]=$(wait_port "$!" "$tmp/$1.log" "$LISTENING")
     }
     start_webproxy webproxy "$bin" "$name"
@@ -258,7 +261,17 @@ function request()
 end
 LUA
 
-    declare -A rps errors
+    # CPU time of a webproxy and the cache it spawned (its child), in clock ticks: per
+    # request, it shows what a change to the request path costs even when the machine's
+    # load moves requests/s by a quarter from run to run.
+    cpu_ticks() {
+        local pid total=0
+        for pid in "$1" $(pgrep -P "$1"); do
+            total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+        done
+        echo "$total"
+    }
+    declare -A rps errors cpu
     local kinds=(hit miss)
     total=$((REPEAT * ${#files[@]} * ${#kinds[@]} * $(wc -w <<<"$CONNS") * ${#servers[@]}))
     echo "http.sh: $total wrk runs of ${DURATION}s each; servers: ${servers[*]}" >&2
@@ -274,8 +287,14 @@ LUA
                         out=$tmp/wrk.$s.$kind.$f.c$c.$rep.txt
                         script=()
                         [ "$kind" = hit ] || script=(-s "$tmp/unique.lua")
+                        [ -z "${proc[$s]:-}" ] || ticks=$(cpu_ticks "${proc[$s]}")
                         wrk -t"$t" -c"$c" -d"${DURATION}s" --timeout 10s "${script[@]}" "$url" \
                             >"$out" 2>&1 || true
+                        if [ -n "${proc[$s]:-}" ]; then
+                            ticks=$(($(cpu_ticks "${proc[$s]}") - ticks))
+                            cpu["$s $kind $f $c"]+=" $(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" \
+                                '/requests in/ {if ($1 > 0) printf "%.1f", t / hz * 1e6 / $1}' "$out")"
+                        fi
                         r=$(awk '/^Requests\/sec:/ {print $2}' "$out")
                         e=$(awk '/Non-2xx or 3xx responses:/ {n += $NF}
                                  /Socket errors:/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10}
@@ -342,6 +361,28 @@ LUA
     if [ "$marked" = 1 ]; then
         echo "!: errors (non-2xx, socket errors or timeouts) in at least one run; KEEP=1 keeps wrk's output."
     fi
+    echo
+    echo "CPU microseconds per request, webproxy and its cache together (median of the runs)"
+    header="case            conns"
+    for s in webproxy ${BASELINE:+baseline}; do header+=$(printf ' %12s' "$s"); done
+    [ -z "${BASELINE:-}" ] || header+=$(printf ' %10s' "/baseline")
+    echo "$header"
+    for kind in "${kinds[@]}"; do
+        for f in "${files[@]}"; do
+            for c in $CONNS; do
+                line=$(printf '%-4s %-10s %5s' "$kind" "${f%.bin}" "$c")
+                for s in webproxy ${BASELINE:+baseline}; do
+                    line+=$(printf ' %12s' "$(median "${cpu["$s $kind $f $c"]}")")
+                done
+                if [ -n "${BASELINE:-}" ]; then
+                    line+=$(awk -v a="$(median "${cpu["webproxy $kind $f $c"]}")" \
+                        -v b="$(median "${cpu["baseline $kind $f $c"]}")" \
+                        'BEGIN {if (b > 0) printf " %9.2fx", a / b; else printf " %10s", "-"}')
+                fi
+                echo "$line"
+            done
+        done
+    done
 }
 
 median() {
