@@ -956,12 +956,13 @@ fn lines_named(head: &[u8], name: &str) -> usize {
 
 #[test]
 fn a_hit_carries_the_stored_fields_once_with_its_own_age() {
-    // The origin says Accept-Ranges and Age itself: a hit answers ranges too and computes
-    // its age (RFC 9111 §4.2.3, from the Age received), and each goes out once.
+    // The origin says Accept-Ranges and Age itself. A miss passes its answer on; a hit
+    // says what the cache does (it answers ranges of what it holds, as Varnish does) and
+    // computes its age (RFC 9111 §4.2.3, from the Age received): each line goes out once.
     let origin = Scripted::start(|_, _| {
         let mut a = Answer::new(
             200,
-            &[("Cache-Control", "max-age=600"), ("Accept-Ranges", "bytes")],
+            &[("Cache-Control", "max-age=600"), ("Accept-Ranges", "none")],
             b"body",
         );
         a.raw_headers.push(b"Age: 100".to_vec());
@@ -977,6 +978,11 @@ fn a_hit_carries_the_stored_fields_once_with_its_own_age() {
             "{text}"
         );
         assert_eq!(lines_named(&head, "accept-ranges"), 1, "{text}");
+        let ranges = if want == "HIT" { "bytes" } else { "none" };
+        assert!(
+            has_line(&head, format!("Accept-Ranges: {ranges}").as_bytes()),
+            "{text}"
+        );
         assert_eq!(lines_named(&head, "age"), 1, "{text}");
         assert!(has_line(&head, b"X-Spaced: a  b"), "{text}");
         if want == "HIT" {

@@ -54,6 +54,10 @@ impl Key {
     pub fn as_str(&self) -> &str {
         &self.path
     }
+
+    pub fn into_string(self) -> String {
+        self.path
+    }
 }
 
 impl std::ops::Deref for Key {
@@ -166,14 +170,17 @@ fn percent_decode(s: &str) -> Result<std::borrow::Cow<'_, str>, PathError> {
             _ => return Err(PathError::Bad("invalid percent-encoding")),
         }
     }
+    // Each escape, checked above, decodes three bytes into one: the length is known
+    // before decoding, and a path too long is refused as such whatever it holds.
+    let escapes = bytes.iter().filter(|&&b| b == b'%').count();
+    if bytes.len() - 2 * escapes > MAX_DECODED_LEN {
+        return Err(PathError::TooLong);
+    }
     let decoded = percent_encoding::percent_decode(bytes)
         .decode_utf8()
         .map_err(|_| PathError::Bad("the path is not UTF-8"))?;
     if decoded.contains('\0') {
         return Err(PathError::Bad("encoded NUL"));
-    }
-    if decoded.len() > MAX_DECODED_LEN {
-        return Err(PathError::TooLong);
     }
     Ok(decoded)
 }
@@ -250,5 +257,21 @@ mod tests {
         assert_eq!(key_from_target(&long), Err(PathError::TooLong));
         let fits = format!("/{}", "x".repeat(MAX_KEY_LEN - 1));
         assert_eq!(key_from_target(&fits).map(|k| k.len()), Ok(MAX_KEY_LEN));
+        // Too long decoded is too long, whatever else is wrong with it; escapes count
+        // as the byte they stand for.
+        let over = "x".repeat(MAX_DECODED_LEN);
+        for target in [
+            format!("/{over}%ff"),
+            format!("/%ff{over}"),
+            format!("/{over}%00"),
+        ] {
+            assert_eq!(
+                key_from_target(&target),
+                Err(PathError::TooLong),
+                "{target}"
+            );
+        }
+        let escaped = format!("/{}", "%41".repeat(MAX_KEY_LEN - 1));
+        assert_eq!(key_from_target(&escaped).map(|k| k.len()), Ok(MAX_KEY_LEN));
     }
 }

@@ -206,9 +206,13 @@ pub(super) fn response(
                 .with_header("Content-Range", Value::Unsatisfiable(total));
         }
     };
-    // Ranges of it are answered; an origin's own Accept-Ranges, stored, already says so
-    // (or says what the origin wants said), and a second line would make it a list.
-    let says_ranges = status != 304 && !names_field(&stored, "accept-ranges");
+    // The cache answers ranges of what it holds, whatever the origin said of its own
+    // (as Varnish does): its Accept-Ranges, stored, gives way to this one.
+    let stored = match status {
+        304 => stored,
+        _ if names_field(&stored, "accept-ranges") => without_field(&stored, "accept-ranges"),
+        _ => stored,
+    };
     let mut headers = Headers::stored(stored);
     headers.push(
         "X-Cache",
@@ -219,7 +223,7 @@ pub(super) fn response(
         let end = start + len - 1;
         headers.push("Content-Range", Value::Range { start, end, total });
     }
-    if says_ranges {
+    if status != 304 {
         headers.push("Accept-Ranges", "bytes");
     }
     Reply {
@@ -242,6 +246,17 @@ pub(super) fn field_lines(block: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> 
 /// Whether a header block has a line named `name` (lowercase).
 fn names_field(block: &[u8], name: &str) -> bool {
     field_lines(block).any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// A header block without its lines named `name` (lowercase).
+fn without_field(block: &[u8], name: &str) -> Vec<u8> {
+    let mut kept = Vec::with_capacity(block.len());
+    for (n, line) in field_lines(block) {
+        if !n.eq_ignore_ascii_case(name.as_bytes()) {
+            kept.extend_from_slice(line);
+        }
+    }
+    kept
 }
 
 /// The stored headers a 304 carries: those that would update a client's cached copy

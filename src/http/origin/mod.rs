@@ -74,7 +74,7 @@ const REFRESH_MAX: u64 = 8 * 1024 * 1024;
 
 /// The primary cache key of a request target: the normalised path and the query as sent.
 pub fn cache_key(target: &str) -> Result<String, PathError> {
-    let mut key = key_from_target(target)?.as_str().to_owned();
+    let mut key = key_from_target(target)?.into_string();
     if let Some((_, query)) = target.split_once('?')
         && !query.is_empty()
     {

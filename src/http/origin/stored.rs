@@ -43,7 +43,8 @@ fn for_freshness(meta: &Meta, headers: Vec<(String, String)>) -> ResponseMeta {
 
 /// A fresh hit's block and current age (RFC 9111 §4.2.3), read in place: the age needs
 /// only the `Age` and `Date` lines, and the block goes out as stored but for its `Age`
-/// line, which the age computed replaces. The rest of the block is neither parsed nor
+/// line, which the age computed replaces (and a `Content-Length`, which [`to_block`] never
+/// stores and the connection writes itself). The rest of the block is neither parsed nor
 /// re-encoded, which a hit served from memory would otherwise spend most of its time on.
 pub(super) fn hit_block(meta: &Meta, block: &[u8], now: SystemTime) -> (Vec<u8>, u64) {
     let mut kept = Vec::with_capacity(block.len());
@@ -53,7 +54,7 @@ pub(super) fn hit_block(meta: &Meta, block: &[u8], now: SystemTime) -> (Vec<u8>,
         if is_age || name.eq_ignore_ascii_case(b"date") {
             read.extend(parse_block(line));
         }
-        if !is_age {
+        if !is_age && !name.eq_ignore_ascii_case(b"content-length") {
             kept.extend_from_slice(line);
         }
     }
