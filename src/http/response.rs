@@ -236,7 +236,7 @@ pub(super) fn response(
 
 /// A header block's lines, each with its field name: the way to read a stored block
 /// without parsing it.
-pub(super) fn field_lines(block: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+pub(super) fn block_lines(block: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     block.split_inclusive(|&b| b == b'\n').map(|line| {
         let name = line.split(|&b| b == b':').next().unwrap_or_default();
         (name, line)
@@ -245,13 +245,13 @@ pub(super) fn field_lines(block: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> 
 
 /// Whether a header block has a line named `name` (lowercase).
 fn names_field(block: &[u8], name: &str) -> bool {
-    field_lines(block).any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+    block_lines(block).any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// A header block without its lines named `name` (lowercase).
 fn without_field(block: &[u8], name: &str) -> Vec<u8> {
     let mut kept = Vec::with_capacity(block.len());
-    for (n, line) in field_lines(block) {
+    for (n, line) in block_lines(block) {
         if !n.eq_ignore_ascii_case(name.as_bytes()) {
             kept.extend_from_slice(line);
         }
@@ -271,7 +271,7 @@ fn not_modified_headers(stored: &[u8]) -> Vec<u8> {
         "vary",
     ];
     let mut kept = Vec::new();
-    for (name, line) in field_lines(stored) {
+    for (name, line) in block_lines(stored) {
         if KEPT.iter().any(|k| k.as_bytes().eq_ignore_ascii_case(name)) {
             kept.extend_from_slice(line);
         }

@@ -172,19 +172,22 @@ const HOP_BY_HOP: [&str; 10] = [
 /// connection options"). The end-to-end headers are exactly what issue 12 found the
 /// proxy dropping.
 pub(crate) fn strip_hop_by_hop(headers: &[(String, String)]) -> Vec<(String, String)> {
-    let named: Vec<String> = field_lines(headers, "connection")
+    end_to_end(headers).cloned().collect()
+}
+
+/// The lines [`strip_hop_by_hop`] keeps, borrowed: for a reply written at once.
+pub(crate) fn end_to_end(
+    headers: &[(String, String)],
+) -> impl Iterator<Item = &(String, String)> + '_ {
+    let named: Vec<&str> = field_lines(headers, "connection")
         .flat_map(|line| line.split(','))
-        .map(|option| option.trim_matches([' ', '\t']).to_ascii_lowercase())
+        .map(|option| option.trim_matches([' ', '\t']))
         .filter(|option| !option.is_empty())
         .collect();
-    headers
-        .iter()
-        .filter(|(name, _)| {
-            let name = name.to_ascii_lowercase();
-            !HOP_BY_HOP.contains(&name.as_str()) && !named.contains(&name)
-        })
-        .cloned()
-        .collect()
+    headers.iter().filter(move |(name, _)| {
+        let is = |other: &&str| other.eq_ignore_ascii_case(name);
+        !HOP_BY_HOP.iter().any(is) && !named.iter().any(is)
+    })
 }
 
 /// The header lines of a response that a shared cache stores (RFC 9111 §3.1): all of them

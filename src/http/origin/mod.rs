@@ -414,16 +414,15 @@ impl Ask<'_> {
             "POST" => "GET",
             method => method,
         };
-        let storable = freshness::storable(method, &request.headers, status, &response.headers);
+        if !freshness::storable(method, &request.headers, status, &response.headers) {
+            return pass_through(response);
+        }
         let stored_headers: Vec<(String, String)> = freshness::storable_headers(&response.headers)
             .into_iter()
             .filter(|(name, _)| !is(name, "content-length"))
             .collect();
         let block = to_block(stored_headers.iter());
-        if !storable
-            || block.len() > MAX_HEADER_BLOCK as usize
-            || !complete_block(&block, &stored_headers)
-        {
+        if block.len() > MAX_HEADER_BLOCK as usize || !complete_block(&block, &stored_headers) {
             return pass_through(response);
         }
         let fresh = ResponseMeta {

@@ -206,9 +206,7 @@ impl Ask<'_> {
         };
         let body = Body::Memory(std::io::Cursor::new(whole.into()));
         let block = to_block(
-            freshness::strip_hop_by_hop(&answer.headers)
-                .iter()
-                .filter(|(n, _)| !is(n, "content-range")),
+            freshness::end_to_end(&answer.headers).filter(|(n, _)| !is(n, "content-range")),
         );
         let reply = response(
             &validators,

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
 use crate::http::body::Body;
-use crate::http::response::{Headers, Reply, Source, field_lines};
+use crate::http::response::{Headers, Reply, Source, block_lines};
 use crate::ipc::{Etag, Lifetime, Meta, StoreHead};
 
 /// A stored response as the cache answered it: its head and header lines.
@@ -49,7 +49,7 @@ fn for_freshness(meta: &Meta, headers: Vec<(String, String)>) -> ResponseMeta {
 pub(super) fn hit_block(meta: &Meta, block: &[u8], now: SystemTime) -> (Vec<u8>, u64) {
     let mut kept = Vec::with_capacity(block.len());
     let mut read = Vec::new();
-    for (name, line) in field_lines(block) {
+    for (name, line) in block_lines(block) {
         let is_age = name.eq_ignore_ascii_case(b"age");
         if is_age || name.eq_ignore_ascii_case(b"date") {
             read.extend(parse_block(line));
@@ -162,8 +162,7 @@ pub(super) fn pass_through_head(
     headers: &[(String, String)],
     length: Option<u64>,
 ) -> Reply {
-    let end_to_end = freshness::strip_hop_by_hop(headers);
-    let mut headers = Headers::stored(to_block(end_to_end.iter()));
+    let mut headers = Headers::stored(to_block(freshness::end_to_end(headers)));
     headers.push("X-Cache", "MISS");
     Reply {
         status,
