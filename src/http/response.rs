@@ -208,10 +208,10 @@ pub(super) fn response(
     };
     // The cache answers ranges of what it holds, whatever the origin said of its own
     // (as Varnish does): its Accept-Ranges, stored, gives way to this one.
-    let stored = match status {
-        304 => stored,
-        _ if names_field(&stored, "accept-ranges") => without_field(&stored, "accept-ranges"),
-        _ => stored,
+    let stored = if status != 304 && names_field(&stored, "accept-ranges") {
+        without_field(&stored, "accept-ranges")
+    } else {
+        stored
     };
     let mut headers = Headers::stored(stored);
     headers.push(
