@@ -147,7 +147,7 @@ LISTENING='listening on http://127\.0\.0\.1:[0-9]+'
 # Besides requests/s, a second table has the CPU time webproxy and its cache spent per
 # request (from /proc/PID/stat), which moves far less with the machine's load.
 origin_mode() {
-    local s f kind c t url out r e key n total
+    local s f kind c t url out r e key n total ticks
     for tool in varnishd nginx; do
         if ! command -v "$tool" >/dev/null 2>&1; then
             echo "http.sh: MODE=origin needs $tool (apt-get install -y nginx-light varnish)" >&2
